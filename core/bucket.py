@@ -1,0 +1,54 @@
+"""Applying a run's commands to one bucket of the store.
+
+A bucket's stored lines come sorted by key; so do the keys the run touches.
+One merge pass applies each touched identifier's commands (`fold`) and yields
+the bucket's new lines in key order: an untouched or unchanged profile's line
+is passed on as the very same bytes, without parsing or re-encoding it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+from . import records
+from .fold import Command, Outcome, apply_commands
+from .identifiers import Identifier
+
+
+def apply_to_bucket(
+    stored_lines: Iterable[bytes],
+    commands: Mapping[bytes, Sequence[Command]],
+    identifiers: Mapping[bytes, Identifier],
+    now: str,
+    tally: Counter[str],
+) -> Iterator[bytes]:
+    """The bucket's new store lines. Counts outcomes into `tally` as it goes.
+
+    `commands` maps each touched key to its commands in input order.
+    """
+    touched = sorted(commands)
+    i = 0
+
+    def apply(key: bytes, stored_record: bytes | None, line: bytes | None) -> Iterator[bytes]:
+        stored = records.decode_record(stored_record) if stored_record is not None else None
+        result = apply_commands(stored, commands[key], now)
+        tally[result.outcome] += 1
+        tally["deletes_missing"] += result.deletes_missing
+        if result.outcome is Outcome.UNCHANGED and line is not None:
+            yield line
+        elif result.stored is not None:
+            yield records.encode(identifiers[key], result.stored)
+
+    for line in stored_lines:
+        key, record = records.split(line)
+        while i < len(touched) and touched[i] < key:
+            yield from apply(touched[i], None, None)
+            i += 1
+        if i < len(touched) and touched[i] == key:
+            yield from apply(key, record, line)
+            i += 1
+        else:
+            yield line
+    for key in touched[i:]:
+        yield from apply(key, None, None)

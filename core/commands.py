@@ -1,0 +1,156 @@
+"""Checking one raw line into a command, or a reject with its code (SPEC §1, §3).
+
+`CommandChecker.check` is the whole verdict on a line, in the precedence of
+SPEC §3. The command envelope schema (`schemas/command.schema.json`) gives the
+verdict for every line; when it says no, `classify` finds the first fault in
+table order and says it in plain words. The identifier rules (exactly one form,
+the default compartment) depend on the run's options, so `identifiers.resolve`
+checks them after the schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from profile_import import schemas
+from .codes import LineRejected, RejectCode
+from .fold import DELETE, UPSERT, Command
+from .identifiers import IDENTIFIER_FIELDS, Identifier, json_type, resolve
+from .validation import SchemaValidator
+
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+
+OPERATIONS = (UPSERT, DELETE)
+FORCE_REPLACE = "force_replace"
+MERGE_OBJECTS = "merge_objects"
+USER_PROFILE = "user_profile"
+KNOWN_FIELDS = frozenset(("operation", *IDENTIFIER_FIELDS, FORCE_REPLACE, MERGE_OBJECTS, USER_PROFILE))
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    identifier: Identifier
+    operation: str
+
+
+def classify(obj: dict[str, Any], default_compartment_id: str | None) -> LineRejected | None:
+    """The first fault of a command object in SPEC §3's order, or None.
+
+    Covers every rule from INVALID_OPERATION to UNKNOWN_FIELD; the messages name
+    fields and JSON types, never values, so they are safe to keep when
+    rejects are redacted.
+    """
+    operation = obj.get("operation")
+    if "operation" not in obj:
+        return LineRejected(RejectCode.INVALID_OPERATION, "operation is missing")
+    if not isinstance(operation, str) or operation not in OPERATIONS:
+        return LineRejected(
+            RejectCode.INVALID_OPERATION,
+            f'operation must be "UPSERT" or "DELETE" (got a {json_type(operation)} that is not)',
+        )
+    try:
+        resolve(obj, default_compartment_id)
+    except LineRejected as rejected:
+        return rejected
+    if operation == UPSERT:
+        if FORCE_REPLACE not in obj:
+            return LineRejected(RejectCode.MISSING_FORCE_REPLACE, "an UPSERT needs force_replace")
+        if USER_PROFILE not in obj:
+            return LineRejected(RejectCode.MISSING_USER_PROFILE, "an UPSERT needs user_profile")
+    for name, wanted, ok in (
+        (FORCE_REPLACE, "boolean", lambda v: isinstance(v, bool)),
+        (MERGE_OBJECTS, "boolean", lambda v: isinstance(v, bool)),
+        (USER_PROFILE, "object", lambda v: isinstance(v, dict)),
+    ):
+        if name in obj and not ok(obj[name]):
+            return LineRejected(
+                RejectCode.INVALID_FIELD, f"{name} must be a {wanted}, not {json_type(obj[name])}"
+            )
+    unknown = sorted(name for name in obj if name not in KNOWN_FIELDS)
+    if unknown:
+        listed = ", ".join(repr(name[:40]) for name in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        return LineRejected(RejectCode.UNKNOWN_FIELD, f"unknown field {listed}{more}")
+    return None
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """Everything a line check depends on; small and picklable, for workers."""
+
+    default_compartment_id: str | None = None
+    profile_schema: dict[str, Any] | None = None
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    redact: bool = False
+    envelope_schema: dict[str, Any] = field(default_factory=schemas.load)
+
+    def build(self) -> CommandChecker:
+        return CommandChecker(self)
+
+
+class CommandChecker:
+    """The verdict on raw lines. Build once per worker (it compiles schemas)."""
+
+    def __init__(self, settings: CheckSettings) -> None:
+        self.settings = settings
+        self._default_compartment_id = settings.default_compartment_id
+        self._max_line_bytes = settings.max_line_bytes
+        self._envelope = SchemaValidator(settings.envelope_schema)
+        self._profile = (
+            SchemaValidator(settings.profile_schema) if settings.profile_schema is not None else None
+        )
+
+    def check(self, content: bytes, size: int | None = None) -> Accepted | None:
+        """The accepted command of a line, None for a blank line, or `LineRejected`.
+
+        `content` is the line without its terminator; `size` is its full length
+        when the reader cut it short.
+        """
+        size = len(content) if size is None else size
+        if size > self._max_line_bytes:
+            raise LineRejected(
+                RejectCode.LINE_TOO_LARGE,
+                f"line is {size} bytes, over the limit of {self._max_line_bytes}",
+            )
+        if not content.strip():
+            return None
+        try:
+            obj = orjson.loads(content)
+        except orjson.JSONDecodeError as e:
+            raise LineRejected(RejectCode.INVALID_JSON, f"not valid JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise LineRejected(
+                RejectCode.NOT_AN_OBJECT, f"a command is a JSON object, not {json_type(obj)}"
+            )
+        if not self._envelope.is_valid(obj):
+            raise classify(obj, self._default_compartment_id) or LineRejected(
+                RejectCode.INVALID_FIELD,
+                self._envelope.explain(obj, redact=self.settings.redact),
+            )
+        identifier = resolve(obj, self._default_compartment_id)
+        operation: str = obj["operation"]
+        if (
+            operation == UPSERT
+            and self._profile is not None
+            and not self._profile.is_valid(obj[USER_PROFILE])
+        ):
+            raise LineRejected(
+                RejectCode.PROFILE_SCHEMA_VIOLATION,
+                self._profile.explain(
+                    obj[USER_PROFILE], redact=self.settings.redact, prefix="user_profile"
+                ),
+            )
+        return Accepted(identifier, operation)
+
+
+def load_accepted(
+    content: bytes, default_compartment_id: str | None
+) -> tuple[Identifier, Command]:
+    """The identifier and command of a line that `CommandChecker` accepted."""
+    obj = orjson.loads(content)
+    return resolve(obj, default_compartment_id), Command.from_object(obj)

@@ -1,0 +1,119 @@
+"""Applying one identifier's commands, in input order, to its stored profile.
+
+This is the whole of SPEC §2 for one user. The pipeline calls `apply_commands`
+once per identifier touched by a run; a plain loop over the same commands must
+give the same result (the property tests check it).
+
+Counting is per profile, comparing the state before the run with the state
+after it:
+
+| before  | after   | in between             | outcome    | timestamps                          |
+|---------|---------|------------------------|------------|-------------------------------------|
+| absent  | present |                        | created    | both set to the run's start         |
+| present | absent  |                        | deleted    |                                     |
+| present | present | content changed        | updated    | last_modified_at moves              |
+| present | present | content identical      | unchanged  | both kept                           |
+| present | present | deleted, then upserted | updated    | created anew: both set (SPEC §2)    |
+| absent  | absent  |                        | absent     | (an upsert then a delete, or none)  |
+
+A DELETE of a profile that does not exist at that point is a no-op counted as
+`deletes_missing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .merge import Profile, same_json, upsert
+
+UPSERT = "UPSERT"
+DELETE = "DELETE"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One accepted command, reduced to what applying it needs."""
+
+    operation: str
+    profile: Profile | None = None
+    force_replace: bool = False
+    merge_objects: bool = False
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> Command:
+        """A command from a line object that has already been validated."""
+        if obj["operation"] == DELETE:
+            return cls(DELETE)
+        return cls(
+            UPSERT,
+            obj["user_profile"],
+            obj["force_replace"],
+            obj.get("merge_objects", False),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredProfile:
+    profile: Profile
+    created_at: str
+    last_modified_at: str
+
+
+class Outcome(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    ABSENT = "absent"
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    stored: StoredProfile | None
+    outcome: Outcome
+    deletes_missing: int
+
+
+def apply_command(current: Profile | None, command: Command) -> Profile | None:
+    """The profile after one command (None: no profile)."""
+    if command.operation == DELETE:
+        return None
+    assert command.profile is not None
+    return upsert(
+        current,
+        command.profile,
+        force_replace=command.force_replace,
+        merge_objects=command.merge_objects,
+    )
+
+
+def apply_commands(
+    stored: StoredProfile | None, commands: Iterable[Command], now: str
+) -> FoldResult:
+    """Applies `commands` in order to `stored`; `now` is the run's start time."""
+    current = stored.profile if stored is not None else None
+    deletes_missing = 0
+    recreated = False
+    for command in commands:
+        if command.operation == DELETE:
+            if current is None:
+                deletes_missing += 1
+            else:
+                recreated = stored is not None
+        current = apply_command(current, command)
+
+    if current is None:
+        outcome = Outcome.DELETED if stored is not None else Outcome.ABSENT
+        return FoldResult(None, outcome, deletes_missing)
+    if stored is None:
+        return FoldResult(StoredProfile(current, now, now), Outcome.CREATED, deletes_missing)
+    if recreated:
+        return FoldResult(StoredProfile(current, now, now), Outcome.UPDATED, deletes_missing)
+    if same_json(stored.profile, current):
+        return FoldResult(stored, Outcome.UNCHANGED, deletes_missing)
+    return FoldResult(
+        StoredProfile(current, stored.created_at, now), Outcome.UPDATED, deletes_missing
+    )

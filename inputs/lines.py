@@ -1,0 +1,85 @@
+"""Reading the lines of one input split.
+
+Lines end with `\\n` or `\\r\\n`; the terminator is not part of a line. A UTF-8
+byte-order mark at the start of a file is dropped. A line longer than the run's
+limit is never held whole: its first `max_line_bytes` are kept, the rest is
+skipped, and its full size is reported so the check can reject it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from .plan import InputSplit, open_raw, open_text_stream
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_SKIP_CHUNK = 1 << 20
+
+
+class InputReadError(Exception):
+    """An input that failed while a split was read (corrupt, vanished, ...)."""
+
+
+class Line(NamedTuple):
+    number: int
+    content: bytes
+    size: int  # the full length without terminator; > len(content) when cut
+
+
+def read_lines(
+    split: InputSplit,
+    max_line_bytes: int,
+    transport_params: dict[str, Any] | None = None,
+) -> Iterator[Line]:
+    """Every line that starts in the split, with its 1-based number."""
+    try:
+        yield from _read(split, max_line_bytes, transport_params)
+    except InputReadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised with the input named
+        raise InputReadError(f"input {split.path}: read failed: {e}") from e
+
+
+def _read(
+    split: InputSplit, max_line_bytes: int, transport_params: dict[str, Any] | None
+) -> Iterator[Line]:
+    # Room for the longest allowed line and its `\r\n`.
+    limit = max_line_bytes + 2
+    if split.compression is None:
+        stream = open_raw(split.path, transport_params)
+    else:
+        stream = open_text_stream(split.path, transport_params)
+    with stream:
+        if split.start:
+            stream.seek(split.start)
+        remaining = None if split.end is None else split.end - split.start
+        number = split.first_line
+        readline = stream.readline
+        while remaining is None or remaining > 0:
+            chunk = readline(limit)
+            if not chunk:
+                break
+            consumed = len(chunk)
+            size = 0
+            if not chunk.endswith(b"\n") and len(chunk) == limit:
+                # Too long: keep the head, skip to the end of the line.
+                head = chunk
+                size = len(chunk)
+                while True:
+                    rest = readline(_SKIP_CHUNK)
+                    consumed += len(rest)
+                    if not rest or rest.endswith(b"\n"):
+                        size += len(rest.rstrip(b"\r\n")) if rest else 0
+                        break
+                    size += len(rest)
+                content = head[:max_line_bytes]
+            else:
+                content = chunk[:-2] if chunk.endswith(b"\r\n") else chunk.rstrip(b"\n")
+            if number == 1 and content.startswith(_UTF8_BOM):
+                content = content[3:]
+                size = max(size - 3, 0)
+            yield Line(number, content, size or len(content))
+            number += 1
+            if remaining is not None:
+                remaining -= consumed

@@ -1,0 +1,1 @@
+"""Pipeline builders: construct a pipeline from a job description, never run it."""

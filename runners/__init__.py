@@ -1,0 +1,1 @@
+"""Launching the import: the command line, the run's life cycle, and the runners."""

@@ -1,0 +1,252 @@
+"""`profile-import`: the command line.
+
+    profile-import run [options] [beam options] INPUT...
+    profile-import export [--store PATH]
+    profile-import get [--store PATH] (--email-hash H | --user-agent-id U |
+                                       --compartment-id C --user-account-id A)
+    profile-import versions | rollback --to N | prune --keep N   [--store PATH]
+
+Exit status: 0 done (SUCCEEDED, SUCCEEDED_WITH_ERRORS, ALREADY_APPLIED; a
+profile found), 1 failed (FAILED; no such profile), 2 bad usage or unreadable
+input. Errors are one clear line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from profile_import.core.commands import DEFAULT_MAX_LINE_BYTES
+from profile_import.core.identifiers import Identifier, normalise_value
+from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES
+from profile_import.stores import DEFAULT_STORE, StoreError, open_store
+
+from .execution import Execution, RunSettings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        metavar="PATH",
+        help=f"the profile store folder (default: ./{DEFAULT_STORE})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="profile-import",
+        description="Import user profile commands (NDJSON) into a profile store.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="apply import files to the store",
+        description=(
+            "Apply NDJSON import commands to the store. Options this command does not "
+            "know are passed to Apache Beam as pipeline options, in --name=value form "
+            "(for example --direct_num_workers=2); --runner picks another Beam runner."
+        ),
+    )
+    run.add_argument("inputs", nargs="+", metavar="INPUT", help="files or globs (.gz .bz2 .zst)")
+    _store_option(run)
+    run.add_argument("--rejects", metavar="FILE", help="where rejected lines go (NDJSON)")
+    run.add_argument("--report", metavar="FILE", help="where the JSON report goes (default: stdout)")
+    run.add_argument("--default-compartment-id", metavar="ID")
+    run.add_argument("--max-rejects", type=_non_negative_int, metavar="N")
+    run.add_argument("--max-reject-ratio", type=_ratio, metavar="R")
+    run.add_argument("--allow-reapply", action="store_true")
+    run.add_argument("--redact-rejects", action="store_true")
+    run.add_argument("--profile-schema", metavar="FILE")
+    run.add_argument("--dry-run", action="store_true")
+    run.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS")
+    run.add_argument("--max-line-bytes", type=_positive_int, default=DEFAULT_MAX_LINE_BYTES)
+    run.add_argument("--split-bytes", type=_positive_int, default=DEFAULT_SPLIT_BYTES)
+    run.add_argument("--buckets", type=_positive_int, help="buckets of a new store")
+    run.add_argument("--runner", help="the Beam runner (default: the local FnApiRunner)")
+    run.add_argument("--quiet", action="store_true", help="no progress, no summary line")
+
+    export = commands.add_parser("export", help="print every profile as NDJSON, by identifier")
+    _store_option(export)
+
+    get = commands.add_parser("get", help="print one profile as JSON")
+    _store_option(get)
+    get.add_argument("--email-hash")
+    get.add_argument("--user-agent-id")
+    get.add_argument("--compartment-id")
+    get.add_argument("--user-account-id")
+
+    versions = commands.add_parser("versions", help="list the store's kept versions")
+    _store_option(versions)
+
+    rollback = commands.add_parser("rollback", help="publish an older version again")
+    _store_option(rollback)
+    rollback.add_argument("--to", type=_positive_int, required=True, metavar="VERSION")
+
+    prune = commands.add_parser("prune", help="drop old versions and their files")
+    _store_option(prune)
+    prune.add_argument("--keep", type=_positive_int, required=True, metavar="N")
+    return parser
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"profile-import: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    if args.default_compartment_id is not None and not args.default_compartment_id:
+        _fail("--default-compartment-id must not be empty", EXIT_USAGE)
+    if args.runner:
+        beam_args = [f"--runner={args.runner}", *beam_args]
+    settings = RunSettings(
+        inputs=args.inputs,
+        store=args.store,
+        rejects_path=args.rejects,
+        report_path=args.report,
+        default_compartment_id=args.default_compartment_id,
+        max_rejects=args.max_rejects,
+        max_reject_ratio=args.max_reject_ratio,
+        allow_reapply=args.allow_reapply,
+        redact_rejects=args.redact_rejects,
+        profile_schema_path=args.profile_schema,
+        dry_run=args.dry_run,
+        lock_timeout=args.lock_timeout,
+        max_line_bytes=args.max_line_bytes,
+        split_bytes=args.split_bytes,
+        buckets=args.buckets,
+        show_progress=not args.quiet and sys.stderr.isatty(),
+        beam_args=beam_args,
+    )
+    outcome = Execution(settings).run()
+    text = json.dumps(outcome.report, indent=2) + "\n"
+    if args.report:
+        try:
+            with open(args.report, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            _fail(f"cannot write the report to {args.report}: {e}", EXIT_FAILED)
+    else:
+        sys.stdout.write(text)
+    if not args.quiet or outcome.exit_code:
+        print(f"profile-import: {outcome.report['message']}", file=sys.stderr)
+        if outcome.report.get("rejects_file"):
+            print(f"profile-import: rejects in {outcome.report['rejects_file']}", file=sys.stderr)
+    return outcome.exit_code
+
+
+def _identifier(args: argparse.Namespace) -> Identifier:
+    given = [
+        name
+        for name in ("email_hash", "user_agent_id", "compartment_id", "user_account_id")
+        if getattr(args, name) is not None
+    ]
+    if given == ["email_hash"] and args.email_hash:
+        return Identifier.email_hash(args.email_hash)
+    if given == ["user_agent_id"] and args.user_agent_id:
+        return Identifier.user_agent_id(args.user_agent_id)
+    if sorted(given) == ["compartment_id", "user_account_id"]:
+        compartment = normalise_value(args.compartment_id)
+        account = normalise_value(args.user_account_id)
+        if compartment and account:
+            return Identifier.account(compartment, account)
+    _fail(
+        "get needs exactly one identifier: --email-hash H, --user-agent-id U, "
+        "or --compartment-id C with --user-account-id A",
+        EXIT_USAGE,
+    )
+
+
+def _write_records(records: Any) -> None:
+    out = sys.stdout.buffer
+    try:
+        for record in records:
+            out.write(record)
+            out.write(b"\n")
+        out.flush()
+    except BrokenPipeError:
+        # `export | head`: the reader left; not an error of ours.
+        sys.stdout = None  # type: ignore[assignment]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM (cron, Airflow, kill) unwinds like Ctrl-C, so a staged run is discarded.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "run" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    stray = [a for a in extra if not a.startswith("--")]
+    if stray:
+        parser.error(
+            f"unrecognized arguments: {' '.join(stray)} "
+            "(Beam options are written --name=value, before or after the inputs)"
+        )
+    try:
+        if args.command == "run":
+            return _run(args, extra)
+        store = open_store(args.store)
+        if args.command == "export":
+            _write_records(store.export())
+            return EXIT_OK
+        if args.command == "get":
+            record = store.get(_identifier(args))
+            if record is None:
+                print("profile-import: no such profile", file=sys.stderr)
+                return EXIT_FAILED
+            _write_records([record])
+            return EXIT_OK
+        if args.command == "versions":
+            current = store.current()
+            for v in store.versions():
+                marker = "*" if current and v.number == current.number else " "
+                what = v.execution.get("execution_id") or f"rollback to {v.execution.get('rollback_to')}"
+                status = v.execution.get("status", "")
+                print(f"{marker} {v.number:>6}  {v.created_at}  {v.profiles:>12,} profiles  {what} {status}")
+            return EXIT_OK
+        with store.lock():
+            if args.command == "rollback":
+                version = store.rollback(args.to)
+                print(f"profile-import: version {args.to} published again as version {version.number}", file=sys.stderr)
+            else:
+                dropped = store.prune(args.keep)
+                print(f"profile-import: pruned {len(dropped)} version(s)", file=sys.stderr)
+        return EXIT_OK
+    except StoreError as e:
+        _fail(str(e), EXIT_FAILED)
+    except KeyboardInterrupt:
+        _fail("interrupted; the store is unchanged", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

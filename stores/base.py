@@ -1,0 +1,149 @@
+"""What a profile store must offer.
+
+The pipeline's transforms see only two small picklable objects:
+- a `BucketSource`, which reads one bucket of the version the run starts from,
+  as store lines (`core.records`) sorted by key;
+- a `BucketSink`, which writes the new content of one bucket.
+Both are opened on the workers (`open()` in `DoFn.setup`).
+
+The launcher drives the rest through `ProfileStore`: lock, read the current
+version, `begin` a staged execution, and `commit` or `abort` it. A commit
+publishes every bucket the run wrote, and keeps the parent's content for the
+buckets it did not; nothing is visible before the commit, so a failed or killed
+run leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from profile_import.core.identifiers import Identifier
+
+
+class StoreError(Exception):
+    """A store that cannot be used as asked (locked, damaged, unknown...)."""
+
+
+class StoreLocked(StoreError):
+    """Another run holds the store."""
+
+
+class BucketSource(abc.ABC):
+    """Reads the buckets of one store version (picklable; `open` on workers)."""
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Acquires what reading needs (connections); called once per worker."""
+
+    @abc.abstractmethod
+    def read_bucket(self, bucket: int) -> Iterator[bytes]:
+        """The store lines of `bucket`, sorted by key."""
+
+
+class BucketSink(abc.ABC):
+    """Writes the buckets of a staged execution (picklable; `open` on workers)."""
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Acquires what writing needs; called once per worker."""
+
+    @abc.abstractmethod
+    def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
+        """Replaces the content of `bucket`; returns the number of lines written.
+
+        Must be idempotent: a retried bundle writes the same bucket again.
+        """
+
+
+@dataclass(frozen=True)
+class AppliedExecution:
+    """An execution that a version includes, for idempotency (SPEC §4)."""
+
+    fingerprint: str
+    execution_id: str
+    version: int
+    finished_at: str
+
+
+@dataclass(frozen=True)
+class Version:
+    """One published state of a store."""
+
+    number: int
+    parent: int | None
+    created_at: str
+    profiles: int
+    execution: dict[str, Any]
+    applied: tuple[AppliedExecution, ...] = ()
+
+    def find_applied(self, fingerprint: str) -> AppliedExecution | None:
+        return next((a for a in self.applied if a.fingerprint == fingerprint), None)
+
+
+@dataclass
+class Staging:
+    """A run in progress: where its results go until commit."""
+
+    execution_id: str
+    parent: Version | None
+    source: BucketSource
+    sink: BucketSink
+    work_dir: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ProfileStore(abc.ABC):
+    url: str
+    buckets: int
+
+    @abc.abstractmethod
+    def exists(self) -> bool:
+        """Whether the store has been created (a first run creates it)."""
+
+    @abc.abstractmethod
+    def lock(self, timeout: float = 0.0) -> AbstractContextManager[None]:
+        """Exclusive use of the store for one run; raises `StoreLocked`."""
+
+    @abc.abstractmethod
+    def current(self) -> Version | None:
+        """The published version, or None for an empty store."""
+
+    @abc.abstractmethod
+    def source(self, version: Version | None) -> BucketSource:
+        """Reads the buckets of `version` (an empty source for None)."""
+
+    @abc.abstractmethod
+    def begin(self, execution_id: str, parent: Version | None) -> Staging:
+        """Prepares a staged execution on top of `parent` (under the lock)."""
+
+    @abc.abstractmethod
+    def commit(
+        self, staging: Staging, execution: dict[str, Any], profiles_delta: int
+    ) -> Version:
+        """Publishes a staged execution atomically; returns the new version."""
+
+    @abc.abstractmethod
+    def abort(self, staging: Staging) -> None:
+        """Discards a staged execution."""
+
+    @abc.abstractmethod
+    def versions(self) -> list[Version]:
+        """Every kept version, oldest first."""
+
+    @abc.abstractmethod
+    def rollback(self, number: int) -> Version:
+        """Publishes the content of an older version as a new version."""
+
+    @abc.abstractmethod
+    def prune(self, keep: int) -> list[int]:
+        """Drops all but the newest `keep` versions (and the current one)."""
+
+    @abc.abstractmethod
+    def export(self) -> Iterator[bytes]:
+        """Every profile of the current version as an export record, by key."""
+
+    @abc.abstractmethod
+    def get(self, identifier: Identifier) -> bytes | None:
+        """The export record of one profile, or None."""

@@ -1,0 +1,377 @@
+"""The embedded default store: versioned snapshots in a folder.
+
+Layout of a store folder:
+
+    profile-store.json          what this folder is: format, bucket count
+    CURRENT                     the published version number (replaced atomically)
+    versions/00000007.json      one manifest per version: its buckets' files,
+                                its profile count, the executions it includes
+    data/<execution>/bucket-00042.ndjson
+                                the buckets an execution wrote: store lines
+                                (`core.records`) sorted by key
+    staging/<execution>/        a run's scratch space (rejects, progress)
+    .lock                       held by the run in progress
+
+Profiles are spread over a fixed number of buckets by a hash of their key; a
+run rewrites only the buckets its commands touch, and a version's manifest
+points at the newest file of every bucket, so untouched buckets are shared
+between versions. Publishing a version is writing its manifest, then
+replacing `CURRENT` with a rename: a run that fails or is killed before that
+leaves the store exactly as it was. Old versions stay until `prune`, so
+`rollback` can publish any kept one again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from profile_import.core import clock, records
+from profile_import.core.identifiers import Identifier, bucket_of
+
+from . import locking
+from .base import (
+    AppliedExecution,
+    BucketSink,
+    BucketSource,
+    ProfileStore,
+    Staging,
+    StoreError,
+    Version,
+)
+
+FORMAT = "profile-import/snapshot-store"
+FORMAT_VERSION = 1
+DEFAULT_BUCKETS = 64
+_META = "profile-store.json"
+_CURRENT = "CURRENT"
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Writes a file whole or not at all, durable before it becomes visible."""
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _bucket_file(execution_id: str, bucket: int) -> str:
+    return f"data/{execution_id}/bucket-{bucket:05d}.ndjson"
+
+
+class SnapshotBucketSource(BucketSource):
+    def __init__(self, root: str, shards: list[str | None]) -> None:
+        self.root = root
+        self.shards = shards
+
+    def read_bucket(self, bucket: int) -> Iterator[bytes]:
+        shard = self.shards[bucket]
+        if shard is None:
+            return
+        path = os.path.join(self.root, shard)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
+        except FileNotFoundError as e:
+            raise StoreError(f"store {self.root} is damaged: {shard} is missing") from e
+        with f:
+            yield from f
+
+
+class SnapshotBucketSink(BucketSink):
+    def __init__(self, root: str, execution_id: str) -> None:
+        self.root = root
+        self.execution_id = execution_id
+
+    def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
+        path = os.path.join(self.root, _bucket_file(self.execution_id, bucket))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        count = 0
+        with open(tmp, "wb", buffering=1 << 20) as f:
+            for line in lines:
+                f.write(line)
+                count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # a retried bundle replaces the same file
+        return count
+
+
+class SnapshotStore(ProfileStore):
+    def __init__(self, root: str, *, buckets: int | None = None) -> None:
+        self.root = os.path.abspath(root)
+        self.url = root
+        meta = self._read_meta()
+        if meta is not None:
+            self.buckets = int(meta["buckets"])
+            if buckets is not None and buckets != self.buckets:
+                raise StoreError(
+                    f"store {root} has {self.buckets} buckets; --buckets {buckets} "
+                    "only applies when a store is created"
+                )
+        else:
+            self.buckets = buckets or DEFAULT_BUCKETS
+        if not 1 <= self.buckets <= 65536:
+            raise StoreError(f"a store has 1 to 65536 buckets, not {self.buckets}")
+
+    # --- paths and metadata -------------------------------------------------
+
+    def _path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def _read_meta(self) -> dict[str, Any] | None:
+        try:
+            with open(self._path(_META), "rb") as f:
+                meta: dict[str, Any] = json.load(f)
+        except FileNotFoundError:
+            if os.path.isdir(self.root) and any(
+                not name.startswith(".") for name in os.listdir(self.root)
+            ):
+                raise StoreError(
+                    f"{self.url} is a folder that is not a profile store (no {_META}); "
+                    "give an empty or new folder"
+                ) from None
+            return None
+        except (OSError, ValueError) as e:
+            raise StoreError(f"store {self.url}: cannot read {_META}: {e}") from e
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise StoreError(f"store {self.url}: unknown format {meta.get('format')!r}")
+        return meta
+
+    def exists(self) -> bool:
+        return os.path.exists(self._path(_META))
+
+    def _create(self) -> None:
+        for folder in ("versions", "data", "staging"):
+            os.makedirs(self._path(folder), exist_ok=True)
+        if not self.exists():
+            meta = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "buckets": self.buckets,
+                "created_at": clock.iso(clock.now()),
+            }
+            _write_atomic(self._path(_META), json.dumps(meta, indent=2).encode() + b"\n")
+
+    def lock(self, timeout: float = 0.0) -> AbstractContextManager[None]:
+        os.makedirs(self.root, exist_ok=True)
+        return locking.exclusive(self._path(".lock"), timeout, f"store {self.url}")
+
+    # --- versions -----------------------------------------------------------
+
+    def _manifest_path(self, number: int) -> str:
+        return self._path("versions", f"{number:08d}.json")
+
+    def _read_manifest(self, number: int) -> dict[str, Any]:
+        try:
+            with open(self._manifest_path(number), "rb") as f:
+                manifest: dict[str, Any] = json.load(f)
+        except (OSError, ValueError) as e:
+            raise StoreError(f"store {self.url}: version {number} is unreadable: {e}") from e
+        return manifest
+
+    def _current_number(self) -> int | None:
+        try:
+            with open(self._path(_CURRENT), "rb") as f:
+                return int(f.read().strip())
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            raise StoreError(f"store {self.url}: CURRENT is damaged: {e}") from e
+
+    def _version_numbers(self) -> list[int]:
+        try:
+            names = os.listdir(self._path("versions"))
+        except FileNotFoundError:
+            return []
+        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+    @staticmethod
+    def _version(manifest: dict[str, Any]) -> Version:
+        return Version(
+            number=manifest["version"],
+            parent=manifest["parent"],
+            created_at=manifest["created_at"],
+            profiles=manifest["profiles"],
+            execution=manifest["execution"],
+            applied=tuple(AppliedExecution(**a) for a in manifest["applied"]),
+        )
+
+    def current(self) -> Version | None:
+        number = self._current_number()
+        return None if number is None else self._version(self._read_manifest(number))
+
+    def versions(self) -> list[Version]:
+        return [self._version(self._read_manifest(n)) for n in self._version_numbers()]
+
+    def _shards(self, version: Version | None) -> list[str | None]:
+        if version is None:
+            return [None] * self.buckets
+        shards: list[str | None] = self._read_manifest(version.number)["shards"]
+        return shards
+
+    def source(self, version: Version | None) -> SnapshotBucketSource:
+        return SnapshotBucketSource(self.root, self._shards(version))
+
+    # --- a run --------------------------------------------------------------
+
+    def begin(self, execution_id: str, parent: Version | None) -> Staging:
+        self._create()
+        self._collect_garbage()
+        work_dir = self._path("staging", execution_id)
+        os.makedirs(work_dir, exist_ok=True)
+        return Staging(
+            execution_id=execution_id,
+            parent=parent,
+            source=self.source(parent),
+            sink=SnapshotBucketSink(self.root, execution_id),
+            work_dir=work_dir,
+        )
+
+    def _written_buckets(self, execution_id: str) -> dict[int, str]:
+        folder = self._path("data", execution_id)
+        written = {}
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            if name.startswith("bucket-") and name.endswith(".ndjson"):
+                bucket = int(name[len("bucket-") : -len(".ndjson")])
+                written[bucket] = _bucket_file(execution_id, bucket)
+        return written
+
+    def _publish(
+        self,
+        parent: Version | None,
+        shards: list[str | None],
+        profiles: int,
+        execution: dict[str, Any],
+        applied: list[dict[str, Any]],
+    ) -> Version:
+        if self._current_number() != (parent.number if parent else None):
+            raise StoreError(
+                f"store {self.url} changed during the run (another writer without the lock?); "
+                "nothing was published"
+            )
+        number = max(self._version_numbers(), default=0) + 1
+        manifest = {
+            "version": number,
+            "parent": parent.number if parent else None,
+            "created_at": clock.iso(clock.now()),
+            "profiles": profiles,
+            "execution": execution,
+            "shards": shards,
+            "applied": applied,
+        }
+        path = self._manifest_path(number)
+        if os.path.exists(path):
+            raise StoreError(f"store {self.url}: version {number} exists already")
+        _write_atomic(path, json.dumps(manifest, indent=1).encode() + b"\n")
+        _write_atomic(self._path(_CURRENT), f"{number}\n".encode())
+        return self._version(manifest)
+
+    def commit(
+        self, staging: Staging, execution: dict[str, Any], profiles_delta: int
+    ) -> Version:
+        parent = staging.parent
+        shards = self._shards(parent)
+        for bucket, path in self._written_buckets(staging.execution_id).items():
+            shards[bucket] = path
+        number = max(self._version_numbers(), default=0) + 1
+        applied = [a.__dict__ for a in parent.applied] if parent else []
+        applied.append(
+            {
+                "fingerprint": execution["fingerprint"],
+                "execution_id": staging.execution_id,
+                "version": number,
+                "finished_at": clock.iso(clock.now()),
+            }
+        )
+        profiles = (parent.profiles if parent else 0) + profiles_delta
+        version = self._publish(parent, shards, profiles, execution, applied)
+        shutil.rmtree(staging.work_dir, ignore_errors=True)
+        return version
+
+    def abort(self, staging: Staging) -> None:
+        shutil.rmtree(self._path("data", staging.execution_id), ignore_errors=True)
+        shutil.rmtree(staging.work_dir, ignore_errors=True)
+
+    def _referenced_data(self) -> set[str]:
+        referenced = set()
+        for number in self._version_numbers():
+            for shard in self._read_manifest(number)["shards"]:
+                if shard is not None:
+                    referenced.add(shard.split("/")[1])
+        return referenced
+
+    def _collect_garbage(self) -> None:
+        """Removes what killed runs left behind (called under the lock)."""
+        referenced = self._referenced_data()
+        for name in os.listdir(self._path("data")):
+            if name not in referenced:
+                shutil.rmtree(self._path("data", name), ignore_errors=True)
+        for name in os.listdir(self._path("staging")):
+            shutil.rmtree(self._path("staging", name), ignore_errors=True)
+        for name in os.listdir(self._path("versions")):
+            if name.endswith(".tmp"):
+                os.remove(self._path("versions", name))
+
+    # --- maintenance (callers hold the lock) -------------------------------
+
+    def rollback(self, number: int) -> Version:
+        if number not in self._version_numbers():
+            raise StoreError(f"store {self.url} has no version {number} (see `versions`)")
+        target = self._read_manifest(number)
+        current = self.current()
+        execution = {"rollback_to": number, "started_at": clock.iso(clock.now())}
+        return self._publish(
+            current, target["shards"], target["profiles"], execution, target["applied"]
+        )
+
+    def prune(self, keep: int) -> list[int]:
+        if keep < 1:
+            raise StoreError("prune keeps at least one version")
+        numbers = self._version_numbers()
+        current = self._current_number()
+        dropped = [n for n in numbers[:-keep] if n != current]
+        for number in dropped:
+            os.remove(self._manifest_path(number))
+        if os.path.isdir(self._path("data")):
+            self._collect_garbage()
+        return dropped
+
+    # --- reading ------------------------------------------------------------
+
+    def _keyed(self, source: SnapshotBucketSource, bucket: int) -> Iterator[tuple[bytes, bytes]]:
+        for line in source.read_bucket(bucket):
+            yield records.split(line)
+
+    def export(self) -> Iterator[bytes]:
+        source = self.source(self.current())
+        streams = [self._keyed(source, b) for b in range(self.buckets) if source.shards[b]]
+        for _key, record in heapq.merge(*streams):
+            yield record
+
+    def get(self, identifier: Identifier) -> bytes | None:
+        key = identifier.key
+        source = self.source(self.current())
+        for line_key, record in self._keyed(source, bucket_of(key, self.buckets)):
+            if line_key == key:
+                return record
+            if line_key > key:
+                break
+        return None

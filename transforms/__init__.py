@@ -1,0 +1,1 @@
+"""Beam composites of the import pipeline; each wires pure `core` functions."""
