@@ -13,13 +13,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from . import records
 from .fold import Command, Outcome, apply_commands
-from .identifiers import Identifier
 
 
 def apply_to_bucket(
     stored_lines: Iterable[bytes],
     commands: Mapping[bytes, Sequence[Command]],
-    identifiers: Mapping[bytes, Identifier],
     now: str,
     tally: Counter[str],
 ) -> Iterator[bytes]:
@@ -38,7 +36,7 @@ def apply_to_bucket(
         if result.outcome is Outcome.UNCHANGED and line is not None:
             yield line
         elif result.stored is not None:
-            yield records.encode(identifiers[key], result.stored)
+            yield records.encode(key, result.stored)
 
     for line in stored_lines:
         key, record = records.split(line)

@@ -11,14 +11,14 @@ checks them after the schema.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from profile_import import schemas
 from .codes import LineRejected, RejectCode
 from .fold import DELETE, UPSERT, Command
-from .identifiers import IDENTIFIER_FIELDS, Identifier, json_type, resolve
+from .identifiers import IDENTIFIER_FIELDS, json_type, resolve
 from .validation import SchemaValidator
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20
@@ -32,9 +32,8 @@ KNOWN_FIELDS = frozenset(("operation", *IDENTIFIER_FIELDS, FORCE_REPLACE, MERGE_
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    identifier: Identifier
+class Accepted(NamedTuple):
+    key: bytes  # the identifier's canonical key
     operation: str
 
 
@@ -132,7 +131,7 @@ class CommandChecker:
                 RejectCode.INVALID_FIELD,
                 self._envelope.explain(obj, redact=self.settings.redact),
             )
-        identifier = resolve(obj, self._default_compartment_id)
+        key = resolve(obj, self._default_compartment_id)
         operation: str = obj["operation"]
         if (
             operation == UPSERT
@@ -145,12 +144,9 @@ class CommandChecker:
                     obj[USER_PROFILE], redact=self.settings.redact, prefix="user_profile"
                 ),
             )
-        return Accepted(identifier, operation)
+        return Accepted(key, operation)
 
 
-def load_accepted(
-    content: bytes, default_compartment_id: str | None
-) -> tuple[Identifier, Command]:
-    """The identifier and command of a line that `CommandChecker` accepted."""
-    obj = orjson.loads(content)
-    return resolve(obj, default_compartment_id), Command.from_object(obj)
+def load_accepted(content: bytes) -> Command:
+    """The command of a line that `CommandChecker` accepted."""
+    return Command.from_object(orjson.loads(content))

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from .merge import Profile, same_json, upsert
 
@@ -33,9 +33,12 @@ UPSERT = "UPSERT"
 DELETE = "DELETE"
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
-    """One accepted command, reduced to what applying it needs."""
+class Command(NamedTuple):
+    """One accepted command, reduced to what applying it needs.
+
+    A NamedTuple rather than a dataclass: one is built per line, and a tuple
+    is the cheapest object Python can build.
+    """
 
     operation: str
     profile: Profile | None = None

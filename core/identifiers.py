@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -32,10 +31,10 @@ IDENTIFIER_FIELDS = (COMPARTMENT_ID, USER_ACCOUNT_ID, EMAIL_HASH, USER_AGENT_ID)
 _ACCOUNT = "a"
 _EMAIL = "e"
 _AGENT = "u"
+_ABSENT: Any = object()
 
 
-@dataclass(frozen=True, slots=True)
-class Identifier:
+class Identifier(NamedTuple):
     """A resolved identifier: its kind letter and normalised string values."""
 
     kind: str
@@ -98,8 +97,7 @@ def _invalid(field: str, value: Any) -> LineRejected:
     )
 
 
-def _string_field(obj: Mapping[str, Any], field: str) -> str:
-    value = obj[field]
+def _string_value(field: str, value: Any) -> str:
     if isinstance(value, str) and value:
         return value
     if isinstance(value, str):
@@ -109,49 +107,54 @@ def _string_field(obj: Mapping[str, Any], field: str) -> str:
     )
 
 
-def resolve(obj: Mapping[str, Any], default_compartment_id: str | None = None) -> Identifier:
-    """The one identifier of a command object, or `LineRejected`.
+def resolve(obj: Mapping[str, Any], default_compartment_id: str | None = None) -> bytes:
+    """The key of a command object's one identifier, or `LineRejected`.
 
     A field that is present counts as an attempt at its form, whatever its
     value: `{"email_hash": "", "user_agent_id": "x"}` names two identifiers.
+    This runs for every line, twice: it reads each field once and builds the
+    key directly.
     """
-    has_account = COMPARTMENT_ID in obj or USER_ACCOUNT_ID in obj
-    forms = int(has_account) + int(EMAIL_HASH in obj) + int(USER_AGENT_ID in obj)
-    if forms == 0:
-        raise LineRejected(
-            RejectCode.MISSING_IDENTIFIER,
-            "no identifier: give compartment_id + user_account_id, email_hash or user_agent_id",
-        )
-    if forms > 1:
+    email = obj.get(EMAIL_HASH, _ABSENT)
+    agent = obj.get(USER_AGENT_ID, _ABSENT)
+    compartment = obj.get(COMPARTMENT_ID, _ABSENT)
+    account = obj.get(USER_ACCOUNT_ID, _ABSENT)
+    has_account = compartment is not _ABSENT or account is not _ABSENT
+    forms = has_account + (email is not _ABSENT) + (agent is not _ABSENT)
+    if forms != 1:
+        if forms == 0:
+            raise LineRejected(
+                RejectCode.MISSING_IDENTIFIER,
+                "no identifier: give compartment_id + user_account_id, email_hash or "
+                "user_agent_id",
+            )
         named = [f for f in IDENTIFIER_FIELDS if f in obj]
         raise LineRejected(
             RejectCode.MULTIPLE_IDENTIFIERS,
             f"more than one identifier ({', '.join(named)}): a line names exactly one",
         )
-    if EMAIL_HASH in obj:
-        return Identifier.email_hash(_string_field(obj, EMAIL_HASH))
-    if USER_AGENT_ID in obj:
-        return Identifier.user_agent_id(_string_field(obj, USER_AGENT_ID))
+    if email is not _ABSENT:
+        return orjson.dumps((_EMAIL, _string_value(EMAIL_HASH, email)))
+    if agent is not _ABSENT:
+        return orjson.dumps((_AGENT, _string_value(USER_AGENT_ID, agent)))
 
-    if USER_ACCOUNT_ID not in obj:
-        raise LineRejected(
-            RejectCode.INVALID_IDENTIFIER, "compartment_id without user_account_id"
-        )
-    account = normalise_value(obj[USER_ACCOUNT_ID])
-    if account is None:
-        raise _invalid(USER_ACCOUNT_ID, obj[USER_ACCOUNT_ID])
-    if COMPARTMENT_ID in obj:
-        compartment = normalise_value(obj[COMPARTMENT_ID])
-        if compartment is None:
-            raise _invalid(COMPARTMENT_ID, obj[COMPARTMENT_ID])
+    if account is _ABSENT:
+        raise LineRejected(RejectCode.INVALID_IDENTIFIER, "compartment_id without user_account_id")
+    account_value = normalise_value(account)
+    if account_value is None:
+        raise _invalid(USER_ACCOUNT_ID, account)
+    if compartment is not _ABSENT:
+        compartment_value = normalise_value(compartment)
+        if compartment_value is None:
+            raise _invalid(COMPARTMENT_ID, compartment)
     elif default_compartment_id is not None:
-        compartment = default_compartment_id
+        compartment_value = default_compartment_id
     else:
         raise LineRejected(
             RejectCode.INVALID_IDENTIFIER,
             "user_account_id without compartment_id (and no --default-compartment-id)",
         )
-    return Identifier.account(compartment, account)
+    return orjson.dumps((_ACCOUNT, compartment_value, account_value))
 
 
 def json_type(value: Any) -> str:

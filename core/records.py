@@ -18,15 +18,15 @@ from .identifiers import Identifier
 SEPARATOR = b"\t"
 
 
-def encode(identifier: Identifier, stored: StoredProfile) -> bytes:
-    """The store line (with its newline) of one profile."""
+def encode(key: bytes, stored: StoredProfile) -> bytes:
+    """The store line (with its newline) of the profile of identifier `key`."""
     record = {
-        **identifier.fields(),
+        **Identifier.from_key(key).fields(),
         "user_profile": stored.profile,
         "created_at": stored.created_at,
         "last_modified_at": stored.last_modified_at,
     }
-    return identifier.key + SEPARATOR + orjson.dumps(record) + b"\n"
+    return key + SEPARATOR + orjson.dumps(record) + b"\n"
 
 
 def split(line: bytes) -> tuple[bytes, bytes]:

@@ -38,11 +38,16 @@ class ImportJob:
     now: str  # the execution's start time, stamped on what it changes
     work_dir: str
     progress: bool = False
+    spill: bool = False  # shuffle batches through files in work_dir (transforms.batches)
     transport_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rejects_dir(self) -> str:
         return os.path.join(self.work_dir, "rejects")
+
+    @property
+    def spill_dir(self) -> str | None:
+        return os.path.join(self.work_dir, "shuffle") if self.spill else None
 
     @property
     def progress_dir(self) -> str | None:
@@ -58,12 +63,12 @@ def build(pipeline: beam.Pipeline, job: ImportJob) -> beam.Pipeline:
         job.input_count,
         job.progress_dir,
         job.transport_params or None,
+        job.spill_dir,
     )
     _ = parsed.commands | "ApplyCommands" >> ApplyCommands(
         job.source,
         job.sink,
         job.now,
-        job.check.default_compartment_id,
         job.progress_dir,
     )
     _ = parsed.rejects | "WriteRejects" >> WriteRejects(job.rejects_dir)

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--buckets", type=_positive_int, help="buckets of a new store")
     run.add_argument("--runner", help="the Beam runner (default: the local FnApiRunner)")
     run.add_argument("--quiet", action="store_true", help="no progress, no summary line")
+    run.add_argument("--verbose", action="store_true", help="show Beam's own log")
 
     export = commands.add_parser("export", help="print every profile as NDJSON, by identifier")
     _store_option(export)
@@ -199,7 +200,13 @@ def _write_records(records: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Beam logs its plumbing at WARNING (optional cloud clients missing, ...):
+    # noise for a command-line user, who gets our one-line summary instead.
+    verbose = "--verbose" in (argv if argv is not None else sys.argv)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     # SIGTERM (cron, Airflow, kill) unwinds like Ctrl-C, so a staged run is discarded.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = build_parser()

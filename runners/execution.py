@@ -332,6 +332,7 @@ class Execution:
             now=clock.iso(self.started),
             work_dir=staging.work_dir,
             progress=show,
+            spill=local.is_local(self.options),
         )
         if job.progress_dir:
             os.makedirs(job.progress_dir, exist_ok=True)

@@ -6,13 +6,19 @@ another engine. A nightly job must not depend on the network or change engine
 under its users, so a run with no `--runner` gets the FnApiRunner by name.
 Any other `--runner` (Dataflow, Flink, Spark, Portable...) is passed to Beam
 as given.
+
+The local run uses every core without being asked: one SDK worker process per
+core (`--direct_num_workers`, `--direct_running_mode=multi_processing`), each
+reading splits and applying buckets. Either option given on the command line
+wins.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 LOCAL_RUNNER = "FnApiRunner"
 
@@ -23,6 +29,14 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = LOCAL_RUNNER
+    if is_local(options):
+        direct = options.view_as(DirectOptions)
+        given = " ".join(beam_args)
+        if "--direct_num_workers" not in given:
+            direct.direct_num_workers = os.cpu_count() or 1
+        workers = direct.direct_num_workers or os.cpu_count() or 1
+        if "--direct_running_mode" not in given:
+            direct.direct_running_mode = "multi_processing" if workers > 1 else "in_memory"
     return options
 
 

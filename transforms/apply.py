@@ -11,10 +11,10 @@ from apache_beam.metrics import Metrics
 from profile_import.core.bucket import apply_to_bucket
 from profile_import.core.commands import load_accepted
 from profile_import.core.fold import Command, Outcome
-from profile_import.core.identifiers import Identifier
 from profile_import.stores.base import BucketSink, BucketSource
 
 from . import metrics, progress
+from .gc_pause import paused
 from .batches import CommandBatch, in_input_order
 
 
@@ -30,13 +30,11 @@ class ApplyBucketFn(beam.DoFn):  # type: ignore[misc]
         source: BucketSource,
         sink: BucketSink | None,
         now: str,
-        default_compartment_id: str | None,
         progress_dir: str | None = None,
     ) -> None:
         self._source = source
         self._sink = sink
         self._now = now
-        self._default_compartment_id = default_compartment_id
         self._progress_dir = progress_dir
         ns = metrics.NAMESPACE
         self._applied = Metrics.counter(ns, metrics.COMMANDS_APPLIED)
@@ -55,24 +53,22 @@ class ApplyBucketFn(beam.DoFn):  # type: ignore[misc]
             self._sink.open()
 
     def process(self, element: tuple[int, Iterable[CommandBatch]]) -> Iterator[tuple[int, int]]:
-        bucket, batches = element
+        with paused():
+            result = self._apply(*element)
+        yield result
+
+    def _apply(self, bucket: int, batches: Iterable[CommandBatch]) -> tuple[int, int]:
         commands: dict[bytes, list[Command]] = {}
-        identifiers: dict[bytes, Identifier] = {}
         applied = 0
-        for content in in_input_order(batches):
-            identifier, command = load_accepted(content, self._default_compartment_id)
-            key = identifier.key
+        for key, content in in_input_order(batches):
             sequence = commands.get(key)
             if sequence is None:
                 commands[key] = sequence = []
-                identifiers[key] = identifier
-            sequence.append(command)
+            sequence.append(load_accepted(content))
             applied += 1
 
         tally: Counter[str] = Counter()
-        lines = apply_to_bucket(
-            self._source.read_bucket(bucket), commands, identifiers, self._now, tally
-        )
+        lines = apply_to_bucket(self._source.read_bucket(bucket), commands, self._now, tally)
         if self._sink is not None:
             profiles = self._sink.write_bucket(bucket, lines)
             self._buckets_written.inc()
@@ -84,7 +80,7 @@ class ApplyBucketFn(beam.DoFn):  # type: ignore[misc]
             counter.inc(tally[outcome])
         self._deletes_missing.inc(tally["deletes_missing"])
         progress.mark(self._progress_dir, f"apply-{bucket}", applied)
-        yield bucket, profiles
+        return bucket, profiles
 
 
 class ApplyCommands(beam.PTransform):  # type: ignore[misc]
@@ -99,11 +95,10 @@ class ApplyCommands(beam.PTransform):  # type: ignore[misc]
         source: BucketSource,
         sink: BucketSink | None,
         now: str,
-        default_compartment_id: str | None = None,
         progress_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self._fn = ApplyBucketFn(source, sink, now, default_compartment_id, progress_dir)
+        self._fn = ApplyBucketFn(source, sink, now, progress_dir)
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
         return (

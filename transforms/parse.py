@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -17,7 +18,8 @@ from profile_import.inputs.lines import read_lines
 from profile_import.inputs.plan import InputSplit
 
 from . import metrics, progress
-from .batches import CommandBatch
+from .gc_pause import paused
+from . import batches
 
 COMMANDS = "commands"
 REJECTS = "rejects"
@@ -38,10 +40,12 @@ class ParseSplitFn(beam.DoFn):  # type: ignore[misc]
         input_count: int,
         progress_dir: str | None = None,
         transport_params: dict[str, Any] | None = None,
+        spill_dir: str | None = None,
     ) -> None:
         self._settings = settings
         self._buckets = buckets
         self._progress_dir = progress_dir
+        self._spill_dir = spill_dir
         self._transport_params = transport_params
         ns = metrics.NAMESPACE
         self._lines = Metrics.counter(ns, metrics.LINES)
@@ -60,8 +64,15 @@ class ParseSplitFn(beam.DoFn):  # type: ignore[misc]
     def setup(self) -> None:
         # Compiling the schemas is the expensive part: once per worker.
         self._checker = self._settings.build()
+        if self._spill_dir is not None:
+            os.makedirs(self._spill_dir, exist_ok=True)
 
     def process(self, split: InputSplit) -> Iterator[Any]:
+        with paused():
+            outputs = list(self._parse(split))
+        yield from outputs
+
+    def _parse(self, split: InputSplit) -> Iterator[Any]:
         check = self._checker.check
         buckets = self._buckets
         redact = self._settings.redact
@@ -92,14 +103,17 @@ class ParseSplitFn(beam.DoFn):  # type: ignore[misc]
                 continue
             if accepted.operation == UPSERT:
                 upserts += 1
-            bucket = bucket_of(accepted.identifier.key, buckets)
+            key = accepted.key
+            bucket = bucket_of(key, buckets)
             batch = per_bucket.get(bucket)
             if batch is None:
                 per_bucket[bucket] = batch = []
-            batch.append(content)
+            batch.append(batches.keyed(key, content))
 
-        for bucket, contents in per_bucket.items():
-            yield (bucket, CommandBatch(split.input_index, split.first_line, b"\n".join(contents)))
+        for bucket, keyed_lines in per_bucket.items():
+            yield bucket, batches.encode(
+                bucket, split.input_index, split.first_line, keyed_lines, self._spill_dir
+            )
         if reject_lines:
             yield beam.pvalue.TaggedOutput(REJECTS, (split.sequence, b"".join(reject_lines)))
 
@@ -133,10 +147,13 @@ class ParseCommands(beam.PTransform):  # type: ignore[misc]
         input_count: int,
         progress_dir: str | None = None,
         transport_params: dict[str, Any] | None = None,
+        spill_dir: str | None = None,
     ) -> None:
         super().__init__()
         self._splits = list(splits)
-        self._fn = ParseSplitFn(settings, buckets, input_count, progress_dir, transport_params)
+        self._fn = ParseSplitFn(
+            settings, buckets, input_count, progress_dir, transport_params, spill_dir
+        )
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         return (
