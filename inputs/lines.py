@@ -76,6 +76,9 @@ def _read(
                 content = head[:max_line_bytes]
             else:
                 content = chunk[:-2] if chunk.endswith(b"\r\n") else chunk.rstrip(b"\n")
+                if len(content) > max_line_bytes:  # over by one or two bytes
+                    size = len(content)
+                    content = content[:max_line_bytes]
             if number == 1 and content.startswith(_UTF8_BOM):
                 content = content[3:]
                 size = max(size - 3, 0)

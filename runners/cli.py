@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from profile_import.core.identifiers import Identifier, normalise_value
 from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES
 from profile_import.stores import DEFAULT_STORE, StoreError, open_store
 
-from .execution import Execution, RunSettings
+from .local_worker import VERBOSE_ENV
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -125,6 +126,9 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    # Imported here: Beam takes a second to import, and only `run` needs it.
+    from .execution import Execution, RunSettings
+
     if args.default_compartment_id is not None and not args.default_compartment_id:
         _fail("--default-compartment-id must not be empty", EXIT_USAGE)
     if args.runner:
@@ -203,10 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Beam logs its plumbing at WARNING (optional cloud clients missing, ...):
     # noise for a command-line user, who gets our one-line summary instead.
     verbose = "--verbose" in (argv if argv is not None else sys.argv)
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.ERROR,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # for the worker processes too
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        logging.disable(logging.WARNING)
     # SIGTERM (cron, Airflow, kill) unwinds like Ctrl-C, so a staged run is discarded.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = build_parser()

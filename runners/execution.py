@@ -229,6 +229,7 @@ class Execution:
                 status, counts, failure=failure, version=version, dry_run=self.settings.dry_run
             ),
             first_errors=first_errors or ([failure] if failure else []),
+            workers=local.workers(self.options) if local.is_local(self.options) else None,
             dry_run=self.settings.dry_run,
             fingerprint=self.fingerprint,
             version=version,
@@ -337,7 +338,8 @@ class Execution:
         if job.progress_dir:
             os.makedirs(job.progress_dir, exist_ok=True)
         try:
-            pipeline = import_profiles.build(beam.Pipeline(options=self.options), job)
+            runner = local.create_runner(self.options)
+            pipeline = import_profiles.build(beam.Pipeline(runner, options=self.options), job)
             with _progress_display(
                 show, job.progress_dir, sum(f.lines for f in self.inputs), self.stderr
             ):

@@ -8,15 +8,18 @@ Any other `--runner` (Dataflow, Flink, Spark, Portable...) is passed to Beam
 as given.
 
 The local run uses every core without being asked: one SDK worker process per
-core (`--direct_num_workers`, `--direct_running_mode=multi_processing`), each
-reading splits and applying buckets. Either option given on the command line
-wins.
+core (`local_worker`), each reading splits and applying buckets.
+`--direct_num_workers=N` sets another count; `--direct_running_mode` given on
+the command line is honoured as Beam defines it.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from collections.abc import Sequence
+from typing import Any
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
@@ -29,14 +32,8 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = LOCAL_RUNNER
-    if is_local(options):
-        direct = options.view_as(DirectOptions)
-        given = " ".join(beam_args)
-        if "--direct_num_workers" not in given:
-            direct.direct_num_workers = os.cpu_count() or 1
-        workers = direct.direct_num_workers or os.cpu_count() or 1
-        if "--direct_running_mode" not in given:
-            direct.direct_running_mode = "multi_processing" if workers > 1 else "in_memory"
+    if is_local(options) and not any(a.startswith("--direct_num_workers") for a in beam_args):
+        options.view_as(DirectOptions).direct_num_workers = os.cpu_count() or 1
     return options
 
 
@@ -46,4 +43,27 @@ def runner_name(options: PipelineOptions) -> str:
 
 
 def is_local(options: PipelineOptions) -> bool:
-    return runner_name(options) in (LOCAL_RUNNER, "DirectRunner", "SwitchingDirectRunner")
+    return runner_name(options) == LOCAL_RUNNER
+
+
+def workers(options: PipelineOptions) -> int:
+    return int(options.view_as(DirectOptions).direct_num_workers or 1)
+
+
+def create_runner(options: PipelineOptions) -> Any:
+    """The runner object for `options`, or None to let Beam pick by name."""
+    if not is_local(options):
+        return None
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.transforms import environments
+
+    direct = options.view_as(DirectOptions)
+    if workers(options) == 1 or direct.direct_running_mode != "in_memory":
+        return FnApiRunner()
+    # Worker processes, started as `local_worker` (Beam's own worker, quiet)
+    # rather than by `--direct_running_mode=multi_processing`, which would
+    # start Beam's worker entry point with its INFO log on our stderr.
+    command = f"{shlex.quote(sys.executable)} -m profile_import.runners.local_worker"
+    environment = environments.SubprocessSDKEnvironment.from_command_string(command)
+    return FnApiRunner(default_environment=environment)
+

@@ -1,0 +1,28 @@
+"""The worker process of a local run: Beam's Python SDK worker, quiet.
+
+The local runner starts one of these per core. Beam's own worker entry point
+logs its plumbing at INFO on stderr, and the optional cloud clients it probes
+at import time warn there too: a nightly job's log should hold our summary
+line and real errors only. `profile-import run --verbose` sets
+PROFILE_IMPORT_VERBOSE, which keeps Beam's log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+VERBOSE_ENV = "PROFILE_IMPORT_VERBOSE"
+
+
+def main() -> None:
+    if not os.environ.get(VERBOSE_ENV):
+        logging.disable(logging.WARNING)
+    from apache_beam.runners.worker import sdk_worker_main  # after logging is set
+
+    sdk_worker_main.main(sys.argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Shared helpers for the tests: running the CLI, writing inputs, reading stores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+CLI = [sys.executable, "-m", "profile_import.runners.cli"]
+SYSTEM_FIELDS = ("created_at", "last_modified_at")
+ONE_WORKER = ("--direct_num_workers=1",)
+
+
+def run_cli(
+    *args: str | Path, beam: Sequence[str] = ONE_WORKER, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Runs `profile-import ARGS`; `run` gets one in-process worker unless told."""
+    argv = [*CLI, *(str(a) for a in args)]
+    if args and args[0] == "run":
+        argv += list(beam)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def write_lines(path: Path, lines: Iterable[str | dict[str, Any]]) -> Path:
+    text = "".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def export(store: Path) -> list[dict[str, Any]]:
+    result = run_cli("export", "--store", store)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def without_times(profiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in p.items() if k not in SYSTEM_FIELDS} for p in profiles]
+
+
+def read_ndjson(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def upsert(ident: dict[str, Any], profile: dict[str, Any], **flags: Any) -> dict[str, Any]:
+    return {"operation": "UPSERT", **ident, "force_replace": False, **flags, "user_profile": profile}
+
+
+def delete(ident: dict[str, Any]) -> dict[str, Any]:
+    return {"operation": "DELETE", **ident}

@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from profile_import import schemas
+from profile_import.core.codes import PRECEDENCE, LineRejected, RejectCode
+from profile_import.core.commands import CheckSettings, CommandChecker, classify, load_accepted
+from profile_import.core.fold import Command
+from profile_import.core.validation import SchemaValidator
+
+CHECKER = CheckSettings().build()
+GOOD = {"operation": "UPSERT", "email_hash": "h", "force_replace": True, "user_profile": {"a": 1}}
+
+
+def code_of(line: bytes | str, checker: CommandChecker = CHECKER) -> RejectCode | None:
+    content = line.encode() if isinstance(line, str) else line
+    try:
+        checker.check(content)
+    except LineRejected as rejected:
+        return rejected.code
+    return None
+
+
+def with_(**changes: Any) -> str:
+    obj = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in obj.items() if v is not ...})
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (with_(), None),
+        ('  {"operation":"DELETE","user_agent_id":"v"}  ', None),
+        ('{"operation":"DELETE","email_hash":"h","force_replace":true,"user_profile":{}}', None),
+        (with_(merge_objects=True), None),
+        ('{"operation":"UPSERT","email_hash":"h","force_replace":true,"user_profile":{', RejectCode.INVALID_JSON),
+        (b'{"operation":"DELETE","email_hash":"\xff"}', RejectCode.INVALID_JSON),
+        ("not json", RejectCode.INVALID_JSON),
+        ("[1, 2]", RejectCode.NOT_AN_OBJECT),
+        ('"UPSERT"', RejectCode.NOT_AN_OBJECT),
+        ("null", RejectCode.NOT_AN_OBJECT),
+        (with_(operation=...), RejectCode.INVALID_OPERATION),
+        (with_(operation="upsert"), RejectCode.INVALID_OPERATION),
+        (with_(operation=["UPSERT"]), RejectCode.INVALID_OPERATION),
+        (with_(email_hash=...), RejectCode.MISSING_IDENTIFIER),
+        (with_(user_agent_id="v"), RejectCode.MULTIPLE_IDENTIFIERS),
+        (with_(email_hash=""), RejectCode.INVALID_IDENTIFIER),
+        (with_(email_hash=..., user_account_id="u"), RejectCode.INVALID_IDENTIFIER),
+        (with_(email_hash=..., compartment_id=1, user_account_id=2.5), RejectCode.INVALID_IDENTIFIER),
+        (with_(force_replace=...), RejectCode.MISSING_FORCE_REPLACE),
+        (with_(user_profile=...), RejectCode.MISSING_USER_PROFILE),
+        (with_(force_replace="yes"), RejectCode.INVALID_FIELD),
+        (with_(force_replace=None), RejectCode.INVALID_FIELD),
+        (with_(merge_objects=1), RejectCode.INVALID_FIELD),
+        (with_(user_profile=[]), RejectCode.INVALID_FIELD),
+        ('{"operation":"DELETE","email_hash":"h","user_profile":"x"}', RejectCode.INVALID_FIELD),
+        (with_(extra=1), RejectCode.UNKNOWN_FIELD),
+        (with_(Operation="UPSERT"), RejectCode.UNKNOWN_FIELD),
+        # Several faults: the first code in SPEC §3's table wins.
+        (with_(operation="MERGE", email_hash=..., extra=1), RejectCode.INVALID_OPERATION),
+        (with_(email_hash=..., force_replace=...), RejectCode.MISSING_IDENTIFIER),
+        (with_(user_agent_id="", force_replace="x"), RejectCode.MULTIPLE_IDENTIFIERS),
+        (with_(email_hash=3, force_replace=...), RejectCode.INVALID_IDENTIFIER),
+        (with_(force_replace=..., user_profile=...), RejectCode.MISSING_FORCE_REPLACE),
+        (with_(user_profile=..., force_replace=1), RejectCode.MISSING_USER_PROFILE),
+        (with_(force_replace=1, extra=1), RejectCode.INVALID_FIELD),
+    ],
+)
+def test_check_codes(line: str | bytes, code: RejectCode | None) -> None:
+    assert code_of(line) is code
+
+
+@pytest.mark.parametrize("line", ["", "   ", "\t", " \r"])
+def test_blank_lines_are_not_commands(line: str) -> None:
+    assert CHECKER.check(line.encode()) is None
+
+
+def test_line_too_large_wins_over_everything() -> None:
+    checker = CheckSettings(max_line_bytes=10).build()
+    assert code_of("x" * 11, checker) is RejectCode.LINE_TOO_LARGE
+    assert code_of("[1]" + " " * 7, checker) is RejectCode.NOT_AN_OBJECT  # exactly the limit
+    with pytest.raises(LineRejected) as caught:
+        checker.check(b"[1]", size=5000)  # the reader cut a longer line short
+    assert caught.value.code is RejectCode.LINE_TOO_LARGE
+    assert "5000 bytes" in caught.value.message
+
+
+def test_default_compartment_makes_a_bare_account_valid() -> None:
+    line = with_(email_hash=..., user_account_id=7).encode()
+    assert code_of(line) is RejectCode.INVALID_IDENTIFIER
+    accepted = CheckSettings(default_compartment_id="1000").build().check(line)
+    assert accepted is not None and accepted.key == b'["a","1000","7"]'
+
+
+PROFILE_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {"age": {"type": "integer", "minimum": 0}, "email": {"format": "email"}},
+    "required": ["age"],
+}
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (with_(user_profile={"age": 3}), None),
+        (with_(user_profile={"age": -1}), RejectCode.PROFILE_SCHEMA_VIOLATION),
+        (with_(user_profile={}), RejectCode.PROFILE_SCHEMA_VIOLATION),
+        (with_(user_profile={"age": 3, "email": "not an email"}), None),  # formats annotate
+        ('{"operation":"DELETE","email_hash":"h","user_profile":{}}', None),  # ignored for DELETE
+        (with_(user_profile={}, extra=1), RejectCode.UNKNOWN_FIELD),
+    ],
+)
+def test_profile_schema(line: str, code: RejectCode | None) -> None:
+    checker = CheckSettings(profile_schema=PROFILE_SCHEMA).build()
+    assert code_of(line, checker) is code
+
+
+@pytest.mark.parametrize("redact", [False, True])
+def test_profile_schema_messages_are_redactable(redact: bool) -> None:
+    checker = CheckSettings(profile_schema=PROFILE_SCHEMA, redact=redact).build()
+    with pytest.raises(LineRejected) as caught:
+        checker.check(with_(user_profile={"age": -123456}).encode())
+    assert caught.value.message.startswith("user_profile/age:")
+    assert ("-123456" in caught.value.message) is not redact
+
+
+def test_messages_name_fields_not_values() -> None:
+    with pytest.raises(LineRejected) as caught:
+        CHECKER.check(with_(force_replace="SECRET-VALUE").encode())
+    assert caught.value.message == "force_replace must be a boolean, not string"
+
+
+def test_load_accepted() -> None:
+    assert load_accepted(with_(merge_objects=True).encode()) == Command("UPSERT", {"a": 1}, True, True)
+
+
+def test_precedence_is_the_spec_table_order() -> None:
+    assert [str(c) for c in PRECEDENCE] == [
+        "LINE_TOO_LARGE", "INVALID_JSON", "NOT_AN_OBJECT", "INVALID_OPERATION",
+        "MISSING_IDENTIFIER", "MULTIPLE_IDENTIFIERS", "INVALID_IDENTIFIER",
+        "MISSING_FORCE_REPLACE", "MISSING_USER_PROFILE", "INVALID_FIELD", "UNKNOWN_FIELD",
+        "PROFILE_SCHEMA_VIOLATION",
+    ]  # fmt: skip
+
+
+# --- the envelope schema and the classifier agree --------------------------
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.floats(-2, 2, allow_nan=False),
+    st.sampled_from(["", "x", "UPSERT", "DELETE", "1000"]),
+)  # fmt: skip
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from("ab"), inner, max_size=2),
+    max_leaves=4,
+)
+field_names = st.sampled_from(
+    ["operation", "compartment_id", "user_account_id", "email_hash", "user_agent_id",
+     "force_replace", "merge_objects", "user_profile", "extra"]
+)  # fmt: skip
+field_values = st.one_of(
+    json_values, st.sampled_from(["UPSERT", "DELETE"]), st.booleans(), st.just({"k": 1})
+)
+envelopes = st.dictionaries(field_names, field_values, max_size=6)
+
+ENVELOPE = SchemaValidator(schemas.load())
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(envelopes)
+def test_fast_and_reference_validators_agree(obj: dict[str, Any]) -> None:
+    obj = orjson.loads(orjson.dumps(obj))  # exactly what a line parses to
+    assert ENVELOPE.is_valid(obj) == ENVELOPE.reference_is_valid(obj)
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(envelopes, st.sampled_from([None, "9"]))
+def test_schema_and_classifier_agree(obj: dict[str, Any], default: str | None) -> None:
+    """The schema says no exactly when the classifier finds a fault it covers.
+
+    The classifier also applies the identifier rules that depend on the run
+    (one form, the default compartment, integer-valued floats), which the
+    schema leaves to code: those are the only faults the schema may accept.
+    """
+    obj = orjson.loads(orjson.dumps(obj))
+    fault = classify(obj, default)
+    if not ENVELOPE.reference_is_valid(obj):
+        assert fault is not None, "the schema rejects a line the classifier would accept"
+    elif fault is not None:
+        assert fault.code in (
+            RejectCode.MISSING_IDENTIFIER,
+            RejectCode.MULTIPLE_IDENTIFIERS,
+            RejectCode.INVALID_IDENTIFIER,
+        )

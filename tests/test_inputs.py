@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+from pathlib import Path
+
+import pytest
+from backports import zstd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from profile_import.inputs.lines import InputReadError, read_lines
+from profile_import.inputs.plan import InputError, InputSplit, expand, plan
+
+
+def read_all(paths: list[str], split_bytes: int, max_line_bytes: int = 1 << 20) -> list[tuple[str, int, bytes, int]]:
+    _, splits = plan(paths, split_bytes=split_bytes)
+    return [
+        (split.path, n, content, size)
+        for split in splits
+        for n, content, size in read_lines(split, max_line_bytes)
+    ]
+
+
+lines_strategy = st.lists(
+    st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=30
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines_strategy, st.integers(1, 40), st.booleans(), st.booleans())
+def test_splits_cover_every_line_once_with_its_number(
+    tmp_path_factory: pytest.TempPathFactory,
+    lines: list[bytes],
+    split_bytes: int,
+    crlf: bool,
+    final_newline: bool,
+) -> None:
+    path = tmp_path_factory.mktemp("in") / "a.ndjson"
+    sep = b"\r\n" if crlf else b"\n"
+    data = sep.join(lines) + (sep if final_newline and lines else b"")
+    path.write_bytes(data)
+    files, splits = plan([str(path)], split_bytes=split_bytes)
+    got = [(n, c) for split in splits for n, c, _ in read_lines(split, 1 << 20)]
+    expected_lines = data.split(b"\n")
+    if data.endswith(b"\n") or not data:
+        expected_lines = expected_lines[:-1]
+    expected = [
+        (i + 1, line[:-1] if line.endswith(b"\r") else line) for i, line in enumerate(expected_lines)
+    ]
+    if expected and expected[0][1].startswith(b"\xef\xbb\xbf"):  # a BOM is not content
+        expected[0] = (1, expected[0][1][3:])
+    assert got == expected
+    assert files[0].lines == len(expected)
+    assert files[0].sha256 == hashlib.sha256(data).hexdigest()
+    assert all(s.start < s.end for s in splits if s.end is not None)
+
+
+def test_split_boundaries_are_line_starts(tmp_path: Path) -> None:
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(b"".join(b"%05d\n" % i for i in range(100)))  # 6 bytes a line
+    _, splits = plan([str(path)], split_bytes=20)
+    assert [(s.start, s.end, s.first_line) for s in splits[:3]] == [(0, 24, 1), (24, 48, 5), (48, 72, 9)]
+    assert splits[-1].end == 600
+
+
+def test_bom_is_dropped_on_the_first_line_only(tmp_path: Path) -> None:
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(b"\xef\xbb\xbf{}\n\xef\xbb\xbf{}\n")
+    assert [c for _, _, c, _ in read_all([str(path)], 1 << 20)] == [b"{}", b"\xef\xbb\xbf{}"]
+
+
+def test_long_lines_are_cut_and_sized(tmp_path: Path) -> None:
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(b"a" * 50 + b"\r\n" + b"b" * 10 + b"\n" + b"c" * 12 + b"\r\n" + b"d" * 13)
+    got = [(n, c, size) for _, n, c, size in read_all([str(path)], 1 << 20, max_line_bytes=12)]
+    assert got == [(1, b"a" * 12, 50), (2, b"b" * 10, 10), (3, b"c" * 12, 12), (4, b"d" * 12, 13)]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "compress"),
+    [
+        (".gz", gzip.compress),
+        (".bz2", bz2.compress),
+        (".zst", zstd.compress),
+        (".GZ", gzip.compress),
+    ],
+)
+def test_compressed_inputs(tmp_path: Path, suffix: str, compress: object) -> None:
+    data = b"".join(b'{"n":%d}\n' % i for i in range(1000))
+    path = tmp_path / f"a.ndjson{suffix}"
+    path.write_bytes(compress(data))  # type: ignore[operator]
+    files, splits = plan([str(path)], split_bytes=100)
+    assert len(splits) == 1 and splits[0].end is None
+    assert files[0].lines == 1000
+    assert files[0].sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert [c for _, _, c, _ in read_all([str(path)], 100)] == data.splitlines()
+
+
+def test_corrupt_gzip_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "a.ndjson.gz"
+    path.write_bytes(gzip.compress(b'{"a":1}\n' * 1000)[:-30] + b"garbage")
+    with pytest.raises(InputError, match="a.ndjson.gz: cannot be read"):
+        plan([str(path)])
+
+
+def test_a_file_that_breaks_while_read_names_the_input(tmp_path: Path) -> None:
+    path = tmp_path / "a.ndjson.gz"
+    path.write_bytes(gzip.compress(b'{"a":1}\n' * 10))
+    _, splits = plan([str(path)])
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(InputReadError, match="a.ndjson.gz"):
+        list(read_lines(splits[0], 100))
+
+
+def test_expand_keeps_argument_order_and_sorts_globs(tmp_path: Path) -> None:
+    for name in ("b.ndjson", "a.ndjson", "c.json", "z.ndjson"):
+        (tmp_path / name).write_text("")
+    got = expand([str(tmp_path / "z.ndjson"), str(tmp_path / "*.ndjson")])
+    assert [Path(p).name for p in got] == ["z.ndjson", "a.ndjson", "b.ndjson", "z.ndjson"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [("missing.ndjson", "not found"), ("*.nothing", "matches no file"), (".", "a directory")],
+)
+def test_expand_errors(tmp_path: Path, pattern: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        expand([str(tmp_path / pattern) if pattern != "." else str(tmp_path)])
+
+
+def test_empty_file_has_no_split(tmp_path: Path) -> None:
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(b"")
+    files, splits = plan([str(path)])
+    assert files[0].lines == 0 and splits == []
+
+
+def test_split_sequence() -> None:
+    assert InputSplit(3, "p", 10, 20, 7, None).sequence == (3, 7)

@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from profile_import.core import records
+from profile_import.core.fold import StoredProfile
+from profile_import.core.identifiers import Identifier, bucket_of
+from profile_import.stores import open_store
+from profile_import.stores.base import StoreError, StoreLocked
+from profile_import.stores.snapshot import SnapshotStore
+
+T = "2026-01-01T00:00:00.000Z"
+
+
+def line(ident: Identifier, profile: dict[str, object]) -> bytes:
+    return records.encode(ident.key, StoredProfile(profile, T, T))
+
+
+def commit_profiles(store: SnapshotStore, run: str, profiles: dict[Identifier, dict[str, object]]) -> int:
+    """Stages one execution writing `profiles` (replacing their buckets) and commits it."""
+    parent = store.current()
+    staging = store.begin(run, parent)
+    by_bucket: dict[int, list[bytes]] = {}
+    for ident, profile in profiles.items():
+        by_bucket.setdefault(bucket_of(ident.key, store.buckets), []).append(line(ident, profile))
+    for bucket, lines in by_bucket.items():
+        staging.sink.write_bucket(bucket, sorted(lines))
+    execution = {"execution_id": run, "fingerprint": f"fp-{run}"}
+    return store.commit(staging, execution, len(profiles)).number
+
+
+def exported(store: SnapshotStore) -> list[dict[str, object]]:
+    return [json.loads(r) for r in store.export()]
+
+
+def test_a_new_store_is_empty(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"))
+    assert not store.exists() and store.current() is None and list(store.export()) == []
+    assert store.get(Identifier.email_hash("x")) is None
+
+
+def test_commit_publishes_and_export_sorts_by_identifier(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"), buckets=4)
+    idents = [Identifier.user_agent_id("u"), Identifier.email_hash("e2"), Identifier.email_hash("e1"),
+              Identifier.account("1000", "b"), Identifier.account("1000", "a")]  # fmt: skip
+    assert commit_profiles(store, "r1", {i: {"n": n} for n, i in enumerate(idents)}) == 1
+    keys = [json.loads(r) for r in store.export()]
+    assert [(k.get("compartment_id"), k.get("user_account_id"), k.get("email_hash"), k.get("user_agent_id"))
+            for k in keys] == [("1000", "a", None, None), ("1000", "b", None, None),
+                               (None, None, "e1", None), (None, None, "e2", None),
+                               (None, None, None, "u")]  # fmt: skip
+    got = store.get(Identifier.email_hash("e2"))
+    assert got is not None and json.loads(got)["user_profile"] == {"n": 1}
+    assert store.current().profiles == 5  # type: ignore[union-attr]
+
+
+def test_untouched_buckets_are_shared_and_versions_kept(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"), buckets=8)
+    a, b = Identifier.email_hash("a"), Identifier.email_hash("b")
+    assert bucket_of(a.key, 8) != bucket_of(b.key, 8)
+    commit_profiles(store, "r1", {a: {"v": 1}, b: {"v": 1}})
+    commit_profiles(store, "r2", {a: {"v": 2}})
+    assert {json.loads(r)["email_hash"]: json.loads(r)["user_profile"]["v"] for r in store.export()} == {
+        "a": 2, "b": 1}  # fmt: skip
+    manifest = json.loads((tmp_path / "s" / "versions" / "00000002.json").read_text())
+    assert manifest["shards"][bucket_of(b.key, 8)].startswith("data/r1/")
+    assert [v.number for v in store.versions()] == [1, 2]
+    assert [a.execution_id for a in store.current().applied] == ["r1", "r2"]  # type: ignore[union-attr]
+
+
+def test_abort_leaves_nothing(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"), buckets=2)
+    commit_profiles(store, "r1", {Identifier.email_hash("a"): {}})
+    staging = store.begin("r2", store.current())
+    staging.sink.write_bucket(0, [])
+    store.abort(staging)
+    assert not (tmp_path / "s" / "data" / "r2").exists()
+    assert store.current().number == 1  # type: ignore[union-attr]
+
+
+def test_a_killed_run_is_cleaned_by_the_next(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"), buckets=2)
+    staging = store.begin("killed", None)
+    staging.sink.write_bucket(1, [line(Identifier.email_hash("x"), {})])
+    # ... the process dies here: no commit, no abort.
+    assert store.current() is None and list(store.export()) == []
+    commit_profiles(store, "r2", {})
+    assert not (tmp_path / "s" / "data" / "killed").exists()
+    assert list((tmp_path / "s" / "staging").iterdir()) == []
+
+
+def test_rollback_and_prune(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"), buckets=2)
+    x = Identifier.email_hash("x")
+    for run in ("r1", "r2", "r3"):
+        commit_profiles(store, run, {x: {"run": run}})
+    assert store.rollback(1).number == 4
+    assert json.loads(store.get(x) or b"")["user_profile"] == {"run": "r1"}
+    assert [a.execution_id for a in store.current().applied] == ["r1"]  # type: ignore[union-attr]
+    assert store.prune(keep=2) == [1, 2]
+    assert [v.number for v in store.versions()] == [3, 4]
+    # Version 4 still reads r1's data, so pruning version 1 kept it.
+    assert json.loads(store.get(x) or b"")["user_profile"] == {"run": "r1"}
+    assert not (tmp_path / "s" / "data" / "r2").exists()
+    with pytest.raises(StoreError, match="no version 2"):
+        store.rollback(2)
+
+
+def test_a_missing_shard_is_reported_as_damage(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"), buckets=1)
+    commit_profiles(store, "r1", {Identifier.email_hash("x"): {}})
+    (tmp_path / "s" / "data" / "r1" / "bucket-00000.ndjson").unlink()
+    with pytest.raises(StoreError, match="damaged"):
+        list(store.export())
+
+
+def test_publish_refuses_a_store_that_moved(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"), buckets=1)
+    staging = store.begin("r1", None)
+    commit_profiles(store, "other", {})
+    with pytest.raises(StoreError, match="changed during the run"):
+        store.commit(staging, {"fingerprint": "f"}, 0)
+
+
+def test_the_lock_is_exclusive_and_says_who_holds_it(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"))
+    with store.lock():
+        with pytest.raises(StoreLocked, match=r"in use by another run \(pid \d+"):
+            with SnapshotStore(str(tmp_path / "s")).lock():
+                pass
+    with store.lock():
+        pass
+
+
+def test_the_lock_waits_up_to_its_timeout(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"))
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.lock():
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    threading.Timer(0.5, release.set).start()
+    with SnapshotStore(str(tmp_path / "s")).lock(timeout=10):
+        pass
+    thread.join()
+
+
+@pytest.mark.parametrize("content", ["a file", None])
+def test_refuses_a_folder_that_is_not_a_store(tmp_path: Path, content: str | None) -> None:
+    folder = tmp_path / "s"
+    folder.mkdir()
+    if content:
+        (folder / "notes.txt").write_text(content)
+        with pytest.raises(StoreError, match="not a profile store"):
+            SnapshotStore(str(folder))
+    else:
+        assert SnapshotStore(str(folder)).current() is None
+
+
+def test_bucket_count_is_fixed_at_creation(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"), buckets=3)
+    commit_profiles(store, "r1", {})
+    assert SnapshotStore(str(tmp_path / "s")).buckets == 3
+    with pytest.raises(StoreError, match="has 3 buckets"):
+        SnapshotStore(str(tmp_path / "s"), buckets=4)
+
+
+@pytest.mark.parametrize("url", ["postgresql://x/y", "s3://bucket/store"])
+def test_unknown_store_schemes(url: str) -> None:
+    with pytest.raises(StoreError, match="not supported"):
+        open_store(url)
