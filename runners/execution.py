@@ -338,7 +338,7 @@ class Execution:
         if job.progress_dir:
             os.makedirs(job.progress_dir, exist_ok=True)
         try:
-            runner = local.create_runner(self.options)
+            runner = local.create_runner(self.options, self.settings.beam_args)
             pipeline = import_profiles.build(beam.Pipeline(runner, options=self.options), job)
             with _progress_display(
                 show, job.progress_dir, sum(f.lines for f in self.inputs), self.stderr

@@ -50,15 +50,15 @@ def workers(options: PipelineOptions) -> int:
     return int(options.view_as(DirectOptions).direct_num_workers or 1)
 
 
-def create_runner(options: PipelineOptions) -> Any:
+def create_runner(options: PipelineOptions, beam_args: Sequence[str]) -> Any:
     """The runner object for `options`, or None to let Beam pick by name."""
     if not is_local(options):
         return None
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from apache_beam.transforms import environments
 
-    direct = options.view_as(DirectOptions)
-    if workers(options) == 1 or direct.direct_running_mode != "in_memory":
+    mode_given = any(a.startswith("--direct_running_mode") for a in beam_args)
+    if workers(options) == 1 or mode_given:
         return FnApiRunner()
     # Worker processes, started as `local_worker` (Beam's own worker, quiet)
     # rather than by `--direct_running_mode=multi_processing`, which would

@@ -1,0 +1,73 @@
+"""The shared conformance vectors, carried in tests/conformance, run through the CLI.
+
+Same rules as the shared runner: each case runs in a fresh folder, every run is
+`profile-import run --store S --rejects R --report P [options] FILES...`, then
+`export` must print the expected profiles (system fields required, not compared).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .helpers import SYSTEM_FIELDS, run_cli
+
+CASES = sorted((Path(__file__).parent / "conformance").glob("*.json"))
+
+
+def canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("case_path", CASES, ids=[p.stem for p in CASES])
+def test_conformance_case(case_path: Path, tmp_path: Path) -> None:
+    case = json.loads(case_path.read_text(encoding="utf-8"))
+    store = tmp_path / "store"
+    options: list[str] = []
+    if case.get("options", {}).get("default_compartment_id") is not None:
+        options += ["--default-compartment-id", str(case["options"]["default_compartment_id"])]
+    for i, run in enumerate(case["runs"]):
+        folder = tmp_path / f"run{i}"
+        folder.mkdir()
+        files = {n: ("\n".join(lines) + "\n").encode() for n, lines in run.get("files", {}).items()}
+        files |= {n: base64.b64decode(b) for n, b in run.get("files_b64", {}).items()}
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        order = run.get("order") or sorted(files)
+        rejects, report = folder / "rejects.ndjson", folder / "report.json"
+        result = run_cli(
+            "run", "--store", store, "--rejects", rejects, "--report", report,
+            *options, *run.get("args", []), *(folder / n for n in order),
+        )  # fmt: skip
+        want_status = run.get("expect_status")
+        if want_status == "FAILED":
+            assert result.returncode != 0
+        else:
+            assert result.returncode == 0, result.stderr
+        got_report = json.loads(report.read_text())
+        if want_status:
+            assert got_report["status"] == want_status
+        for name, value in run.get("expect_counts", {}).items():
+            assert got_report["counts"][name] == value, name
+        if want_status in ("FAILED", "ALREADY_APPLIED"):
+            continue
+        got = sorted(
+            (Path(r["file"]).name, r["line"], r["code"])
+            for r in map(json.loads, rejects.read_text().splitlines())
+        )
+        want = sorted((r["file"], r["line"], r["code"]) for r in run.get("expect_rejects", []))
+        assert got == want
+    exported = run_cli("export", "--store", store)
+    assert exported.returncode == 0, exported.stderr
+    profiles = []
+    for line in exported.stdout.splitlines():
+        profile = json.loads(line)
+        for name in SYSTEM_FIELDS:
+            assert name in profile
+            del profile[name]
+        profiles.append(canon(profile))
+    assert sorted(profiles) == sorted(canon(p) for p in case["expect_export"])
