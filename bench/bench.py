@@ -198,13 +198,13 @@ def baseline_child(
     lines. `start` is a previous export to start from (the store of case 2).
     The GC is frozen after setup and disabled for the whole loop.
     """
-    from profile_import.core import clock, records  # noqa: PLC0415 - child-only imports
-    from profile_import.core import rejects as reject_records  # noqa: PLC0415
-    from profile_import.core.codes import LineRejected  # noqa: PLC0415
-    from profile_import.core.commands import CheckSettings, load_accepted  # noqa: PLC0415
-    from profile_import.core.fold import UPSERT, Outcome, StoredProfile, apply_commands  # noqa: PLC0415
-    from profile_import.core.identifiers import resolve  # noqa: PLC0415
-    from profile_import.core.report import empty_counts  # noqa: PLC0415
+    from profile_import.core import clock, records
+    from profile_import.core import rejects as reject_records
+    from profile_import.core.codes import LineRejected
+    from profile_import.core.commands import CheckSettings, load_accepted
+    from profile_import.core.fold import UPSERT, Outcome, StoredProfile, apply_commands
+    from profile_import.core.identifiers import resolve
+    from profile_import.core.report import empty_counts
 
     checker = CheckSettings().build()
     check = checker.check
@@ -327,7 +327,7 @@ def duckdb_child(input_path: str, start: str | None, export: str) -> dict[str, A
     Per identifier the last command wins (no merge); a last DELETE drops the
     profile. `start` is DuckDB's own previous output, taken as older than every command.
     """
-    import duckdb  # noqa: PLC0415 - only this child needs it
+    import duckdb
 
     started = time.perf_counter()
     con = duckdb.connect()

@@ -11,4 +11,6 @@ def now() -> datetime:
 
 def iso(moment: datetime) -> str:
     """`2026-11-23T17:48:06.123Z`: millisecond precision, always UTC."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from profile_import import schemas
+
 from .codes import LineRejected, RejectCode
 from .fold import DELETE, UPSERT, Command
 from .identifiers import IDENTIFIER_FIELDS, json_type, resolve
@@ -27,9 +28,15 @@ OPERATIONS = (UPSERT, DELETE)
 FORCE_REPLACE = "force_replace"
 MERGE_OBJECTS = "merge_objects"
 USER_PROFILE = "user_profile"
-KNOWN_FIELDS = frozenset(("operation", *IDENTIFIER_FIELDS, FORCE_REPLACE, MERGE_OBJECTS, USER_PROFILE))
+KNOWN_FIELDS = frozenset(
+    ("operation", *IDENTIFIER_FIELDS, FORCE_REPLACE, MERGE_OBJECTS, USER_PROFILE)
+)
 
-UTF8_BOM = b"\xef\xbb\xbf"
+_FIELD_TYPES: tuple[tuple[str, str, type], ...] = (
+    (FORCE_REPLACE, "boolean", bool),
+    (MERGE_OBJECTS, "boolean", bool),
+    (USER_PROFILE, "object", dict),
+)
 
 
 class Accepted(NamedTuple):
@@ -61,12 +68,8 @@ def classify(obj: dict[str, Any], default_compartment_id: str | None) -> LineRej
             return LineRejected(RejectCode.MISSING_FORCE_REPLACE, "an UPSERT needs force_replace")
         if USER_PROFILE not in obj:
             return LineRejected(RejectCode.MISSING_USER_PROFILE, "an UPSERT needs user_profile")
-    for name, wanted, ok in (
-        (FORCE_REPLACE, "boolean", lambda v: isinstance(v, bool)),
-        (MERGE_OBJECTS, "boolean", lambda v: isinstance(v, bool)),
-        (USER_PROFILE, "object", lambda v: isinstance(v, dict)),
-    ):
-        if name in obj and not ok(obj[name]):
+    for name, wanted, python_type in _FIELD_TYPES:
+        if name in obj and not isinstance(obj[name], python_type):
             return LineRejected(
                 RejectCode.INVALID_FIELD, f"{name} must be a {wanted}, not {json_type(obj[name])}"
             )
@@ -101,7 +104,9 @@ class CommandChecker:
         self._max_line_bytes = settings.max_line_bytes
         self._envelope = SchemaValidator(settings.envelope_schema)
         self._profile = (
-            SchemaValidator(settings.profile_schema) if settings.profile_schema is not None else None
+            SchemaValidator(settings.profile_schema)
+            if settings.profile_schema is not None
+            else None
         )
 
     def check(self, content: bytes, size: int | None = None) -> Accepted | None:

@@ -125,8 +125,7 @@ def resolve(obj: Mapping[str, Any], default_compartment_id: str | None = None) -
         if forms == 0:
             raise LineRejected(
                 RejectCode.MISSING_IDENTIFIER,
-                "no identifier: give compartment_id + user_account_id, email_hash or "
-                "user_agent_id",
+                "no identifier: give compartment_id + user_account_id, email_hash or user_agent_id",
             )
         named = [f for f in IDENTIFIER_FIELDS if f in obj]
         raise LineRejected(

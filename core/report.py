@@ -112,7 +112,9 @@ def build(
     first_errors: Sequence[str],
     **extra: Any,
 ) -> dict[str, Any]:
-    ordered_codes = {str(code): rejects_by_code[code] for code in RejectCode if code in rejects_by_code}
+    ordered_codes = {
+        str(code): rejects_by_code[code] for code in RejectCode if code in rejects_by_code
+    }
     return {
         "execution_id": execution_id,
         "status": str(status),

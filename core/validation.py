@@ -9,7 +9,6 @@ Formats are annotations, not assertions, in both (python-jsonschema's default).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
@@ -24,7 +23,7 @@ class InvalidSchema(ValueError):
 
 
 class SchemaValidator:
-    def __init__(self, schema: Mapping[str, Any]) -> None:
+    def __init__(self, schema: dict[str, Any]) -> None:
         reference_cls = jsonschema.validators.validator_for(
             schema, default=jsonschema.Draft202012Validator
         )
@@ -34,7 +33,7 @@ class SchemaValidator:
             raise InvalidSchema(f"not a valid JSON Schema: {e.message}") from e
         self._reference = reference_cls(schema)
         try:
-            self._fast: Any = jsonschema_rs.validator_for(dict(schema), validate_formats=False)
+            self._fast: Any = jsonschema_rs.validator_for(schema, validate_formats=False)
         except Exception:  # noqa: BLE001 - a schema the fast engine cannot compile
             self._fast = None  # falls back to the reference engine for the verdict too
 

@@ -37,7 +37,7 @@ def read_lines(
         yield from _read(split, max_line_bytes, transport_params)
     except InputReadError:
         raise
-    except Exception as e:  # noqa: BLE001 - re-raised with the input named
+    except Exception as e:
         raise InputReadError(f"input {split.path}: read failed: {e}") from e
 
 

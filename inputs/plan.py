@@ -93,7 +93,7 @@ def expand(patterns: Sequence[str]) -> list[str]:
 def open_raw(path: str, transport_params: dict[str, Any] | None = None) -> Any:
     """The input's bytes as stored (no decompression)."""
     if not is_remote(path):
-        return open(path, "rb")  # noqa: SIM115 - returned to the caller's `with`
+        return open(path, "rb")
     return smart_open.open(
         path, "rb", compression="disable", transport_params=transport_params or {}
     )
@@ -187,7 +187,7 @@ def plan(
                 file, pieces = _plan_compressed(index, path, compression, transport_params)
         except InputError:
             raise
-        except Exception as e:  # noqa: BLE001 - any read or decompression failure
+        except Exception as e:
             raise InputError(f"input {path}: cannot be read: {e}") from e
         files.append(file)
         splits.extend(pieces)

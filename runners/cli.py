@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("inputs", nargs="+", metavar="INPUT", help="files or globs (.gz .bz2 .zst)")
     _store_option(run)
     run.add_argument("--rejects", metavar="FILE", help="where rejected lines go (NDJSON)")
-    run.add_argument("--report", metavar="FILE", help="where the JSON report goes (default: stdout)")
+    run.add_argument(
+        "--report", metavar="FILE", help="where the JSON report goes (default: stdout)"
+    )
     run.add_argument("--default-compartment-id", metavar="ID")
     run.add_argument("--max-rejects", type=_non_negative_int, metavar="N")
     run.add_argument("--max-reject-ratio", type=_ratio, metavar="R")
@@ -199,19 +201,23 @@ def _write_records(records: Any) -> None:
             out.write(b"\n")
         out.flush()
     except BrokenPipeError:
-        # `export | head`: the reader left; not an error of ours.
-        sys.stdout = None  # type: ignore[assignment]
+        # `export | head`: the reader left, not an error of ours. Point stdout
+        # at /dev/null so the interpreter's final flush does not fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Beam logs its plumbing at WARNING (optional cloud clients missing, ...):
-    # noise for a command-line user, who gets our one-line summary instead.
+    # Beam logs its plumbing (optional cloud clients missing, ...) and, on a
+    # failure, whole worker tracebacks: noise for a command-line user, who gets
+    # our one-line summary instead. --verbose shows it all.
     verbose = "--verbose" in (argv if argv is not None else sys.argv)
     if verbose:
         os.environ[VERBOSE_ENV] = "1"  # for the worker processes too
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     else:
-        logging.disable(logging.WARNING)
+        logging.disable(logging.ERROR)
     # SIGTERM (cron, Airflow, kill) unwinds like Ctrl-C, so a staged run is discarded.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = build_parser()
@@ -242,14 +248,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             current = store.current()
             for v in store.versions():
                 marker = "*" if current and v.number == current.number else " "
-                what = v.execution.get("execution_id") or f"rollback to {v.execution.get('rollback_to')}"
+                what = (
+                    v.execution.get("execution_id")
+                    or f"rollback to {v.execution.get('rollback_to')}"
+                )
                 status = v.execution.get("status", "")
-                print(f"{marker} {v.number:>6}  {v.created_at}  {v.profiles:>12,} profiles  {what} {status}")
+                profiles = f"{v.profiles:>12,} profiles"
+                print(f"{marker} {v.number:>6}  {v.created_at}  {profiles}  {what} {status}")
             return EXIT_OK
         with store.lock():
             if args.command == "rollback":
                 version = store.rollback(args.to)
-                print(f"profile-import: version {args.to} published again as version {version.number}", file=sys.stderr)
+                again = f"version {args.to} published again as version {version.number}"
+                print(f"profile-import: {again}", file=sys.stderr)
             else:
                 dropped = store.prune(args.keep)
                 print(f"profile-import: pruned {len(dropped)} version(s)", file=sys.stderr)

@@ -40,7 +40,6 @@ from profile_import.pipelines import import_profiles
 from profile_import.stores import ProfileStore, StoreError, open_store
 from profile_import.stores.base import Staging
 from profile_import.transforms import metrics, progress
-from profile_import.transforms.rejects import reject_file_name
 
 from . import local
 
@@ -124,9 +123,11 @@ def _gather_rejects(
 
     Returns (rejects file or None, rejects written, the first ones as summaries).
     """
-    names = sorted(n for n in os.listdir(rejects_dir) if n.endswith(".ndjson")) if os.path.isdir(
-        rejects_dir
-    ) else []
+    names = (
+        sorted(n for n in os.listdir(rejects_dir) if n.endswith(".ndjson"))
+        if os.path.isdir(rejects_dir)
+        else []
+    )
     if not names and target is None:
         return None, 0, []
     path = target or f"profile-import-{execution_id}.rejects.ndjson"
@@ -347,8 +348,8 @@ class Execution:
                 result.wait_until_finish()
             values = _counters(result)
         except Exception as e:  # noqa: BLE001 - any pipeline failure fails the run cleanly
-            failure = f"the pipeline failed: {_root_message(e)}"
-            return Outcome(self._report(Status.FAILED, reports.empty_counts(), failure=failure), 1)
+            crash = f"the pipeline failed: {_root_message(e)} (--verbose shows Beam's log)"
+            return Outcome(self._report(Status.FAILED, reports.empty_counts(), failure=crash), 1)
 
         counts = reports.empty_counts()
         for name in counts:
@@ -375,7 +376,7 @@ class Execution:
             problems.append("commands applied != accepted")
         if rejects_written != counts["rejected"]:
             problems.append("rejects written != rejected")
-        failure = None
+        failure: str | None = None
         if problems:
             failure = "internal error, counts do not add up: " + "; ".join(problems)
         else:

@@ -54,7 +54,7 @@ def create_runner(options: PipelineOptions, beam_args: Sequence[str]) -> Any:
     """The runner object for `options`, or None to let Beam pick by name."""
     if not is_local(options):
         return None
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
     from apache_beam.transforms import environments
 
     mode_given = any(a.startswith("--direct_running_mode") for a in beam_args)
@@ -66,4 +66,3 @@ def create_runner(options: PipelineOptions, beam_args: Sequence[str]) -> Any:
     command = f"{shlex.quote(sys.executable)} -m profile_import.runners.local_worker"
     environment = environments.SubprocessSDKEnvironment.from_command_string(command)
     return FnApiRunner(default_environment=environment)
-

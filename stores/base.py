@@ -119,9 +119,7 @@ class ProfileStore(abc.ABC):
         """Prepares a staged execution on top of `parent` (under the lock)."""
 
     @abc.abstractmethod
-    def commit(
-        self, staging: Staging, execution: dict[str, Any], profiles_delta: int
-    ) -> Version:
+    def commit(self, staging: Staging, execution: dict[str, Any], profiles_delta: int) -> Version:
         """Publishes a staged execution atomically; returns the new version."""
 
     @abc.abstractmethod

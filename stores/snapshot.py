@@ -284,9 +284,7 @@ class SnapshotStore(ProfileStore):
         _write_atomic(self._path(_CURRENT), f"{number}\n".encode())
         return self._version(manifest)
 
-    def commit(
-        self, staging: Staging, execution: dict[str, Any], profiles_delta: int
-    ) -> Version:
+    def commit(self, staging: Staging, execution: dict[str, Any], profiles_delta: int) -> Version:
         parent = staging.parent
         shards = self._shards(parent)
         for bucket, path in self._written_buckets(staging.execution_id).items():

@@ -45,8 +45,35 @@ def read_ndjson(path: Path) -> list[dict[str, Any]]:
 
 
 def upsert(ident: dict[str, Any], profile: dict[str, Any], **flags: Any) -> dict[str, Any]:
-    return {"operation": "UPSERT", **ident, "force_replace": False, **flags, "user_profile": profile}
+    return {
+        "operation": "UPSERT",
+        **ident,
+        "force_replace": False,
+        **flags,
+        "user_profile": profile,
+    }
 
 
 def delete(ident: dict[str, Any]) -> dict[str, Any]:
     return {"operation": "DELETE", **ident}
+
+
+def write_big_input(path: Path, lines: int, users: int = 20_000) -> Path:
+    """A realistic import of `lines` commands (the benchmark's mix, smaller profiles)."""
+    import random
+
+    rnd = random.Random(lines)
+    with path.open("w", encoding="utf-8") as f:
+        for _ in range(lines):
+            u = rnd.randrange(users)
+            ident: dict[str, Any] = (
+                {"compartment_id": str(1000 + u % 3), "user_account_id": f"acct-{u}"}
+                if u % 2
+                else {"email_hash": f"h{u}"}
+            )
+            if rnd.random() < 0.1:
+                f.write(json.dumps(delete(ident)) + "\n")
+            else:
+                profile = {"n": rnd.randrange(100), "tags": [rnd.choice("abc")], "o": {"k": u}}
+                f.write(json.dumps(upsert(ident, profile, merge_objects=rnd.random() < 0.5)) + "\n")
+    return path

@@ -58,9 +58,18 @@ def test_apply_to_bucket_merges_in_key_order_and_reuses_untouched_bytes() -> Non
     keys = [records.split(x)[0] for x in out]
     assert keys == [key("a"), key("b"), key("d"), key("h")]
     assert out[1] is stored[0] and out[3] is stored[3]  # untouched, unchanged: same bytes
-    assert records.decode_record(records.split(out[2])[1]) == StoredProfile({"v": "d", "w": 1}, THEN, NOW)
+    assert records.decode_record(records.split(out[2])[1]) == StoredProfile(
+        {"v": "d", "w": 1}, THEN, NOW
+    )
     assert tally == Counter(
-        {"created": 1, "updated": 1, "deleted": 1, "unchanged": 1, "absent": 2, "deletes_missing": 1}
+        {
+            "created": 1,
+            "updated": 1,
+            "deleted": 1,
+            "unchanged": 1,
+            "absent": 2,
+            "deletes_missing": 1,
+        }
     )
 
 

@@ -7,7 +7,9 @@ import gzip
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,14 +20,18 @@ ALICE = {"compartment_id": "1000", "user_account_id": "alice"}
 BOB = {"email_hash": "5d41402abc4b2a76b9719d911017c592"}
 
 
-def run_ok(*args: str | Path) -> dict[str, object]:
+def run_ok(*args: str | Path) -> dict[str, Any]:
     result = run_cli("run", *args)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout) if "--report" not in args else {}
 
 
 def test_example_file_end_to_end(tmp_path: Path) -> None:
-    store, rejects, report = tmp_path / "store", tmp_path / "rejects.ndjson", tmp_path / "report.json"
+    store, rejects, report = (
+        tmp_path / "store",
+        tmp_path / "rejects.ndjson",
+        tmp_path / "report.json",
+    )
     result = run_cli("run", "--store", store, "--rejects", rejects, "--report", report, EXAMPLE)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
@@ -38,37 +44,66 @@ def test_example_file_end_to_end(tmp_path: Path) -> None:
     rep = json.loads(report.read_text())
     assert rep["status"] == "SUCCEEDED_WITH_ERRORS" and rep["errors"] is True
     assert rep["counts"] == {
-        "lines": 9, "blank": 1, "accepted": 6, "rejected": 2, "upserts": 5, "deletes": 1,
-        "profiles_created": 2, "profiles_updated": 0, "profiles_unchanged": 0,
-        "profiles_deleted": 0, "deletes_missing": 0,
-    }  # fmt: skip
+        "lines": 9,
+        "blank": 1,
+        "accepted": 6,
+        "rejected": 2,
+        "upserts": 5,
+        "deletes": 1,
+        "profiles_created": 2,
+        "profiles_updated": 0,
+        "profiles_unchanged": 0,
+        "profiles_deleted": 0,
+        "deletes_missing": 0,
+    }
     assert rep["rejects_by_code"] == {"INVALID_JSON": 1, "INVALID_FIELD": 1}
-    assert rep["inputs"] == [{
-        "path": str(EXAMPLE), "sha256": hashlib.sha256(EXAMPLE.read_bytes()).hexdigest(),
-        "bytes": EXAMPLE.stat().st_size, "lines": 9, "compression": None,
-    }]  # fmt: skip
+    assert rep["inputs"] == [
+        {
+            "path": str(EXAMPLE),
+            "sha256": hashlib.sha256(EXAMPLE.read_bytes()).hexdigest(),
+            "bytes": EXAMPLE.stat().st_size,
+            "lines": 9,
+            "compression": None,
+        }
+    ]
     assert rep["data"] == [
         f"{EXAMPLE}:8: INVALID_FIELD force_replace must be a boolean, not string",
-        f"{EXAMPLE}:9: INVALID_JSON not valid JSON: unexpected end of data: line 1 column 131 (char 130)",
+        f"{EXAMPLE}:9: INVALID_JSON not valid JSON: "
+        "unexpected end of data: line 1 column 131 (char 130)",
     ]
     assert rep["runner"] == "FnApiRunner" and rep["version"] == 1 and rep["execution_id"]
     assert rep["started_at"].endswith("Z") and rep["finished_at"] >= rep["started_at"]
 
     lines = EXAMPLE.read_text().splitlines()
     assert read_ndjson(rejects) == [
-        {"file": str(EXAMPLE), "line": 8, "code": "INVALID_FIELD",
-         "message": "force_replace must be a boolean, not string", "raw": lines[7]},
-        {"file": str(EXAMPLE), "line": 9, "code": "INVALID_JSON",
-         "message": "not valid JSON: unexpected end of data: line 1 column 131 (char 130)",
-         "raw": lines[8]},
-    ]  # fmt: skip
+        {
+            "file": str(EXAMPLE),
+            "line": 8,
+            "code": "INVALID_FIELD",
+            "message": "force_replace must be a boolean, not string",
+            "raw": lines[7],
+        },
+        {
+            "file": str(EXAMPLE),
+            "line": 9,
+            "code": "INVALID_JSON",
+            "message": "not valid JSON: unexpected end of data: line 1 column 131 (char 130)",
+            "raw": lines[8],
+        },
+    ]
 
     profiles = export(store)
     assert without_times(profiles) == [
-        {**ALICE, "user_profile": {"first_name": "Alice", "interests": ["Drama", "Sci-Fi"],
-                                   "address": {"city": "Paris", "zip": "75001"}}},
+        {
+            **ALICE,
+            "user_profile": {
+                "first_name": "Alice",
+                "interests": ["Drama", "Sci-Fi"],
+                "address": {"city": "Paris", "zip": "75001"},
+            },
+        },
         {**BOB, "user_profile": {"first_name": "Bob", "opt_in": True}},
-    ]  # fmt: skip
+    ]
     assert all(p["created_at"] == rep["started_at"] == p["last_modified_at"] for p in profiles)
 
     got = run_cli("get", "--store", store, "--compartment-id", "1000", "--user-account-id", "alice")
@@ -85,8 +120,17 @@ def test_example_file_end_to_end(tmp_path: Path) -> None:
 
 
 def test_default_local_run_uses_a_worker_per_core_and_stays_quiet(tmp_path: Path) -> None:
-    result = run_cli("run", "--store", tmp_path / "s", "--report", tmp_path / "r.json",
-                     "--rejects", tmp_path / "rej", EXAMPLE, beam=())  # fmt: skip
+    result = run_cli(
+        "run",
+        "--store",
+        tmp_path / "s",
+        "--report",
+        tmp_path / "r.json",
+        "--rejects",
+        tmp_path / "rej",
+        EXAMPLE,
+        beam=(),
+    )
     assert result.returncode == 0
     assert all(line.startswith("profile-import: ") for line in result.stderr.splitlines())
     rep = json.loads((tmp_path / "r.json").read_text())
@@ -101,7 +145,9 @@ def test_report_goes_to_stdout_without_report_option(tmp_path: Path) -> None:
 
 def test_rerun_is_already_applied_unless_asked(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    src = write_lines(tmp_path / "a.ndjson", [upsert({"email_hash": "h"}, {"t": ["x"]}, merge_objects=True)])
+    src = write_lines(
+        tmp_path / "a.ndjson", [upsert({"email_hash": "h"}, {"t": ["x"]}, merge_objects=True)]
+    )
     copy = tmp_path / "copy-of-a.ndjson"
     copy.write_bytes(src.read_bytes())
     first = run_ok("--store", str(store), str(src))
@@ -113,11 +159,15 @@ def test_rerun_is_already_applied_unless_asked(tmp_path: Path) -> None:
     assert "nothing changed" in again.stderr and rep["counts"]["accepted"] == 0
     assert without_times(export(store)) == [{"email_hash": "h", "user_profile": {"t": ["x"]}}]
     # Another default compartment changes what the lines mean: not the same execution.
-    other = json.loads(run_cli("run", "--store", store, "--default-compartment-id", "9", src).stdout)
+    other = json.loads(
+        run_cli("run", "--store", store, "--default-compartment-id", "9", src).stdout
+    )
     assert other["status"] == "SUCCEEDED"
     reapplied = run_ok("--store", str(store), "--allow-reapply", str(src))
     assert reapplied["status"] == "SUCCEEDED"
-    assert without_times(export(store)) == [{"email_hash": "h", "user_profile": {"t": ["x", "x", "x"]}}]
+    assert without_times(export(store)) == [
+        {"email_hash": "h", "user_profile": {"t": ["x", "x", "x"]}}
+    ]
 
 
 def test_timestamps_follow_content_changes(tmp_path: Path) -> None:
@@ -125,13 +175,15 @@ def test_timestamps_follow_content_changes(tmp_path: Path) -> None:
     h = {"email_hash": "h"}
     r1 = run_ok("--store", str(store), str(write_lines(tmp_path / "1", [upsert(h, {"a": 1})])))
     r2 = run_ok("--store", str(store), str(write_lines(tmp_path / "2", [upsert(h, {"a": 1}), ""])))
-    assert r2["counts"]["profiles_unchanged"] == 1  # type: ignore[index]
+    assert r2["counts"]["profiles_unchanged"] == 1
     (p,) = export(store)
     assert p["created_at"] == p["last_modified_at"] == r1["started_at"]
     r3 = run_ok("--store", str(store), str(write_lines(tmp_path / "3", [upsert(h, {"b": 2})])))
     (p,) = export(store)
     assert (p["created_at"], p["last_modified_at"]) == (r1["started_at"], r3["started_at"])
-    r4 = run_ok("--store", str(store), str(write_lines(tmp_path / "4", [delete(h), upsert(h, {"a": 1})])))
+    r4 = run_ok(
+        "--store", str(store), str(write_lines(tmp_path / "4", [delete(h), upsert(h, {"a": 1})]))
+    )
     (p,) = export(store)
     assert p["created_at"] == p["last_modified_at"] == r4["started_at"]
 
@@ -140,13 +192,13 @@ def test_dry_run_reports_and_touches_nothing(tmp_path: Path) -> None:
     store = tmp_path / "store"
     rep = run_ok("--store", str(store), "--dry-run", "--rejects", str(tmp_path / "r"), str(EXAMPLE))
     assert rep["status"] == "SUCCEEDED_WITH_ERRORS" and rep["dry_run"] is True
-    assert rep["counts"]["profiles_created"] == 2 and rep["version"] is None  # type: ignore[index]
+    assert rep["counts"]["profiles_created"] == 2 and rep["version"] is None
     assert not store.exists()
     run_ok("--store", str(store), "--rejects", str(tmp_path / "r"), str(EXAMPLE))
     before = sorted((p.relative_to(store), p.read_bytes()) for p in store.rglob("*") if p.is_file())
     more = write_lines(tmp_path / "more.ndjson", [delete(BOB)])
     rep = run_ok("--store", str(store), "--dry-run", str(more))
-    assert rep["counts"]["profiles_deleted"] == 1  # type: ignore[index]
+    assert rep["counts"]["profiles_deleted"] == 1
     after = sorted((p.relative_to(store), p.read_bytes()) for p in store.rglob("*") if p.is_file())
     assert after == before
 
@@ -162,7 +214,9 @@ def test_dry_run_reports_and_touches_nothing(tmp_path: Path) -> None:
 )
 def test_reject_limits(tmp_path: Path, limit: list[str], fails: bool) -> None:
     store, report, rejects = tmp_path / "store", tmp_path / "report.json", tmp_path / "rej.ndjson"
-    result = run_cli("run", "--store", store, "--report", report, "--rejects", rejects, *limit, EXAMPLE)
+    result = run_cli(
+        "run", "--store", store, "--report", report, "--rejects", rejects, *limit, EXAMPLE
+    )
     rep = json.loads(report.read_text())
     assert len(read_ndjson(rejects)) == 2  # the rejects are written either way
     if fails:
@@ -177,7 +231,9 @@ def test_reject_limits(tmp_path: Path, limit: list[str], fails: bool) -> None:
 
 def test_redacted_rejects_keep_no_data(tmp_path: Path) -> None:
     rejects = tmp_path / "rej.ndjson"
-    run_ok("--store", str(tmp_path / "s"), "--redact-rejects", "--rejects", str(rejects), str(EXAMPLE))
+    run_ok(
+        "--store", str(tmp_path / "s"), "--redact-rejects", "--rejects", str(rejects), str(EXAMPLE)
+    )
     records = read_ndjson(rejects)
     assert [set(r) for r in records] == [{"file", "line", "code", "message"}] * 2
 
@@ -187,8 +243,15 @@ def test_profile_schema(tmp_path: Path) -> None:
     schema.write_text(json.dumps({"type": "object", "properties": {"age": {"type": "integer"}}}))
     lines = [upsert({"email_hash": "a"}, {"age": 3}), upsert({"email_hash": "b"}, {"age": "old"})]
     rejects = tmp_path / "rej.ndjson"
-    rep = run_ok("--store", str(tmp_path / "s"), "--profile-schema", str(schema),
-                 "--rejects", str(rejects), str(write_lines(tmp_path / "in.ndjson", lines)))  # fmt: skip
+    rep = run_ok(
+        "--store",
+        str(tmp_path / "s"),
+        "--profile-schema",
+        str(schema),
+        "--rejects",
+        str(rejects),
+        str(write_lines(tmp_path / "in.ndjson", lines)),
+    )
     assert rep["rejects_by_code"] == {"PROFILE_SCHEMA_VIOLATION": 1}
     (reject,) = read_ndjson(rejects)
     assert reject["message"] == "user_profile/age: 'old' is not of type 'integer'"
@@ -198,7 +261,9 @@ def test_profile_schema(tmp_path: Path) -> None:
     ("schema_text", "message"),
     [("{not json", "cannot be read as JSON"), ('{"type": 5}', "not a valid JSON Schema")],
 )
-def test_bad_profile_schema_is_a_usage_error(tmp_path: Path, schema_text: str, message: str) -> None:
+def test_bad_profile_schema_is_a_usage_error(
+    tmp_path: Path, schema_text: str, message: str
+) -> None:
     schema = tmp_path / "s.json"
     schema.write_text(schema_text)
     result = run_cli("run", "--store", tmp_path / "s", "--profile-schema", schema, EXAMPLE)
@@ -209,15 +274,25 @@ def test_bad_profile_schema_is_a_usage_error(tmp_path: Path, schema_text: str, m
 def test_compressed_inputs_and_globs_apply_in_order(tmp_path: Path) -> None:
     h = {"email_hash": "h"}
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "1.ndjson.gz").write_bytes(gzip.compress(json.dumps(upsert(h, {"v": [1]})).encode() + b"\n"))
+    (tmp_path / "in" / "1.ndjson.gz").write_bytes(
+        gzip.compress(json.dumps(upsert(h, {"v": [1]})).encode() + b"\n")
+    )
     (tmp_path / "in" / "2.ndjson.bz2").write_bytes(
-        bz2.compress(json.dumps(upsert(h, {"v": [2]}, merge_objects=True)).encode())  # no final newline
+        bz2.compress(
+            json.dumps(upsert(h, {"v": [2]}, merge_objects=True)).encode()
+        )  # no final newline
     )
     write_lines(tmp_path / "in" / "3.ndjson", [upsert(h, {"v": [3]}, merge_objects=True)])
     rep = run_ok("--store", str(tmp_path / "s"), str(tmp_path / "in" / "*.ndjson*"))
-    assert [Path(i["path"]).name for i in rep["inputs"]] == ["1.ndjson.gz", "2.ndjson.bz2", "3.ndjson"]  # type: ignore[index,union-attr]
-    assert [i["compression"] for i in rep["inputs"]] == ["gzip", "bz2", None]  # type: ignore[index,union-attr]
-    assert without_times(export(tmp_path / "s")) == [{"email_hash": "h", "user_profile": {"v": [1, 2, 3]}}]
+    assert [Path(i["path"]).name for i in rep["inputs"]] == [
+        "1.ndjson.gz",
+        "2.ndjson.bz2",
+        "3.ndjson",
+    ]
+    assert [i["compression"] for i in rep["inputs"]] == ["gzip", "bz2", None]
+    assert without_times(export(tmp_path / "s")) == [
+        {"email_hash": "h", "user_profile": {"v": [1, 2, 3]}}
+    ]
 
 
 def test_crlf_bom_and_bad_utf8(tmp_path: Path) -> None:
@@ -226,7 +301,7 @@ def test_crlf_bom_and_bad_utf8(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + good + b"\r\n\r\n" + b'{"bad": "\xff"}\r\n')
     rejects = tmp_path / "rej.ndjson"
     rep = run_ok("--store", str(tmp_path / "s"), "--rejects", str(rejects), str(path))
-    assert rep["counts"] | {} == rep["counts"] and rep["counts"]["blank"] == 1  # type: ignore[index]
+    assert rep["counts"] | {} == rep["counts"] and rep["counts"]["blank"] == 1
     (reject,) = read_ndjson(rejects)
     assert reject["code"] == "INVALID_JSON" and reject["line"] == 3
     assert reject["raw"] == '{"bad": "\ufffd"}' and reject["raw_base64"] == "eyJiYWQiOiAi/yJ9"
@@ -235,20 +310,27 @@ def test_crlf_bom_and_bad_utf8(tmp_path: Path) -> None:
 def test_line_too_large(tmp_path: Path) -> None:
     lines = [upsert({"email_hash": "h"}, {"big": "x" * 500}), upsert({"email_hash": "k"}, {})]
     rejects = tmp_path / "rej.ndjson"
-    rep = run_ok("--store", str(tmp_path / "s"), "--max-line-bytes", "200", "--rejects", str(rejects),
-                 str(write_lines(tmp_path / "in.ndjson", lines)))  # fmt: skip
+    rep = run_ok(
+        "--store",
+        str(tmp_path / "s"),
+        "--max-line-bytes",
+        "200",
+        "--rejects",
+        str(rejects),
+        str(write_lines(tmp_path / "in.ndjson", lines)),
+    )
     (reject,) = read_ndjson(rejects)
     assert reject["code"] == "LINE_TOO_LARGE" and reject["raw_truncated"] is True
     assert len(reject["raw"]) == 200 and "over the limit of 200" in reject["message"]
-    assert rep["counts"]["accepted"] == 1  # type: ignore[index]
+    assert rep["counts"]["accepted"] == 1
 
 
 def test_empty_input_is_a_successful_run(tmp_path: Path) -> None:
     empty = tmp_path / "empty.ndjson"
     empty.write_bytes(b"")
     rep = run_ok("--store", str(tmp_path / "s"), str(empty))
-    assert rep["status"] == "SUCCEEDED" and rep["counts"]["lines"] == 0  # type: ignore[index]
-    assert rep["inputs"][0]["lines"] == 0 and rep["version"] == 1  # type: ignore[index]
+    assert rep["status"] == "SUCCEEDED" and rep["counts"]["lines"] == 0
+    assert rep["inputs"][0]["lines"] == 0 and rep["version"] == 1
 
 
 @pytest.mark.parametrize(
@@ -257,12 +339,18 @@ def test_empty_input_is_a_successful_run(tmp_path: Path) -> None:
         (lambda d: d / "missing.ndjson", "not found"),
         (lambda d: d, "a directory, not a file"),
         (lambda d: d / "*.nope", "matches no file"),
-        (lambda d: (d / "bad.ndjson.gz").write_bytes(b"\x1f\x8b\x08\x00junk") and d / "bad.ndjson.gz",
-         "cannot be read"),
+        (
+            lambda d: (
+                (d / "bad.ndjson.gz").write_bytes(b"\x1f\x8b\x08\x00junk") and d / "bad.ndjson.gz"
+            ),
+            "cannot be read",
+        ),
     ],
 )
-def test_unreadable_input_exits_2_with_a_failed_report(tmp_path: Path, make: object, message: str) -> None:
-    path = make(tmp_path)  # type: ignore[operator]
+def test_unreadable_input_exits_2_with_a_failed_report(
+    tmp_path: Path, make: Callable[[Path], Path], message: str
+) -> None:
+    path = make(tmp_path)
     report = tmp_path / "report.json"
     result = run_cli("run", "--store", tmp_path / "s", "--report", report, path)
     assert result.returncode == 2
@@ -297,7 +385,11 @@ def test_a_folder_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
 def test_rollback_and_prune(tmp_path: Path) -> None:
     store = tmp_path / "store"
     for n in (1, 2, 3):
-        run_ok("--store", str(store), str(write_lines(tmp_path / f"{n}", [upsert({"email_hash": "h"}, {"n": n})])))
+        run_ok(
+            "--store",
+            str(store),
+            str(write_lines(tmp_path / f"{n}", [upsert({"email_hash": "h"}, {"n": n})])),
+        )
     result = run_cli("rollback", "--store", store, "--to", "1")
     assert result.returncode == 0 and "published again as version 4" in result.stderr
     assert without_times(export(store)) == [{"email_hash": "h", "user_profile": {"n": 1}}]

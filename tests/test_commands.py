@@ -39,7 +39,10 @@ def with_(**changes: Any) -> str:
         ('  {"operation":"DELETE","user_agent_id":"v"}  ', None),
         ('{"operation":"DELETE","email_hash":"h","force_replace":true,"user_profile":{}}', None),
         (with_(merge_objects=True), None),
-        ('{"operation":"UPSERT","email_hash":"h","force_replace":true,"user_profile":{', RejectCode.INVALID_JSON),
+        (
+            '{"operation":"UPSERT","email_hash":"h","force_replace":true,"user_profile":{',
+            RejectCode.INVALID_JSON,
+        ),
         (b'{"operation":"DELETE","email_hash":"\xff"}', RejectCode.INVALID_JSON),
         ("not json", RejectCode.INVALID_JSON),
         ("[1, 2]", RejectCode.NOT_AN_OBJECT),
@@ -52,7 +55,10 @@ def with_(**changes: Any) -> str:
         (with_(user_agent_id="v"), RejectCode.MULTIPLE_IDENTIFIERS),
         (with_(email_hash=""), RejectCode.INVALID_IDENTIFIER),
         (with_(email_hash=..., user_account_id="u"), RejectCode.INVALID_IDENTIFIER),
-        (with_(email_hash=..., compartment_id=1, user_account_id=2.5), RejectCode.INVALID_IDENTIFIER),
+        (
+            with_(email_hash=..., compartment_id=1, user_account_id=2.5),
+            RejectCode.INVALID_IDENTIFIER,
+        ),
         (with_(force_replace=...), RejectCode.MISSING_FORCE_REPLACE),
         (with_(user_profile=...), RejectCode.MISSING_USER_PROFILE),
         (with_(force_replace="yes"), RejectCode.INVALID_FIELD),
@@ -138,33 +144,57 @@ def test_messages_name_fields_not_values() -> None:
 
 
 def test_load_accepted() -> None:
-    assert load_accepted(with_(merge_objects=True).encode()) == Command("UPSERT", {"a": 1}, True, True)
+    assert load_accepted(with_(merge_objects=True).encode()) == Command(
+        "UPSERT", {"a": 1}, True, True
+    )
 
 
 def test_precedence_is_the_spec_table_order() -> None:
     assert [str(c) for c in PRECEDENCE] == [
-        "LINE_TOO_LARGE", "INVALID_JSON", "NOT_AN_OBJECT", "INVALID_OPERATION",
-        "MISSING_IDENTIFIER", "MULTIPLE_IDENTIFIERS", "INVALID_IDENTIFIER",
-        "MISSING_FORCE_REPLACE", "MISSING_USER_PROFILE", "INVALID_FIELD", "UNKNOWN_FIELD",
+        "LINE_TOO_LARGE",
+        "INVALID_JSON",
+        "NOT_AN_OBJECT",
+        "INVALID_OPERATION",
+        "MISSING_IDENTIFIER",
+        "MULTIPLE_IDENTIFIERS",
+        "INVALID_IDENTIFIER",
+        "MISSING_FORCE_REPLACE",
+        "MISSING_USER_PROFILE",
+        "INVALID_FIELD",
+        "UNKNOWN_FIELD",
         "PROFILE_SCHEMA_VIOLATION",
-    ]  # fmt: skip
+    ]
 
 
 # --- the envelope schema and the classifier agree --------------------------
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 5), st.floats(-2, 2, allow_nan=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(-2, 2, allow_nan=False),
     st.sampled_from(["", "x", "UPSERT", "DELETE", "1000"]),
-)  # fmt: skip
+)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from("ab"), inner, max_size=2),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from("ab"), inner, max_size=2)
+    ),
     max_leaves=4,
 )
 field_names = st.sampled_from(
-    ["operation", "compartment_id", "user_account_id", "email_hash", "user_agent_id",
-     "force_replace", "merge_objects", "user_profile", "extra"]
-)  # fmt: skip
+    [
+        "operation",
+        "compartment_id",
+        "user_account_id",
+        "email_hash",
+        "user_agent_id",
+        "force_replace",
+        "merge_objects",
+        "user_profile",
+        "extra",
+    ]
+)
 field_values = st.one_of(
     json_values, st.sampled_from(["UPSERT", "DELETE"]), st.booleans(), st.just({"k": 1})
 )

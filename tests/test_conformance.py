@@ -40,9 +40,17 @@ def test_conformance_case(case_path: Path, tmp_path: Path) -> None:
         order = run.get("order") or sorted(files)
         rejects, report = folder / "rejects.ndjson", folder / "report.json"
         result = run_cli(
-            "run", "--store", store, "--rejects", rejects, "--report", report,
-            *options, *run.get("args", []), *(folder / n for n in order),
-        )  # fmt: skip
+            "run",
+            "--store",
+            store,
+            "--rejects",
+            rejects,
+            "--report",
+            report,
+            *options,
+            *run.get("args", []),
+            *(folder / n for n in order),
+        )
         want_status = run.get("expect_status")
         if want_status == "FAILED":
             assert result.returncode != 0

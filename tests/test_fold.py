@@ -27,9 +27,25 @@ DEL = Command(DELETE)
         (STORED, [DEL, DEL], Outcome.DELETED, None, None, None, 1),
         (STORED, [up({"b": 2})], Outcome.UPDATED, {"a": 1, "tags": ["x"], "b": 2}, THEN, NOW, 0),
         (STORED, [up({"a": 1})], Outcome.UNCHANGED, {"a": 1, "tags": ["x"]}, THEN, THEN, 0),
-        (STORED, [up({"a": 1, "tags": ["x"]}, force=True)], Outcome.UNCHANGED, STORED.profile, THEN, THEN, 0),
+        (
+            STORED,
+            [up({"a": 1, "tags": ["x"]}, force=True)],
+            Outcome.UNCHANGED,
+            STORED.profile,
+            THEN,
+            THEN,
+            0,
+        ),
         (STORED, [up({"a": 2}), up({"a": 1})], Outcome.UNCHANGED, STORED.profile, THEN, THEN, 0),
-        (STORED, [up({"tags": ["y"]}, merge=True)], Outcome.UPDATED, {"a": 1, "tags": ["x", "y"]}, THEN, NOW, 0),
+        (
+            STORED,
+            [up({"tags": ["y"]}, merge=True)],
+            Outcome.UPDATED,
+            {"a": 1, "tags": ["x", "y"]},
+            THEN,
+            NOW,
+            0,
+        ),
         (STORED, [up({"a": True})], Outcome.UPDATED, {"a": True, "tags": ["x"]}, THEN, NOW, 0),
         # Deleted then created again in the same run: a new profile, created anew.
         (STORED, [DEL, up({"a": 1, "tags": ["x"]})], Outcome.UPDATED, STORED.profile, NOW, NOW, 0),
@@ -52,7 +68,10 @@ def test_apply_commands(
     else:
         assert result.stored is not None
         assert result.stored.profile == profile
-        assert (result.stored.created_at, result.stored.last_modified_at) == (created_at, modified_at)
+        assert (result.stored.created_at, result.stored.last_modified_at) == (
+            created_at,
+            modified_at,
+        )
 
 
 def test_unchanged_keeps_the_stored_object() -> None:

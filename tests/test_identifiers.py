@@ -70,7 +70,7 @@ def test_normalise_value(value: Any, expected: str | None) -> None:
     "identifier",
     [
         Identifier.account("1000", "u1"),
-        Identifier.email_hash("h\n\"é"),
+        Identifier.email_hash('h\n"é'),
         Identifier.user_agent_id("vec:1"),
     ],
 )

@@ -56,7 +56,13 @@ def test_shallow_merge_replaces_top_level_values_wholesale() -> None:
         ({"a": 1, "b": 2}, {"b": 3}, False, False, {"a": 1, "b": 3}),
         ({"o": {"x": 1}}, {"o": {"y": 2}}, False, False, {"o": {"y": 2}}),
         ({"o": {"x": 1}}, {"o": {"y": 2}}, False, True, {"o": {"x": 1, "y": 2}}),
-        ({"o": {"i": {"x": 1}}}, {"o": {"i": {"y": 2}}}, False, True, {"o": {"i": {"x": 1, "y": 2}}}),
+        (
+            {"o": {"i": {"x": 1}}},
+            {"o": {"i": {"y": 2}}},
+            False,
+            True,
+            {"o": {"i": {"x": 1, "y": 2}}},
+        ),
         ({"l": [1, 1]}, {"l": [1]}, False, True, {"l": [1, 1, 1]}),
         ({"l": [1]}, {"l": {"k": 1}}, False, True, {"l": {"k": 1}}),
         ({"o": {"k": 1}}, {"o": [1]}, False, True, {"o": [1]}),
@@ -74,7 +80,9 @@ def test_upsert_modes(
     merge_objects: bool,
     expected: dict[str, Any],
 ) -> None:
-    assert upsert(stored, update, force_replace=force_replace, merge_objects=merge_objects) == expected
+    assert (
+        upsert(stored, update, force_replace=force_replace, merge_objects=merge_objects) == expected
+    )
 
 
 @pytest.mark.parametrize("merge_objects", [False, True])

@@ -22,7 +22,7 @@ from profile_import.core.merge import upsert
 from profile_import.runners.execution import Execution, RunSettings
 from profile_import.stores.snapshot import SnapshotStore
 
-IDENTIFIERS = [
+IDENTIFIERS: list[dict[str, Any]] = [
     {"compartment_id": "1000", "user_account_id": "u1"},
     {"compartment_id": 1000, "user_account_id": "u1"},  # the same user as above
     {"compartment_id": "1001", "user_account_id": "u1"},
@@ -35,7 +35,9 @@ DEFAULT_COMPARTMENT = "1000"
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["x", "y"]),
-    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from("pq"), inner, max_size=2),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from("pq"), inner, max_size=2)
+    ),
     max_leaves=5,
 )
 profiles = st.dictionaries(st.sampled_from("abc"), values, max_size=3)
@@ -44,9 +46,13 @@ profiles = st.dictionaries(st.sampled_from("abc"), values, max_size=3)
 @st.composite
 def commands(draw: st.DrawFn) -> str:
     ident = draw(st.sampled_from(IDENTIFIERS))
-    kind = draw(st.sampled_from(["replace", "shallow", "shallow-explicit", "deep", "delete", "bad"]))
+    kind = draw(
+        st.sampled_from(["replace", "shallow", "shallow-explicit", "deep", "delete", "bad"])
+    )
     if kind == "bad":
-        return draw(st.sampled_from(['{"operation":"UPSERT"', "[]", '{"operation":"DELETE"}', "  "]))
+        return draw(
+            st.sampled_from(['{"operation":"UPSERT"', "[]", '{"operation":"DELETE"}', "  "])
+        )
     if kind == "delete":
         return json.dumps({"operation": "DELETE", **ident})
     line: dict[str, Any] = {"operation": "UPSERT", **ident, "force_replace": kind == "replace"}
@@ -63,7 +69,11 @@ def identity(obj: dict[str, Any]) -> tuple[str, ...]:
         return ("email_hash", obj["email_hash"])
     if "user_agent_id" in obj:
         return ("user_agent_id", obj["user_agent_id"])
-    return ("account", str(obj.get("compartment_id", DEFAULT_COMPARTMENT)), str(obj["user_account_id"]))
+    return (
+        "account",
+        str(obj.get("compartment_id", DEFAULT_COMPARTMENT)),
+        str(obj["user_account_id"]),
+    )
 
 
 def sequential_fold(state: dict[tuple[str, ...], Any], lines: list[str]) -> None:
@@ -73,7 +83,9 @@ def sequential_fold(state: dict[tuple[str, ...], Any], lines: list[str]) -> None
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
-        if not isinstance(obj, dict) or not any(k in obj for k in ("email_hash", "user_agent_id", "user_account_id")):
+        if not isinstance(obj, dict) or not any(
+            k in obj for k in ("email_hash", "user_agent_id", "user_account_id")
+        ):
             continue
         who = identity(obj)
         if obj["operation"] == "DELETE":
@@ -87,7 +99,9 @@ def sequential_fold(state: dict[tuple[str, ...], Any], lines: list[str]) -> None
             )
 
 
-def import_run(folder: Path, store: Path, name: str, lines: list[str], files: int, split_bytes: int) -> dict[str, Any]:
+def import_run(
+    folder: Path, store: Path, name: str, lines: list[str], files: int, split_bytes: int
+) -> dict[str, Any]:
     paths = []
     size = max(1, -(-len(lines) // files))
     for i in range(files):
@@ -110,7 +124,10 @@ def import_run(folder: Path, store: Path, name: str, lines: list[str], files: in
 
 
 def exported(store: Path) -> dict[tuple[str, ...], Any]:
-    return {identity(obj): obj["user_profile"] for obj in map(orjson.loads, SnapshotStore(str(store)).export())}
+    return {
+        identity(obj): obj["user_profile"]
+        for obj in map(orjson.loads, SnapshotStore(str(store)).export())
+    }
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -120,7 +137,9 @@ def exported(store: Path) -> dict[tuple[str, ...], Any]:
     files=st.integers(1, 3),
     split_bytes=st.sampled_from([1, 90, 400, 1 << 20]),
 )
-def test_pipeline_equals_sequential_fold(first: list[str], second: list[str], files: int, split_bytes: int) -> None:
+def test_pipeline_equals_sequential_fold(
+    first: list[str], second: list[str], files: int, split_bytes: int
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder, store = Path(tmp), Path(tmp) / "store"
         expected: dict[tuple[str, ...], Any] = {}
@@ -135,5 +154,7 @@ def test_pipeline_equals_sequential_fold(first: list[str], second: list[str], fi
         sequential_fold(expected, second)
         assert exported(store) == expected
         counts = report["counts"]
-        assert len(before) + counts["profiles_created"] - counts["profiles_deleted"] == len(expected)
+        assert len(before) + counts["profiles_created"] - counts["profiles_deleted"] == len(
+            expected
+        )
         assert counts["lines"] == counts["blank"] + counts["accepted"] + counts["rejected"]

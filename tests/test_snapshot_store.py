@@ -20,7 +20,9 @@ def line(ident: Identifier, profile: dict[str, object]) -> bytes:
     return records.encode(ident.key, StoredProfile(profile, T, T))
 
 
-def commit_profiles(store: SnapshotStore, run: str, profiles: dict[Identifier, dict[str, object]]) -> int:
+def commit_profiles(
+    store: SnapshotStore, run: str, profiles: dict[Identifier, dict[str, object]]
+) -> int:
     """Stages one execution writing `profiles` (replacing their buckets) and commits it."""
     parent = store.current()
     staging = store.begin(run, parent)
@@ -45,14 +47,30 @@ def test_a_new_store_is_empty(tmp_path: Path) -> None:
 
 def test_commit_publishes_and_export_sorts_by_identifier(tmp_path: Path) -> None:
     store = SnapshotStore(str(tmp_path / "s"), buckets=4)
-    idents = [Identifier.user_agent_id("u"), Identifier.email_hash("e2"), Identifier.email_hash("e1"),
-              Identifier.account("1000", "b"), Identifier.account("1000", "a")]  # fmt: skip
+    idents = [
+        Identifier.user_agent_id("u"),
+        Identifier.email_hash("e2"),
+        Identifier.email_hash("e1"),
+        Identifier.account("1000", "b"),
+        Identifier.account("1000", "a"),
+    ]
     assert commit_profiles(store, "r1", {i: {"n": n} for n, i in enumerate(idents)}) == 1
     keys = [json.loads(r) for r in store.export()]
-    assert [(k.get("compartment_id"), k.get("user_account_id"), k.get("email_hash"), k.get("user_agent_id"))
-            for k in keys] == [("1000", "a", None, None), ("1000", "b", None, None),
-                               (None, None, "e1", None), (None, None, "e2", None),
-                               (None, None, None, "u")]  # fmt: skip
+    assert [
+        (
+            k.get("compartment_id"),
+            k.get("user_account_id"),
+            k.get("email_hash"),
+            k.get("user_agent_id"),
+        )
+        for k in keys
+    ] == [
+        ("1000", "a", None, None),
+        ("1000", "b", None, None),
+        (None, None, "e1", None),
+        (None, None, "e2", None),
+        (None, None, None, "u"),
+    ]
     got = store.get(Identifier.email_hash("e2"))
     assert got is not None and json.loads(got)["user_profile"] == {"n": 1}
     assert store.current().profiles == 5  # type: ignore[union-attr]
@@ -64,8 +82,9 @@ def test_untouched_buckets_are_shared_and_versions_kept(tmp_path: Path) -> None:
     assert bucket_of(a.key, 8) != bucket_of(b.key, 8)
     commit_profiles(store, "r1", {a: {"v": 1}, b: {"v": 1}})
     commit_profiles(store, "r2", {a: {"v": 2}})
-    assert {json.loads(r)["email_hash"]: json.loads(r)["user_profile"]["v"] for r in store.export()} == {
-        "a": 2, "b": 1}  # fmt: skip
+    assert {
+        json.loads(r)["email_hash"]: json.loads(r)["user_profile"]["v"] for r in store.export()
+    } == {"a": 2, "b": 1}
     manifest = json.loads((tmp_path / "s" / "versions" / "00000002.json").read_text())
     assert manifest["shards"][bucket_of(b.key, 8)].startswith("data/r1/")
     assert [v.number for v in store.versions()] == [1, 2]
@@ -128,10 +147,13 @@ def test_publish_refuses_a_store_that_moved(tmp_path: Path) -> None:
 
 def test_the_lock_is_exclusive_and_says_who_holds_it(tmp_path: Path) -> None:
     store = SnapshotStore(str(tmp_path / "s"))
-    with store.lock():
-        with pytest.raises(StoreLocked, match=r"in use by another run \(pid \d+"):
-            with SnapshotStore(str(tmp_path / "s")).lock():
-                pass
+    other = SnapshotStore(str(tmp_path / "s"))
+    with (
+        store.lock(),
+        pytest.raises(StoreLocked, match=r"in use by another run \(pid \d+"),
+        other.lock(),
+    ):
+        pass
     with store.lock():
         pass
 

@@ -11,7 +11,7 @@ import apache_beam as beam
 import orjson
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
@@ -55,7 +55,7 @@ def decoded(elements: Iterable[tuple[int, batches.CommandBatch]]) -> list[tuple[
     return sorted(out)
 
 
-LINES = [
+LINES: list[str | dict[str, Any]] = [
     {"operation": "UPSERT", "email_hash": "h1", "force_replace": True, "user_profile": {"a": 1}},
     "",
     "{broken",
@@ -96,18 +96,21 @@ def test_parse_commands_routes_good_and_rejected_lines(
     assert_that(parsed.commands, check_commands, label="CheckCommands")
     assert_that(
         parsed.rejects | beam.FlatMap(reject_lines),
-        equal_to([
-            (3, "INVALID_JSON", "{broken"),
-            (5, "UNKNOWN_FIELD", json.dumps(LINES[4])),
-            (7, "INVALID_IDENTIFIER", json.dumps(LINES[6])),
-        ]),
+        equal_to(
+            [
+                (3, "INVALID_JSON", "{broken"),
+                (5, "UNKNOWN_FIELD", json.dumps(LINES[4])),
+                (7, "INVALID_IDENTIFIER", json.dumps(LINES[6])),
+            ]
+        ),
         label="CheckRejects",
     )
     result = p.run()
     result.wait_until_finish()
     got = counters(result)
-    assert {k: got[k] for k in ("lines", "blank", "accepted", "rejected", "upserts", "deletes")} == {
-        "lines": 7, "blank": 1, "accepted": 3, "rejected": 3, "upserts": 2, "deletes": 1}  # fmt: skip
+    assert {
+        k: got[k] for k in ("lines", "blank", "accepted", "rejected", "upserts", "deletes")
+    } == {"lines": 7, "blank": 1, "accepted": 3, "rejected": 3, "upserts": 2, "deletes": 1}
     assert got["rejected.INVALID_JSON"] == 1 and got["input_lines.0"] == 7
     assert files[0].lines == 7
 
@@ -134,7 +137,9 @@ def test_apply_commands_applies_batches_in_input_order(tmp_path: Path) -> None:
     # Given out of order: the later split first. Order must come from the sequence.
     elements = [
         _batch([{**up, "user_profile": {"tags": ["c"]}}], first_line=10),
-        _batch([{**up, "user_profile": {"tags": ["a"]}}, {**up, "user_profile": {"tags": ["b"]}}], 2),
+        _batch(
+            [{**up, "user_profile": {"tags": ["a"]}}, {**up, "user_profile": {"tags": ["b"]}}], 2
+        ),
         _batch([{"operation": "DELETE", "email_hash": "gone"}], first_line=5),
     ]
     staging = store.begin("run", store.current())
@@ -155,7 +160,9 @@ def test_apply_commands_applies_batches_in_input_order(tmp_path: Path) -> None:
     store.commit(staging, {"fingerprint": "run"}, 0)
     profile = json.loads(store.get(h) or b"")
     assert profile["user_profile"] == {"tags": ["s", "a", "b", "c"]}
-    assert profile["created_at"] == NOW and profile["last_modified_at"] == "2026-11-24T00:00:00.000Z"
+    assert (
+        profile["created_at"] == NOW and profile["last_modified_at"] == "2026-11-24T00:00:00.000Z"
+    )
 
 
 def test_apply_commands_dry_run_writes_nothing(tmp_path: Path) -> None:
@@ -177,4 +184,6 @@ def test_write_rejects_writes_one_file_per_split(tmp_path: Path) -> None:
         equal_to(["rejects-000000-000000000001.ndjson", "rejects-000001-000000000030.ndjson"]),
     )
     p.run().wait_until_finish()
-    assert (tmp_path / "rejects" / "rejects-000001-000000000030.ndjson").read_bytes() == elements[1][1]
+    assert (tmp_path / "rejects" / "rejects-000001-000000000030.ndjson").read_bytes() == elements[
+        1
+    ][1]

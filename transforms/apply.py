@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
 
 from profile_import.core.bucket import apply_to_bucket
 from profile_import.core.commands import load_accepted
@@ -14,11 +14,11 @@ from profile_import.core.fold import Command, Outcome
 from profile_import.stores.base import BucketSink, BucketSource
 
 from . import metrics, progress
-from .gc_pause import paused
 from .batches import CommandBatch, in_input_order
+from .gc_pause import paused
 
 
-class ApplyBucketFn(beam.DoFn):  # type: ignore[misc]
+class ApplyBucketFn(beam.DoFn):
     """Applies one bucket's commands, in input order, onto its stored profiles.
 
     Input: `(bucket, [CommandBatch, ...])`. Writes the bucket's new content to
@@ -83,7 +83,11 @@ class ApplyBucketFn(beam.DoFn):  # type: ignore[misc]
         return bucket, profiles
 
 
-class ApplyCommands(beam.PTransform):  # type: ignore[misc]
+Batches = beam.pvalue.PCollection[tuple[int, CommandBatch]]
+BucketSizes = beam.pvalue.PCollection[tuple[int, int]]
+
+
+class ApplyCommands(beam.PTransform[Batches, BucketSizes]):
     """Groups the command batches by bucket and applies them (SPEC §2).
 
     Output: `(bucket, profiles in the bucket after the run)` for every bucket
@@ -100,9 +104,8 @@ class ApplyCommands(beam.PTransform):  # type: ignore[misc]
         super().__init__()
         self._fn = ApplyBucketFn(source, sink, now, progress_dir)
 
-    def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return (
-            batches
-            | "GroupByBucket" >> beam.GroupByKey()
-            | "ApplyToBucket" >> beam.ParDo(self._fn)
+    def expand(self, batches: Batches) -> BucketSizes:
+        sizes: BucketSizes = (
+            batches | "GroupByBucket" >> beam.GroupByKey() | "ApplyToBucket" >> beam.ParDo(self._fn)
         )
+        return sizes

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Metrics
 
 from profile_import.core import rejects
 from profile_import.core.codes import LineRejected, RejectCode
@@ -17,15 +17,14 @@ from profile_import.core.identifiers import bucket_of
 from profile_import.inputs.lines import read_lines
 from profile_import.inputs.plan import InputSplit
 
-from . import metrics, progress
+from . import batches, metrics, progress
 from .gc_pause import paused
-from . import batches
 
 COMMANDS = "commands"
 REJECTS = "rejects"
 
 
-class ParseSplitFn(beam.DoFn):  # type: ignore[misc]
+class ParseSplitFn(beam.DoFn):
     """Reads one split and checks every line.
 
     Main output: `(bucket, CommandBatch)`, one per bucket the split touches.
@@ -111,19 +110,22 @@ class ParseSplitFn(beam.DoFn):  # type: ignore[misc]
             batch.append(batches.keyed(key, content))
 
         for bucket, keyed_lines in per_bucket.items():
-            yield bucket, batches.encode(
-                bucket, split.input_index, split.first_line, keyed_lines, self._spill_dir
+            yield (
+                bucket,
+                batches.encode(
+                    bucket, split.input_index, split.first_line, keyed_lines, self._spill_dir
+                ),
             )
         if reject_lines:
             yield beam.pvalue.TaggedOutput(REJECTS, (split.sequence, b"".join(reject_lines)))
 
         # Counted once per split, not per line: a counter update costs more than a line.
-        rejected = len(reject_lines)
-        accepted_count = lines - blank - rejected
+        rejected_count = len(reject_lines)
+        accepted_count = lines - blank - rejected_count
         self._lines.inc(lines)
         self._input_lines[split.input_index].inc(lines)
         self._blank.inc(blank)
-        self._rejected.inc(rejected)
+        self._rejected.inc(rejected_count)
         self._accepted.inc(accepted_count)
         self._upserts.inc(upserts)
         self._deletes.inc(accepted_count - upserts)
@@ -132,7 +134,7 @@ class ParseSplitFn(beam.DoFn):  # type: ignore[misc]
         progress.mark(self._progress_dir, f"read-{split.input_index}-{split.first_line}", lines)
 
 
-class ParseCommands(beam.PTransform):  # type: ignore[misc]
+class ParseCommands(beam.PTransform[beam.pvalue.PBegin, beam.pvalue.DoOutputsTuple]):
     """Reads every split and checks its lines (SPEC §1, §3).
 
     Returns a tuple-like result: `.commands` are `(bucket, CommandBatch)`,
@@ -156,10 +158,10 @@ class ParseCommands(beam.PTransform):  # type: ignore[misc]
         )
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        return (
+        outputs: beam.pvalue.DoOutputsTuple = (
             pbegin
             # Reshuffled by Create, so the splits spread over the workers.
             | "CreateSplits" >> beam.Create(self._splits)
             | "CheckLines" >> beam.ParDo(self._fn).with_outputs(REJECTS, main=COMMANDS)
         )
-
+        return outputs

@@ -18,7 +18,7 @@ def reject_file_name(sequence: tuple[int, int]) -> str:
     return f"rejects-{input_index:06d}-{first_line:012d}.ndjson"
 
 
-class WriteRejectFileFn(beam.DoFn):  # type: ignore[misc]
+class WriteRejectFileFn(beam.DoFn):
     def __init__(self, directory: str) -> None:
         self._directory = directory
 
@@ -33,10 +33,17 @@ class WriteRejectFileFn(beam.DoFn):  # type: ignore[misc]
         yield path
 
 
-class WriteRejects(beam.PTransform):  # type: ignore[misc]
+SplitRejects = beam.pvalue.PCollection[tuple[tuple[int, int], bytes]]
+Paths = beam.pvalue.PCollection[str]
+
+
+class WriteRejects(beam.PTransform[SplitRejects, Paths]):
     def __init__(self, directory: str) -> None:
         super().__init__()
         self._directory = directory
 
-    def expand(self, rejects: beam.PCollection) -> beam.PCollection:
-        return rejects | "WriteRejectFiles" >> beam.ParDo(WriteRejectFileFn(self._directory))
+    def expand(self, rejects: SplitRejects) -> Paths:
+        paths: Paths = rejects | "WriteRejectFiles" >> beam.ParDo(
+            WriteRejectFileFn(self._directory)
+        )
+        return paths
