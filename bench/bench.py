@@ -192,17 +192,17 @@ def baseline_child(
     """The pipeline's semantics as one plain loop; returns its counts and timing.
 
     Reads every line in binary, gets the verdict from the project's own
-    CommandChecker (jsonschema-rs), keeps each accepted line's bytes under its
-    identifier key, then folds each key's commands in input order with the
-    project's `apply_commands` and writes the profiles sorted by key, as export
-    lines. `start` is a previous export to start from (the store of case 2).
+    CommandChecker (orjson + jsonschema-rs), parses each line once and applies
+    it at once to its identifier's `ProfileFold` in a dict (the project's
+    `apply_commands` in steps), then writes the profiles sorted by key, as
+    export lines. `start` is a previous export to start from (the store of case 2).
     The GC is frozen after setup and disabled for the whole loop.
     """
     from profile_import.core import clock, records
     from profile_import.core import rejects as reject_records
     from profile_import.core.codes import LineRejected
-    from profile_import.core.commands import CheckSettings, load_accepted
-    from profile_import.core.fold import UPSERT, Outcome, StoredProfile, apply_commands
+    from profile_import.core.commands import CheckSettings
+    from profile_import.core.fold import UPSERT, Command, Outcome, ProfileFold, StoredProfile
     from profile_import.core.identifiers import resolve
     from profile_import.core.report import empty_counts
 
@@ -232,7 +232,7 @@ def baseline_child(
 
     counts = empty_counts()
     by_code: dict[str, int] = {}
-    pending: dict[bytes, list[bytes]] = {}
+    folds: dict[bytes, ProfileFold] = {}
     lines = blank = rejected = upserts = 0
     with open(rejects, "wb") as rejects_file:
         for path in inputs:
@@ -258,14 +258,14 @@ def baseline_child(
                         continue
                     if accepted.operation == UPSERT:
                         upserts += 1
-                    commands = pending.get(accepted.key)
-                    if commands is None:
-                        pending[accepted.key] = commands = []
-                    commands.append(content)
+                    fold = folds.get(accepted.key)
+                    if fold is None:
+                        folds[accepted.key] = fold = ProfileFold(stored.get(accepted.key))
+                    fold.apply(Command.from_object(accepted.obj))
 
     deletes_missing = 0
-    for key, contents in pending.items():
-        result = apply_commands(stored.get(key), map(load_accepted, contents), now)
+    for key, fold in folds.items():
+        result = fold.finish(now)
         deletes_missing += result.deletes_missing
         name = outcome_counts.get(result.outcome)
         if name is not None:
@@ -672,7 +672,7 @@ def print_table(bench: Bench, profiles_after_case_1: int, *, with_duckdb: bool) 
         "over the process and all its descendants;\n"
         "own s: the tool's own figure (pipeline: the report's duration_seconds; loop and "
         "duckdb: their work inside the process).\n"
-        "loop: the same semantics in one process (CommandChecker verdict, apply_commands "
+        "loop: the same semantics in one process (CommandChecker verdict, one ProfileFold "
         "per identifier), gc.freeze() after setup, gc.disable() during the loop."
     )
     if with_duckdb:

@@ -42,6 +42,7 @@ _FIELD_TYPES: tuple[tuple[str, str, type], ...] = (
 class Accepted(NamedTuple):
     key: bytes  # the identifier's canonical key
     operation: str
+    obj: dict[str, Any]  # the parsed line, for a caller that applies it at once
 
 
 def classify(obj: dict[str, Any], default_compartment_id: str | None) -> LineRejected | None:
@@ -149,7 +150,7 @@ class CommandChecker:
                     obj[USER_PROFILE], redact=self.settings.redact, prefix="user_profile"
                 ),
             )
-        return Accepted(key, operation)
+        return Accepted(key, operation, obj)
 
 
 def load_accepted(content: bytes) -> Command:

@@ -93,30 +93,45 @@ def apply_command(current: Profile | None, command: Command) -> Profile | None:
     )
 
 
+class ProfileFold:
+    """One identifier's commands, applied one at a time as they come."""
+
+    __slots__ = ("current", "deletes_missing", "recreated", "stored")
+
+    def __init__(self, stored: StoredProfile | None) -> None:
+        self.stored = stored
+        self.current = stored.profile if stored is not None else None
+        self.deletes_missing = 0
+        self.recreated = False  # the stored profile was deleted along the way
+
+    def apply(self, command: Command) -> None:
+        if command.operation == DELETE:
+            if self.current is None:
+                self.deletes_missing += 1
+            else:
+                self.recreated = self.stored is not None
+        self.current = apply_command(self.current, command)
+
+    def finish(self, now: str) -> FoldResult:
+        """The outcome; `now` is the run's start time."""
+        stored, current, missing = self.stored, self.current, self.deletes_missing
+        if current is None:
+            outcome = Outcome.DELETED if stored is not None else Outcome.ABSENT
+            return FoldResult(None, outcome, missing)
+        if stored is None:
+            return FoldResult(StoredProfile(current, now, now), Outcome.CREATED, missing)
+        if self.recreated:
+            return FoldResult(StoredProfile(current, now, now), Outcome.UPDATED, missing)
+        if same_json(stored.profile, current):
+            return FoldResult(stored, Outcome.UNCHANGED, missing)
+        return FoldResult(StoredProfile(current, stored.created_at, now), Outcome.UPDATED, missing)
+
+
 def apply_commands(
     stored: StoredProfile | None, commands: Iterable[Command], now: str
 ) -> FoldResult:
     """Applies `commands` in order to `stored`; `now` is the run's start time."""
-    current = stored.profile if stored is not None else None
-    deletes_missing = 0
-    recreated = False
+    fold = ProfileFold(stored)
     for command in commands:
-        if command.operation == DELETE:
-            if current is None:
-                deletes_missing += 1
-            else:
-                recreated = stored is not None
-        current = apply_command(current, command)
-
-    if current is None:
-        outcome = Outcome.DELETED if stored is not None else Outcome.ABSENT
-        return FoldResult(None, outcome, deletes_missing)
-    if stored is None:
-        return FoldResult(StoredProfile(current, now, now), Outcome.CREATED, deletes_missing)
-    if recreated:
-        return FoldResult(StoredProfile(current, now, now), Outcome.UPDATED, deletes_missing)
-    if same_json(stored.profile, current):
-        return FoldResult(stored, Outcome.UNCHANGED, deletes_missing)
-    return FoldResult(
-        StoredProfile(current, stored.created_at, now), Outcome.UPDATED, deletes_missing
-    )
+        fold.apply(command)
+    return fold.finish(now)
