@@ -437,6 +437,8 @@ class Bench:
     baseline_exports: list[Path] = field(default_factory=list)
     baseline_rejects: list[Path] = field(default_factory=list)
     baseline_stats: list[dict[str, Any]] = field(default_factory=list)
+    compare: bool = True  # False with --pipeline-only: no loop to compare with
+    profiles_after_case_1: int = 0
 
     def child(self, mode: str, *args: str) -> list[str]:
         return [sys.executable, str(Path(__file__).resolve()), mode, *args]
@@ -537,9 +539,14 @@ class Bench:
                 break  # no store to apply case 2 to
             report = json.loads(report_path.read_text())
             row.cases.append(CaseResult(measured, report.get("duration_seconds")))
-            self.check_pipeline(
-                name, case=case, store=store, report=report, rejects=rejects, folder=folder
-            )
+            if self.compare:
+                self.check_pipeline(
+                    name, case=case, store=store, report=report, rejects=rejects, folder=folder
+                )
+            else:
+                self.profiles_after_case_1 = (
+                    self.profiles_after_case_1 or (report["counts"]["profiles_created"])
+                )
         self.rows.append(row)
 
     def check_pipeline(
@@ -656,8 +663,10 @@ def print_table(bench: Bench, profiles_after_case_1: int, *, with_duckdb: bool) 
     header = " ".join(f"{name:>{w}}" for name, w in CELLS)
     print(f"{'row':<{LABEL_WIDTH}}{header} | {header}")
     print("-" * (LABEL_WIDTH + 2 * width + 3))
-    baseline = bench.rows[0]
-    rates = [bench.lines / c.measured.wall if c.measured else None for c in baseline.cases]
+    rates: list[float | None] = [None, None]
+    if bench.compare:
+        baseline = bench.rows[0]
+        rates = [bench.lines / c.measured.wall if c.measured else None for c in baseline.cases]
     for row in bench.rows:
         cells = [
             _cells(row.cases[i] if i < len(row.cases) else CaseResult(None), bench.lines, rates[i])
@@ -718,6 +727,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--skip-duckdb", action="store_true", help="no DuckDB row")
     parser.add_argument(
+        "--pipeline-only",
+        action="store_true",
+        help="only the pipeline rows, no loop, no DuckDB, no comparison (for inputs too large "
+        "for the loop, which holds every profile in memory)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="inputs cache and work folder (bench/out)"
     )
     parser.add_argument(
@@ -751,7 +766,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     input_path = cached_input(out, args.lines)
     work = out / f"run-{args.lines}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-    bench = Bench(input_path, args.lines, work)
+    bench = Bench(input_path, args.lines, work, compare=not args.pipeline_only)
+    if args.pipeline_only:
+        args.skip_duckdb = True
     print("\n".join(machine_info()))
     size = input_path.stat().st_size
     print(f"input: {input_path} ({args.lines:,} lines, {size / MIB:,.1f} MiB)")
@@ -773,11 +790,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n in args.workers_list
         ),
     ]
-    steps = 1 + (0 if args.skip_duckdb else 1) + len(pipelines)
+    steps = int(bench.compare) + (0 if args.skip_duckdb else 1) + len(pipelines)
     try:
-        print(f"[1/{steps}] baseline loop", flush=True)
-        bench.run_baseline()
-        step = 1
+        step = 0
+        if bench.compare:
+            step += 1
+            print(f"[{step}/{steps}] baseline loop", flush=True)
+            bench.run_baseline()
         if not args.skip_duckdb:
             step += 1
             print(f"[{step}/{steps}] duckdb", flush=True)
@@ -789,7 +808,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The baseline first, the pipelines next, DuckDB last.
         if not args.skip_duckdb:
             bench.rows.append(bench.rows.pop(1))
-        print_table(bench, bench.baseline_stats[0]["profiles"], with_duckdb=not args.skip_duckdb)
+        profiles = (
+            bench.baseline_stats[0]["profiles"] if bench.compare else bench.profiles_after_case_1
+        )
+        print_table(bench, profiles, with_duckdb=not args.skip_duckdb)
         print_checks(bench.checks)
     finally:
         if not args.keep:

@@ -9,7 +9,7 @@ is passed on as the very same bytes, without parsing or re-encoding it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 
 from . import records
 from .fold import Command, Outcome, apply_commands
@@ -17,13 +17,14 @@ from .fold import Command, Outcome, apply_commands
 
 def apply_to_bucket(
     stored_lines: Iterable[bytes],
-    commands: Mapping[bytes, Sequence[Command]],
+    commands: Mapping[bytes, Iterable[Command]],
     now: str,
     tally: Counter[str],
 ) -> Iterator[bytes]:
     """The bucket's new store lines. Counts outcomes into `tally` as it goes.
 
-    `commands` maps each touched key to its commands in input order.
+    `commands` maps each touched key to its commands in input order (each
+    iterated once, so they may be parsed lazily).
     """
     touched = sorted(commands)
     i = 0

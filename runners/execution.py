@@ -38,7 +38,7 @@ from profile_import.core.validation import InvalidSchema, SchemaValidator
 from profile_import.inputs import plan as input_plan
 from profile_import.pipelines import import_profiles
 from profile_import.stores import ProfileStore, StoreError, open_store
-from profile_import.stores.base import Staging
+from profile_import.stores.base import BucketSource, Staging, Version
 from profile_import.transforms import metrics, progress
 
 from . import local
@@ -69,6 +69,8 @@ class RunSettings:
     buckets: int | None = None
     show_progress: bool = False
     beam_args: list[str] = field(default_factory=list)
+    # Shuffle batches through files (transforms.batches); None: on the local runner only.
+    spill: bool | None = None
 
 
 @dataclass
@@ -279,8 +281,7 @@ class Execution:
         parent = store.current() if store.exists() else None
         work_dir = tempfile.mkdtemp(prefix="profile-import-")
         try:
-            staging = Staging(self.execution_id, parent, store.source(parent), None, work_dir)  # type: ignore[arg-type]
-            return self._execute(store, staging, splits, check)
+            return self._execute(store, splits, check, parent, store.source(parent), work_dir)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -308,7 +309,9 @@ class Execution:
         staging = store.begin(self.execution_id, parent)
         committed = False
         try:
-            outcome = self._execute(store, staging, splits, check)
+            outcome = self._execute(
+                store, splits, check, parent, staging.source, staging.work_dir, staging
+            )
             committed = outcome.report["status"] != Status.FAILED
             return outcome
         finally:
@@ -318,10 +321,14 @@ class Execution:
     def _execute(
         self,
         store: ProfileStore,
-        staging: Staging,
         splits: list[input_plan.InputSplit],
         check: CheckSettings,
+        parent: Version | None,
+        source: BucketSource,
+        work_dir: str,
+        staging: Staging | None = None,
     ) -> Outcome:
+        """Runs the pipeline and publishes its result into `staging` (None: a dry run)."""
         s = self.settings
         show = s.show_progress and local.is_local(self.options)
         job = import_profiles.ImportJob(
@@ -329,12 +336,12 @@ class Execution:
             input_count=len(self.inputs),
             check=check,
             buckets=store.buckets,
-            source=staging.source,
-            sink=None if s.dry_run else staging.sink,
+            source=source,
+            sink=staging.sink if staging is not None else None,
             now=clock.iso(self.started),
-            work_dir=staging.work_dir,
+            work_dir=work_dir,
             progress=show,
-            spill=local.is_local(self.options),
+            spill=local.is_local(self.options) if s.spill is None else s.spill,
         )
         if job.progress_dir:
             os.makedirs(job.progress_dir, exist_ok=True)
@@ -359,19 +366,17 @@ class Execution:
             for code in RejectCode
             if values.get(metrics.REJECTED_PREFIX + code)
         }
-        for file in self.inputs:
-            counted = values.get(f"{metrics.INPUT_LINES_PREFIX}{file.index}", 0)
-            if counted != file.lines:
-                values.setdefault("_lost", 0)
-                values["_lost"] += abs(file.lines - counted)
-
         rejects_path, rejects_written, first_errors = _gather_rejects(
             job.rejects_dir, s.rejects_path, self.execution_id
         )
 
+        # Nothing is lost: every line planned was read, every accepted command
+        # applied, every reject written. A mismatch is a bug, never published.
         problems = reports.count_problems(counts, rejects_by_code)
-        if values.get("_lost"):
-            problems.append("lines read differ from the lines in the inputs")
+        for file in self.inputs:
+            read = values.get(f"{metrics.INPUT_LINES_PREFIX}{file.index}", 0)
+            if read != file.lines:
+                problems.append(f"{file.path}: {read} lines read of {file.lines}")
         if values.get(metrics.COMMANDS_APPLIED, 0) != counts["accepted"]:
             problems.append("commands applied != accepted")
         if rejects_written != counts["rejected"]:
@@ -386,9 +391,9 @@ class Execution:
         version = None
         extra: dict[str, Any] = {
             "rejects_file": rejects_path,
-            "parent_version": staging.parent.number if staging.parent else None,
+            "parent_version": parent.number if parent else None,
         }
-        if status is not Status.FAILED and not s.dry_run:
+        if status is not Status.FAILED and staging is not None:
             execution = {
                 "execution_id": self.execution_id,
                 "fingerprint": self.fingerprint,

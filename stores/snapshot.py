@@ -203,6 +203,9 @@ class SnapshotStore(ProfileStore):
             return []
         return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
 
+    def _next_number(self) -> int:
+        return max(self._version_numbers(), default=0) + 1
+
     @staticmethod
     def _version(manifest: dict[str, Any]) -> Version:
         return Version(
@@ -267,7 +270,7 @@ class SnapshotStore(ProfileStore):
                 f"store {self.url} changed during the run (another writer without the lock?); "
                 "nothing was published"
             )
-        number = max(self._version_numbers(), default=0) + 1
+        number = self._next_number()
         manifest = {
             "version": number,
             "parent": parent.number if parent else None,
@@ -289,13 +292,12 @@ class SnapshotStore(ProfileStore):
         shards = self._shards(parent)
         for bucket, path in self._written_buckets(staging.execution_id).items():
             shards[bucket] = path
-        number = max(self._version_numbers(), default=0) + 1
         applied = [a.__dict__ for a in parent.applied] if parent else []
         applied.append(
             {
                 "fingerprint": execution["fingerprint"],
                 "execution_id": staging.execution_id,
-                "version": number,
+                "version": self._next_number(),
                 "finished_at": clock.iso(clock.now()),
             }
         )

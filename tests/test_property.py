@@ -100,7 +100,13 @@ def sequential_fold(state: dict[tuple[str, ...], Any], lines: list[str]) -> None
 
 
 def import_run(
-    folder: Path, store: Path, name: str, lines: list[str], files: int, split_bytes: int
+    folder: Path,
+    store: Path,
+    name: str,
+    lines: list[str],
+    files: int,
+    split_bytes: int,
+    spill: bool,
 ) -> dict[str, Any]:
     paths = []
     size = max(1, -(-len(lines) // files))
@@ -117,6 +123,7 @@ def import_run(
         buckets=3,
         allow_reapply=True,
         beam_args=["--direct_num_workers=1"],
+        spill=spill,
     )
     outcome = Execution(settings_).run()
     assert outcome.exit_code == 0, outcome.report["message"]
@@ -136,21 +143,22 @@ def exported(store: Path) -> dict[tuple[str, ...], Any]:
     second=st.lists(commands(), max_size=40),
     files=st.integers(1, 3),
     split_bytes=st.sampled_from([1, 90, 400, 1 << 20]),
+    spill=st.booleans(),  # batches through files, or inline through Beam's shuffle
 )
 def test_pipeline_equals_sequential_fold(
-    first: list[str], second: list[str], files: int, split_bytes: int
+    first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder, store = Path(tmp), Path(tmp) / "store"
         expected: dict[tuple[str, ...], Any] = {}
 
-        report = import_run(folder, store, "first", first, files, split_bytes)
+        report = import_run(folder, store, "first", first, files, split_bytes, spill)
         sequential_fold(expected, first)
         assert exported(store) == expected
         assert report["counts"]["profiles_created"] == len(expected)
 
         before = dict(expected)
-        report = import_run(folder, store, "second", second, files, split_bytes)
+        report = import_run(folder, store, "second", second, files, split_bytes, spill)
         sequential_fold(expected, second)
         assert exported(store) == expected
         counts = report["counts"]
