@@ -10,6 +10,8 @@ checks them after the schema.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -32,6 +34,14 @@ KNOWN_FIELDS = frozenset(
     ("operation", *IDENTIFIER_FIELDS, FORCE_REPLACE, MERGE_OBJECTS, USER_PROFILE)
 )
 
+# orjson reads an integer beyond 64 bits as a float without a word: 2**70
+# would be stored as 1.1805916207174113e+21. A line with a run of 19 or more
+# digits is read again by the standard library, which keeps integers exact:
+# identifiers are then normalised exactly, and a profile that holds such an
+# integer is rejected, since the store (written with orjson) cannot keep it.
+_LONG_DIGIT_RUN = re.compile(rb"\d{19}")
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
 _FIELD_TYPES: tuple[tuple[str, str, type], ...] = (
     (FORCE_REPLACE, "boolean", bool),
     (MERGE_OBJECTS, "boolean", bool),
@@ -45,7 +55,33 @@ class Accepted(NamedTuple):
     obj: dict[str, Any]  # the parsed line, for a caller that applies it at once
 
 
-def classify(obj: dict[str, Any], default_compartment_id: str | None) -> LineRejected | None:
+def huge_integer_path(value: Any, path: str) -> str | None:
+    """Where `value` holds an integer outside the 64-bit range, or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return path if not _INT_MIN <= value <= _INT_MAX else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for name, item in items:
+        found = huge_integer_path(item, f"{path}/{name}")
+        if found is not None:
+            return found
+    return None
+
+
+def _huge_integer(path: str) -> LineRejected:
+    return LineRejected(
+        RejectCode.INVALID_FIELD,
+        f"{path}: an integer outside the 64-bit range, which cannot be stored exactly",
+    )
+
+
+def classify(
+    obj: dict[str, Any], default_compartment_id: str | None, huge_integer_at: str | None = None
+) -> LineRejected | None:
     """The first fault of a command object in SPEC §3's order, or None.
 
     Covers every rule from INVALID_OPERATION to UNKNOWN_FIELD; the messages name
@@ -74,6 +110,8 @@ def classify(obj: dict[str, Any], default_compartment_id: str | None) -> LineRej
             return LineRejected(
                 RejectCode.INVALID_FIELD, f"{name} must be a {wanted}, not {json_type(obj[name])}"
             )
+    if huge_integer_at is not None:
+        return _huge_integer(huge_integer_at)
     unknown = sorted(name for name in obj if name not in KNOWN_FIELDS)
     if unknown:
         listed = ", ".join(repr(name[:40]) for name in unknown[:5])
@@ -132,12 +170,19 @@ class CommandChecker:
             raise LineRejected(
                 RejectCode.NOT_AN_OBJECT, f"a command is a JSON object, not {json_type(obj)}"
             )
+        huge_integer_at = None
+        if _LONG_DIGIT_RUN.search(content):
+            obj = json.loads(content)  # exact integers (see _LONG_DIGIT_RUN)
+            if obj.get("operation") == UPSERT:
+                huge_integer_at = huge_integer_path(obj.get(USER_PROFILE), USER_PROFILE)
         if not self._envelope.is_valid(obj):
-            raise classify(obj, self._default_compartment_id) or LineRejected(
+            raise classify(obj, self._default_compartment_id, huge_integer_at) or LineRejected(
                 RejectCode.INVALID_FIELD,
                 self._envelope.explain(obj, redact=self.settings.redact),
             )
         key = resolve(obj, self._default_compartment_id)
+        if huge_integer_at is not None:
+            raise _huge_integer(huge_integer_at)
         operation: str = obj["operation"]
         if (
             operation == UPSERT

@@ -5,10 +5,15 @@ A command names its user by exactly one of three forms: the account pair
 Integer values are normalised to their decimal string, so `1000` and `"1000"`
 are the same compartment.
 
-Each identifier has a canonical key: the compact JSON array of a kind letter
-and its values, e.g. `["a","1000","u1"]`, `["e","<hash>"]`, `["u","vec:1"]`.
-Keys are bytes, compare in a stable order (that is the order of `export`),
-contain no tab or newline, and hash to the same bucket on every machine.
+Each identifier has a canonical key, bytes that sort exactly like the
+identifier: its kind letter (`a` account, `e` email_hash, `u` user_agent_id),
+then each value's UTF-8 after a NUL byte: `a\0<compartment>\0<account>`,
+`e\0<hash>`, `u\0<agent id>`. The few bytes below 0x10 (tab and newline
+among them) are escaped as 0x01 and the byte plus 0x40, which keeps the order,
+so a key never holds a tab, a newline or a NUL of its own. Sorting keys as
+bytes is sorting identifiers by kind, then by their values as strings (code
+point order, a value before any longer value it starts): that is the order of
+`export`. Keys hash to the same bucket on every machine.
 """
 
 from __future__ import annotations
@@ -16,8 +21,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
-
-import orjson
 
 from .codes import LineRejected, RejectCode
 
@@ -32,6 +35,43 @@ _ACCOUNT = "a"
 _EMAIL = "e"
 _AGENT = "u"
 _ABSENT: Any = object()
+_SEPARATOR = b"\x00"
+_ESCAPE = 0x01
+_ESCAPED_BELOW = 0x10
+_ESCAPE_OFFSET = 0x40
+
+
+def _escape(value: str) -> bytes:
+    data = value.encode("utf-8")
+    if value.isprintable():  # the usual case: no byte below 0x10
+        return data
+    out = bytearray()
+    for byte in data:
+        if byte < _ESCAPED_BELOW:
+            out += bytes((_ESCAPE, byte + _ESCAPE_OFFSET))
+        else:
+            out.append(byte)
+    return bytes(out)
+
+
+def _unescape(data: bytes) -> str:
+    if _ESCAPE not in data:
+        return data.decode("utf-8")
+    out = bytearray()
+    escaped = False
+    for byte in data:
+        if escaped:
+            out.append(byte - _ESCAPE_OFFSET)
+            escaped = False
+        elif byte == _ESCAPE:
+            escaped = True
+        else:
+            out.append(byte)
+    return out.decode("utf-8")
+
+
+def make_key(kind: str, *values: str) -> bytes:
+    return kind.encode("ascii") + b"".join(_SEPARATOR + _escape(v) for v in values)
 
 
 class Identifier(NamedTuple):
@@ -42,7 +82,7 @@ class Identifier(NamedTuple):
 
     @property
     def key(self) -> bytes:
-        return orjson.dumps([self.kind, *self.values])
+        return make_key(self.kind, *self.values)
 
     def fields(self) -> dict[str, str]:
         """The identifier as the fields of an import line or an export line."""
@@ -54,8 +94,8 @@ class Identifier(NamedTuple):
 
     @classmethod
     def from_key(cls, key: bytes) -> Identifier:
-        kind, *values = orjson.loads(key)
-        return cls(kind, tuple(values))
+        kind, *values = key.split(_SEPARATOR)
+        return cls(kind.decode("ascii"), tuple(_unescape(v) for v in values))
 
     @classmethod
     def account(cls, compartment_id: str, user_account_id: str) -> Identifier:
@@ -112,8 +152,7 @@ def resolve(obj: Mapping[str, Any], default_compartment_id: str | None = None) -
 
     A field that is present counts as an attempt at its form, whatever its
     value: `{"email_hash": "", "user_agent_id": "x"}` names two identifiers.
-    This runs for every line, twice: it reads each field once and builds the
-    key directly.
+    It runs for every line: it reads each field once and builds the key directly.
     """
     email = obj.get(EMAIL_HASH, _ABSENT)
     agent = obj.get(USER_AGENT_ID, _ABSENT)
@@ -133,9 +172,9 @@ def resolve(obj: Mapping[str, Any], default_compartment_id: str | None = None) -
             f"more than one identifier ({', '.join(named)}): a line names exactly one",
         )
     if email is not _ABSENT:
-        return orjson.dumps((_EMAIL, _string_value(EMAIL_HASH, email)))
+        return make_key(_EMAIL, _string_value(EMAIL_HASH, email))
     if agent is not _ABSENT:
-        return orjson.dumps((_AGENT, _string_value(USER_AGENT_ID, agent)))
+        return make_key(_AGENT, _string_value(USER_AGENT_ID, agent))
 
     if account is _ABSENT:
         raise LineRejected(RejectCode.INVALID_IDENTIFIER, "compartment_id without user_account_id")
@@ -153,7 +192,7 @@ def resolve(obj: Mapping[str, Any], default_compartment_id: str | None = None) -
             RejectCode.INVALID_IDENTIFIER,
             "user_account_id without compartment_id (and no --default-compartment-id)",
         )
-    return orjson.dumps((_ACCOUNT, compartment_value, account_value))
+    return make_key(_ACCOUNT, compartment_value, account_value)
 
 
 # bool before int: a JSON boolean is a Python int too.

@@ -5,7 +5,7 @@ canonical key (see `identifiers`) and `<record>` is exactly the line `export`
 prints (SPEC §5): the identifier fields, `user_profile`, `created_at`,
 `last_modified_at`. The key in front lets a run copy the profiles it does not
 touch byte for byte, and lets `export` merge sorted shards, without parsing
-their JSON. A key is compact JSON, so it never holds a raw tab.
+their JSON. A key never holds a tab or a newline.
 """
 
 from __future__ import annotations

@@ -37,6 +37,18 @@ class SchemaValidator:
         except Exception:  # noqa: BLE001 - a schema the fast engine cannot compile
             self._fast = None  # falls back to the reference engine for the verdict too
 
+    def check_usable(self) -> None:
+        """Raises `InvalidSchema` for a schema that compiles but cannot work:
+        an unresolvable `$ref`, or one the fast engine cannot compile."""
+        if self._fast is None:
+            raise InvalidSchema("the schema cannot be compiled (check its $ref and keywords)")
+        probes: tuple[Any, ...] = ({}, [], "", 0, None)
+        for probe in probes:
+            try:
+                self._reference.is_valid(probe)
+            except Exception as e:
+                raise InvalidSchema(f"the schema cannot be used: {e}") from e
+
     def is_valid(self, instance: Any) -> bool:
         if self._fast is not None:
             return bool(self._fast.is_valid(instance))

@@ -3,7 +3,9 @@
 Lines end with `\\n` or `\\r\\n`; the terminator is not part of a line. A UTF-8
 byte-order mark at the start of a file is dropped. A line longer than the run's
 limit is never held whole: its first `max_line_bytes` are kept, the rest is
-skipped, and its full size is reported so the check can reject it.
+skipped, and its full size is reported so the check can reject it. A line of
+white space only comes out empty, whatever its length: it is blank, never
+rejected.
 """
 
 from __future__ import annotations
@@ -57,32 +59,33 @@ def _read(
         number = split.first_line
         readline = stream.readline
         while remaining is None or remaining > 0:
-            chunk = readline(limit)
+            # A first line may start with a byte-order mark, which is not content.
+            line_limit = limit + len(_UTF8_BOM) if number == 1 else limit
+            chunk = readline(line_limit)
             if not chunk:
                 break
             consumed = len(chunk)
-            size = 0
-            if not chunk.endswith(b"\n") and len(chunk) == limit:
+            if number == 1 and chunk.startswith(_UTF8_BOM):
+                chunk = chunk[len(_UTF8_BOM) :]
+            if chunk.endswith(b"\n") or consumed < line_limit:
+                content = chunk[:-2] if chunk.endswith(b"\r\n") else chunk.rstrip(b"\n")
+                size = len(content)
+                blank = not content.strip()
+            else:
                 # Too long: keep the head, skip to the end of the line.
-                head = chunk
-                size = len(chunk)
-                while True:
-                    rest = readline(_SKIP_CHUNK)
+                content, size, blank = chunk, len(chunk), not chunk.strip()
+                while rest := readline(_SKIP_CHUNK):
                     consumed += len(rest)
-                    if not rest or rest.endswith(b"\n"):
-                        size += len(rest.rstrip(b"\r\n")) if rest else 0
+                    blank = blank and not rest.strip()
+                    if rest.endswith(b"\n"):
+                        size += len(rest) - (2 if rest.endswith(b"\r\n") else 1)
                         break
                     size += len(rest)
-                content = head[:max_line_bytes]
+            if blank:
+                # Only white space: a blank line, however long (SPEC §1).
+                yield Line(number, b"", 0)
             else:
-                content = chunk[:-2] if chunk.endswith(b"\r\n") else chunk.rstrip(b"\n")
-                if len(content) > max_line_bytes:  # over by one or two bytes
-                    size = len(content)
-                    content = content[:max_line_bytes]
-            if number == 1 and content.startswith(_UTF8_BOM):
-                content = content[3:]
-                size = max(size - 3, 0)
-            yield Line(number, content, size or len(content))
+                yield Line(number, content[:max_line_bytes], size)
             number += 1
             if remaining is not None:
                 remaining -= consumed

@@ -1,6 +1,7 @@
 """Planning the read of an import's inputs.
 
-Before the pipeline runs, the launcher reads every input once, with one pass:
+Before the pipeline runs, the launcher reads every input once (a compressed
+one twice: stored bytes, then decompressed):
 - expands globs (lexicographic order, SPEC §2) and checks every input exists;
 - computes each input's sha256 (the idempotency fingerprint, SPEC §4) and its
   line count;
@@ -77,7 +78,8 @@ def expand(patterns: Sequence[str]) -> list[str]:
     """The input files, in order: each argument in turn, a glob in sorted order."""
     paths: list[str] = []
     for pattern in patterns:
-        if is_remote(pattern) or not glob.has_magic(pattern):
+        # An existing file is taken as named, even if its name looks like a glob.
+        if is_remote(pattern) or not glob.has_magic(pattern) or os.path.isfile(pattern):
             if not is_remote(pattern) and not os.path.isfile(pattern):
                 what = "a directory, not a file" if os.path.isdir(pattern) else "not found"
                 raise InputError(f"input {pattern}: {what}")

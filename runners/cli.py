@@ -156,19 +156,23 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     )
     outcome = Execution(settings).run()
     text = json.dumps(outcome.report, indent=2) + "\n"
-    if args.report:
-        try:
+    exit_code = outcome.exit_code
+    try:
+        if args.report:
             with open(args.report, "w", encoding="utf-8") as f:
                 f.write(text)
-        except OSError as e:
-            _fail(f"cannot write the report to {args.report}: {e}", EXIT_FAILED)
-    else:
+    except OSError as e:
+        # Checked before the run; still, the report is never lost: stdout has it.
+        print(f"profile-import: cannot write the report to {args.report}: {e}", file=sys.stderr)
+        args.report = None
+        exit_code = exit_code or EXIT_FAILED
+    if not args.report:
         sys.stdout.write(text)
     if not args.quiet or outcome.exit_code:
         print(f"profile-import: {outcome.report['message']}", file=sys.stderr)
         if outcome.report.get("rejects_file"):
             print(f"profile-import: rejects in {outcome.report['rejects_file']}", file=sys.stderr)
-    return outcome.exit_code
+    return exit_code
 
 
 def _identifier(args: argparse.Namespace) -> Identifier:
@@ -234,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args, extra)
         store = open_store(args.store)
+        if not store.exists():
+            # A mistyped path must not read as an empty store.
+            _fail(f"no profile store at {args.store}", EXIT_FAILED)
         if args.command == "export":
             _write_records(store.export())
             return EXIT_OK
@@ -267,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except StoreError as e:
         _fail(str(e), EXIT_FAILED)
+    except OSError as e:
+        _fail(f"store {args.store}: {e}", EXIT_FAILED)
     except KeyboardInterrupt:
         _fail("interrupted; the store is unchanged", 130)
 

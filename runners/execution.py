@@ -95,10 +95,22 @@ def _load_profile_schema(path: str | None) -> tuple[dict[str, Any] | None, str |
     if not isinstance(schema, dict | bool):
         raise UsageError(f"--profile-schema {path}: a JSON Schema is an object")
     try:
-        SchemaValidator(schema)  # type: ignore[arg-type]
+        SchemaValidator(schema).check_usable()  # type: ignore[arg-type]
     except InvalidSchema as e:
         raise UsageError(f"--profile-schema {path}: {e}") from e
     return schema, hashlib.sha256(data).hexdigest()  # type: ignore[return-value]
+
+
+def _check_writable(option: str, path: str | None) -> None:
+    """An output file must be writable before anything runs: a report that
+    cannot be written after the store was changed would hide a published run."""
+    if path is None or input_plan.is_remote(path):
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a directory")
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise UsageError(f"{option} {path}: cannot write in {folder}")
 
 
 def fingerprint(inputs: list[input_plan.InputFile], semantics: dict[str, Any]) -> str:
@@ -208,6 +220,8 @@ class Execution:
         **extra: Any,
     ) -> dict[str, Any]:
         finished = clock.now()
+        extra.setdefault("rejects_file", None)
+        extra.setdefault("parent_version", None)
         return reports.build(
             execution_id=self.execution_id,
             status=status,
@@ -231,7 +245,7 @@ class Execution:
             or reports.summary_message(
                 status, counts, failure=failure, version=version, dry_run=self.settings.dry_run
             ),
-            first_errors=first_errors or ([failure] if failure else []),
+            first_errors=first_errors or [],
             workers=local.workers(self.options) if local.is_local(self.options) else None,
             dry_run=self.settings.dry_run,
             fingerprint=self.fingerprint,
@@ -243,16 +257,40 @@ class Execution:
 
     # --- the run ------------------------------------------------------------
 
+    def _usage_error(self, error: Exception) -> Outcome:
+        return Outcome(self._report(Status.FAILED, reports.empty_counts(), failure=str(error)), 2)
+
+    def _check_usage(self) -> None:
+        s = self.settings
+        unknown = local.unknown_options(s.beam_args)
+        if unknown:
+            raise UsageError(f"unknown option(s): {' '.join(unknown)} (see --help)")
+        if not local.is_local(self.options):
+            # The folder store lives on this machine: workers elsewhere could not
+            # write it, and a publish would miss their buckets.
+            raise UsageError(
+                f"--runner={self.runner}: the folder store {s.store} can only be written by "
+                "the local runner"
+            )
+        _check_writable("--rejects", s.rejects_path)
+        _check_writable("--report", s.report_path)
+
     def run(self) -> Outcome:
         s = self.settings
         try:
+            self._check_usage()
             profile_schema, profile_schema_sha = _load_profile_schema(s.profile_schema_path)
             paths = input_plan.expand(s.inputs)
             self.inputs, splits = input_plan.plan(paths, split_bytes=s.split_bytes)
             store = open_store(s.store, buckets=s.buckets)
         except (UsageError, input_plan.InputError, StoreError) as e:
-            return Outcome(self._report(Status.FAILED, reports.empty_counts(), failure=str(e)), 2)
-
+            return self._usage_error(e)
+        check = CheckSettings(
+            default_compartment_id=s.default_compartment_id,
+            profile_schema=profile_schema,
+            max_line_bytes=s.max_line_bytes,
+            redact=s.redact_rejects,
+        )
         self.fingerprint = fingerprint(
             self.inputs,
             {
@@ -261,36 +299,24 @@ class Execution:
                 "max_line_bytes": s.max_line_bytes,
             },
         )
-        check = CheckSettings(
-            default_compartment_id=s.default_compartment_id,
-            profile_schema=profile_schema,
-            max_line_bytes=s.max_line_bytes,
-            redact=s.redact_rejects,
-        )
         try:
             if s.dry_run:
-                return self._dry_run(store, splits, check)
+                return self._run_planned(store, splits, check)
             with store.lock(s.lock_timeout):
-                return self._apply(store, splits, check)
-        except StoreError as e:
-            return Outcome(self._report(Status.FAILED, reports.empty_counts(), failure=str(e)), 1)
+                # The execution starts when it holds the store, so the times it
+                # stamps on profiles follow the order in which runs publish.
+                self.started = clock.now()
+                return self._run_planned(store, splits, check)
+        except (StoreError, OSError) as e:
+            failure = str(e) if isinstance(e, StoreError) else f"store {s.store}: {e}"
+            return Outcome(self._report(Status.FAILED, reports.empty_counts(), failure=failure), 1)
 
-    def _dry_run(
-        self, store: ProfileStore, splits: list[input_plan.InputSplit], check: CheckSettings
-    ) -> Outcome:
-        parent = store.current() if store.exists() else None
-        work_dir = tempfile.mkdtemp(prefix="profile-import-")
-        try:
-            return self._execute(store, splits, check, parent, store.source(parent), work_dir)
-        finally:
-            shutil.rmtree(work_dir, ignore_errors=True)
-
-    def _apply(
+    def _run_planned(
         self, store: ProfileStore, splits: list[input_plan.InputSplit], check: CheckSettings
     ) -> Outcome:
         s = self.settings
-        parent = store.current() if store.exists() else None
         assert self.fingerprint is not None
+        parent = store.current() if store.exists() else None
         applied = parent.find_applied(self.fingerprint) if parent else None
         if applied is not None and not s.allow_reapply:
             message = (
@@ -303,19 +329,26 @@ class Execution:
                 reports.empty_counts(),
                 message=message,
                 version=parent.number if parent else None,
+                parent_version=parent.number if parent else None,
                 already_applied=applied.__dict__,
             )
             return Outcome(report, 0)
+        if s.dry_run:
+            work_dir = tempfile.mkdtemp(prefix="profile-import-")
+            try:
+                return self._execute(store, splits, check, parent, store.source(parent), work_dir)
+            finally:
+                shutil.rmtree(work_dir, ignore_errors=True)
         staging = store.begin(self.execution_id, parent)
-        committed = False
+        published = False
         try:
             outcome = self._execute(
                 store, splits, check, parent, staging.source, staging.work_dir, staging
             )
-            committed = outcome.report["status"] != Status.FAILED
+            published = outcome.report["version"] is not None
             return outcome
         finally:
-            if not committed:
+            if not published:
                 store.abort(staging)
 
     def _execute(
@@ -366,9 +399,14 @@ class Execution:
             for code in RejectCode
             if values.get(metrics.REJECTED_PREFIX + code)
         }
-        rejects_path, rejects_written, first_errors = _gather_rejects(
-            job.rejects_dir, s.rejects_path, self.execution_id
-        )
+        try:
+            rejects_path, rejects_written, first_errors = _gather_rejects(
+                job.rejects_dir, s.rejects_path, self.execution_id
+            )
+        except OSError as e:
+            unwritable = f"cannot write the rejects file: {e}"
+            report = self._report(Status.FAILED, reports.empty_counts(), failure=unwritable)
+            return Outcome(report, 1)
 
         # Nothing is lost: every line planned was read, every accepted command
         # applied, every reject written. A mismatch is a bug, never published.
@@ -403,13 +441,14 @@ class Execution:
                 "counts": counts,
             }
             delta = counts["profiles_created"] - counts["profiles_deleted"]
-            version = store.commit(staging, execution, delta).number
+            written = values.get(metrics.BUCKETS_WRITTEN, 0)
+            version = store.commit(staging, execution, delta, written).number
         report = self._report(
             status,
             counts,
             rejects_by_code=rejects_by_code,
             failure=failure,
-            first_errors=first_errors if not failure else [failure, *first_errors],
+            first_errors=first_errors,
             version=version,
             **extra,
         )

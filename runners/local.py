@@ -37,6 +37,19 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     return options
 
 
+def unknown_options(beam_args: Sequence[str]) -> list[str]:
+    """The flags no Beam option knows. Beam drops them without a word, so a
+    misspelled option (`--max_rejects=0`) would let a run go ahead unchecked."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    # The same option classes Beam itself parses with (PipelineOptions.get_all_options).
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(list(beam_args))
+    return [arg for arg in unknown if arg.startswith("-")]
+
+
 def runner_name(options: PipelineOptions) -> str:
     runner = options.view_as(StandardOptions).runner
     return runner if isinstance(runner, str) else type(runner).__name__

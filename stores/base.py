@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from profile_import.core.identifiers import Identifier
@@ -91,7 +91,6 @@ class Staging:
     source: BucketSource
     sink: BucketSink
     work_dir: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ProfileStore(abc.ABC):
@@ -119,12 +118,22 @@ class ProfileStore(abc.ABC):
         """Prepares a staged execution on top of `parent` (under the lock)."""
 
     @abc.abstractmethod
-    def commit(self, staging: Staging, execution: dict[str, Any], profiles_delta: int) -> Version:
-        """Publishes a staged execution atomically; returns the new version."""
+    def commit(
+        self,
+        staging: Staging,
+        execution: dict[str, Any],
+        profiles_delta: int,
+        buckets_written: int,
+    ) -> Version:
+        """Publishes a staged execution atomically; returns the new version.
+
+        `buckets_written` is what the pipeline counted: a store that finds
+        another number of written buckets refuses to publish.
+        """
 
     @abc.abstractmethod
     def abort(self, staging: Staging) -> None:
-        """Discards a staged execution."""
+        """Discards a staged execution; never anything a published version uses."""
 
     @abc.abstractmethod
     def versions(self) -> list[Version]:

@@ -118,18 +118,25 @@ class SnapshotStore(ProfileStore):
     def __init__(self, root: str, *, buckets: int | None = None) -> None:
         self.root = os.path.abspath(root)
         self.url = root
+        self._requested_buckets = buckets
+        if buckets is not None and not 1 <= buckets <= 65536:
+            raise StoreError(f"a store has 1 to 65536 buckets, not {buckets}")
+        self._load_meta()
+
+    def _load_meta(self) -> None:
+        """Reads the bucket count; again under the lock, in case a concurrent
+        first run created the store meanwhile."""
         meta = self._read_meta()
-        if meta is not None:
-            self.buckets = int(meta["buckets"])
-            if buckets is not None and buckets != self.buckets:
-                raise StoreError(
-                    f"store {root} has {self.buckets} buckets; --buckets {buckets} "
-                    "only applies when a store is created"
-                )
-        else:
-            self.buckets = buckets or DEFAULT_BUCKETS
-        if not 1 <= self.buckets <= 65536:
-            raise StoreError(f"a store has 1 to 65536 buckets, not {self.buckets}")
+        requested = self._requested_buckets
+        if meta is None:
+            self.buckets = requested or DEFAULT_BUCKETS
+            return
+        self.buckets = int(meta["buckets"])
+        if requested is not None and requested != self.buckets:
+            raise StoreError(
+                f"store {self.url} has {self.buckets} buckets; --buckets {requested} "
+                "only applies when a store is created"
+            )
 
     # --- paths and metadata -------------------------------------------------
 
@@ -236,6 +243,7 @@ class SnapshotStore(ProfileStore):
     # --- a run --------------------------------------------------------------
 
     def begin(self, execution_id: str, parent: Version | None) -> Staging:
+        self._load_meta()
         self._create()
         self._collect_garbage()
         work_dir = self._path("staging", execution_id)
@@ -287,11 +295,30 @@ class SnapshotStore(ProfileStore):
         _write_atomic(self._path(_CURRENT), f"{number}\n".encode())
         return self._version(manifest)
 
-    def commit(self, staging: Staging, execution: dict[str, Any], profiles_delta: int) -> Version:
+    def commit(
+        self,
+        staging: Staging,
+        execution: dict[str, Any],
+        profiles_delta: int,
+        buckets_written: int,
+    ) -> Version:
         parent = staging.parent
         shards = self._shards(parent)
-        for bucket, path in self._written_buckets(staging.execution_id).items():
+        written = self._written_buckets(staging.execution_id)
+        if len(written) != buckets_written:
+            raise StoreError(
+                f"store {self.url}: the run wrote {buckets_written} buckets but "
+                f"{len(written)} are in {self._path('data', staging.execution_id)}; "
+                "nothing was published"
+            )
+        for bucket, path in written.items():
             shards[bucket] = path
+        # Every bucket file is durable before a manifest can name it.
+        if written:
+            _fsync_dir(self._path("data", staging.execution_id))
+            _fsync_dir(self._path("data"))
+        # The scratch space goes first: once published, nothing may fail.
+        shutil.rmtree(staging.work_dir, ignore_errors=True)
         applied = [a.__dict__ for a in parent.applied] if parent else []
         applied.append(
             {
@@ -302,13 +329,14 @@ class SnapshotStore(ProfileStore):
             }
         )
         profiles = (parent.profiles if parent else 0) + profiles_delta
-        version = self._publish(parent, shards, profiles, execution, applied)
-        shutil.rmtree(staging.work_dir, ignore_errors=True)
-        return version
+        return self._publish(parent, shards, profiles, execution, applied)
 
     def abort(self, staging: Staging) -> None:
-        shutil.rmtree(self._path("data", staging.execution_id), ignore_errors=True)
         shutil.rmtree(staging.work_dir, ignore_errors=True)
+        # Interrupted right after publishing, a run must not take its data
+        # away from the version that now uses it.
+        if staging.execution_id not in self._referenced_data():
+            shutil.rmtree(self._path("data", staging.execution_id), ignore_errors=True)
 
     def _referenced_data(self) -> set[str]:
         referenced = set()

@@ -18,6 +18,7 @@ from .helpers import delete, export, read_ndjson, run_cli, upsert, without_times
 EXAMPLE = Path(__file__).parent.parent / "examples" / "commands.ndjson"
 ALICE = {"compartment_id": "1000", "user_account_id": "alice"}
 BOB = {"email_hash": "5d41402abc4b2a76b9719d911017c592"}
+ID_FIELDS = ("compartment_id", "user_account_id", "email_hash", "user_agent_id")
 
 
 def run_ok(*args: str | Path) -> dict[str, Any]:
@@ -223,7 +224,9 @@ def test_reject_limits(tmp_path: Path, limit: list[str], fails: bool) -> None:
         assert result.returncode == 1 and rep["status"] == "FAILED"
         assert "the store is unchanged" in result.stderr
         assert export(store) == [] and rep["version"] is None
-        assert rep["data"][0].startswith(("2 rejected lines exceed", "reject ratio 0.2500"))
+        assert rep["failure"].startswith(("2 rejected lines exceed", "reject ratio 0.2500"))
+        codes = [entry.split(": ", 1)[1].split()[0] for entry in rep["data"]]
+        assert codes == ["INVALID_FIELD", "INVALID_JSON"]  # data: the rejected lines only
     else:
         assert result.returncode == 0 and rep["status"] == "SUCCEEDED_WITH_ERRORS"
         assert len(export(store)) == 2
@@ -400,6 +403,98 @@ def test_rollback_and_prune(tmp_path: Path) -> None:
     assert run_cli("rollback", "--store", store, "--to", "1").returncode == 1
 
 
-def test_export_of_a_missing_store_is_empty(tmp_path: Path) -> None:
-    result = run_cli("export", "--store", tmp_path / "nothing")
-    assert result.returncode == 0 and result.stdout == ""
+@pytest.mark.parametrize(
+    "command", [["export"], ["versions"], ["prune", "--keep", "1"], ["get", "--email-hash", "h"]]
+)
+def test_a_missing_store_is_an_error_not_an_empty_store(tmp_path: Path, command: list[str]) -> None:
+    result = run_cli(command[0], "--store", tmp_path / "typo", *command[1:])
+    assert result.returncode == 1 and f"no profile store at {tmp_path / 'typo'}" in result.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max_rejects=0"], "unknown option(s): --max_rejects=0"),
+        (["--dryrun"], "unknown option(s): --dryrun"),
+        (["--runner=PortableRunner"], "can only be written by the local runner"),
+        (["--rejects", "/nonexistent/folder/r.ndjson"], "--rejects /nonexistent/folder/r.ndjson"),
+        (["--report", "/nonexistent/folder/r.json"], "--report /nonexistent/folder/r.json"),
+    ],
+)
+def test_options_are_checked_before_anything_runs(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run_cli("run", "--store", tmp_path / "s", *args, EXAMPLE)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_store_that_cannot_be_created_is_a_clear_failure(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    result = run_cli(
+        "run", "--store", tmp_path / "file" / "store", "--rejects", tmp_path / "r", EXAMPLE
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr  # a bad --store
+    assert f"store {tmp_path / 'file' / 'store'}: cannot read" in result.stderr
+
+
+def test_a_profile_schema_with_a_broken_ref_is_a_usage_error(tmp_path: Path) -> None:
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"$ref": "#/$defs/missing"}))
+    result = run_cli("run", "--store", tmp_path / "s", "--profile-schema", schema, EXAMPLE)
+    assert result.returncode == 2 and "--profile-schema" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_dry_run_of_an_applied_import_says_so(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    run_ok("--store", str(store), "--rejects", str(tmp_path / "r"), str(EXAMPLE))
+    rep = run_ok("--store", str(store), "--dry-run", str(EXAMPLE))
+    assert rep["status"] == "ALREADY_APPLIED" and rep["dry_run"] is True
+
+
+def test_a_file_named_like_a_glob_is_taken_as_named(tmp_path: Path) -> None:
+    named = write_lines(tmp_path / "data[1].ndjson", [upsert({"email_hash": "named"}, {})])
+    write_lines(tmp_path / "data1.ndjson", [upsert({"email_hash": "decoy"}, {})])
+    run_ok("--store", str(tmp_path / "s"), str(named))
+    assert [p["email_hash"] for p in export(tmp_path / "s")] == ["named"]
+
+
+def test_export_is_sorted_by_identifier(tmp_path: Path) -> None:
+    names = ["abc!", "abc", "abc d", "ab", "é", "Z", "abc\t"]
+    lines = [upsert({"email_hash": n}, {}) for n in names]
+    lines += [upsert({"compartment_id": c, "user_account_id": a}, {}) for c, a in
+              [("10", "a"), ("1", "b"), ("1", "a b"), ("1", "a")]]  # fmt: skip
+    lines += [upsert({"user_agent_id": "v"}, {})]
+    run_ok("--store", str(tmp_path / "s"), str(write_lines(tmp_path / "in.ndjson", lines)))
+    got = [
+        tuple(
+            p[k]
+            for k in ("compartment_id", "user_account_id", "email_hash", "user_agent_id")
+            if k in p
+        )
+        for p in export(tmp_path / "s")
+    ]
+    assert got == [("1", "a"), ("1", "a b"), ("1", "b"), ("10", "a"),
+                   *((n,) for n in sorted(names)), ("v",)]  # fmt: skip
+
+
+def test_integers_beyond_64_bits_are_kept_exactly_or_rejected(tmp_path: Path) -> None:
+    big = 123456789012345678901234567890
+    lines = [
+        json.dumps(upsert({"compartment_id": big, "user_account_id": 1}, {"n": 1})),
+        json.dumps(upsert({"email_hash": "h"}, {"n": big})),
+    ]
+    rejects = tmp_path / "rej.ndjson"
+    run_ok(
+        "--store",
+        str(tmp_path / "s"),
+        "--rejects",
+        str(rejects),
+        str(write_lines(tmp_path / "in", lines)),
+    )
+    assert [p["compartment_id"] for p in export(tmp_path / "s")] == [str(big)]
+    (reject,) = read_ndjson(rejects)
+    assert reject["code"] == "INVALID_FIELD" and "user_profile/n" in reject["message"]

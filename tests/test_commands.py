@@ -101,7 +101,7 @@ def test_default_compartment_makes_a_bare_account_valid() -> None:
     line = with_(email_hash=..., user_account_id=7).encode()
     assert code_of(line) is RejectCode.INVALID_IDENTIFIER
     accepted = CheckSettings(default_compartment_id="1000").build().check(line)
-    assert accepted is not None and accepted.key == b'["a","1000","7"]'
+    assert accepted is not None and accepted.key == b"a\x001000\x007"
 
 
 PROFILE_SCHEMA = {
@@ -141,6 +141,40 @@ def test_messages_name_fields_not_values() -> None:
     with pytest.raises(LineRejected) as caught:
         CHECKER.check(with_(force_replace="SECRET-VALUE").encode())
     assert caught.value.message == "force_replace must be a boolean, not string"
+
+
+BIG = 123456789012345678901234567890  # beyond 64 bits: orjson alone would make it a float
+DELETE_WITH_BIG = f'{{"operation":"DELETE","email_hash":"h","user_profile":{{"n":{BIG}}}}}'
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "key"),
+    [
+        (
+            with_(email_hash=..., compartment_id=BIG, user_account_id=1),
+            None,
+            b"a\x00123456789012345678901234567890\x001",
+        ),
+        (with_(user_profile={"a": [1, {"b": -(2**63) - 1}]}), RejectCode.INVALID_FIELD, None),
+        (with_(user_profile={"a": 2**64 - 1, "b": -(2**63)}), None, b"e\x00h"),  # the limits
+        (with_(user_profile={"n": BIG}, extra=1), RejectCode.INVALID_FIELD, None),
+        (with_(user_profile={"n": BIG}, email_hash=""), RejectCode.INVALID_IDENTIFIER, None),
+        (DELETE_WITH_BIG, None, b"e\x00h"),
+        (with_(email_hash="12345678901234567890123"), None, b"e\x0012345678901234567890123"),
+    ],
+)
+def test_integers_beyond_64_bits_are_never_rounded(
+    line: str, code: RejectCode | None, key: bytes | None
+) -> None:
+    assert code_of(line) is code
+    if code is None:
+        accepted = CHECKER.check(line.encode())
+        assert accepted is not None and accepted.key == key
+    else:
+        with pytest.raises(LineRejected) as caught:
+            CHECKER.check(line.encode())
+        if code is RejectCode.INVALID_FIELD:
+            assert "an integer outside the 64-bit range" in caught.value.message
 
 
 def test_load_accepted() -> None:

@@ -2,11 +2,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from profile_import.core.codes import LineRejected, RejectCode
-from profile_import.core.identifiers import Identifier, bucket_of, normalise_value, resolve
+from profile_import.core.identifiers import (
+    Identifier,
+    bucket_of,
+    make_key,
+    normalise_value,
+    resolve,
+)
 
 
 @pytest.mark.parametrize(
@@ -26,7 +33,8 @@ from profile_import.core.identifiers import Identifier, bucket_of, normalise_val
 def test_resolve_gives_the_canonical_key(
     obj: dict[str, Any], default: str | None, key: list[str]
 ) -> None:
-    assert resolve(obj, default) == orjson.dumps(key)
+    assert resolve(obj, default) == make_key(*key)
+    assert Identifier.from_key(resolve(obj, default)) == Identifier(key[0], tuple(key[1:]))
 
 
 @pytest.mark.parametrize(
@@ -71,12 +79,15 @@ def test_normalise_value(value: Any, expected: str | None) -> None:
     [
         Identifier.account("1000", "u1"),
         Identifier.email_hash('h\n"é'),
+        Identifier.email_hash("tab\there\x00\x01\x0f\x10"),
+        Identifier.account("\x00", "x"),
         Identifier.user_agent_id("vec:1"),
     ],
 )
 def test_key_round_trip_and_fields(identifier: Identifier) -> None:
     key = identifier.key
     assert b"\t" not in key and b"\n" not in key
+    assert key.count(b"\x00") == len(identifier.values)
     assert Identifier.from_key(key) == identifier
     assert resolve(identifier.fields()) == key
 
@@ -94,7 +105,15 @@ def test_keys_sort_by_kind_then_values() -> None:
 def test_bucket_is_stable_and_in_range() -> None:
     key = Identifier.email_hash("abc").key
     # crc32 is the contract: the same key lands in the same bucket on every machine.
-    assert key == b'["e","abc"]'
-    assert bucket_of(key, 64) == 0x59EA1111 % 64 == 17
+    assert key == b"e\x00abc"
+    assert bucket_of(key, 64) == 0x5D9597F0 % 64 == 48
     assert all(0 <= bucket_of(Identifier.email_hash(str(i)).key, 7) < 7 for i in range(200))
     assert len({bucket_of(Identifier.email_hash(str(i)).key, 8) for i in range(200)}) == 8
+
+
+@given(st.lists(st.tuples(st.sampled_from("aeu"), st.text(max_size=6), st.text(max_size=6))))
+def test_keys_sort_exactly_like_identifiers(identifiers: list[tuple[str, str, str]]) -> None:
+    """Byte order of keys is the order of (kind, values) as strings: export's order."""
+    ids = [Identifier(kind, (a, b) if kind == "a" else (a,)) for kind, a, b in identifiers]
+    assert sorted(ids, key=lambda i: i.key) == sorted(ids)
+    assert all(Identifier.from_key(i.key) == i for i in ids)

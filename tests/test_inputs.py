@@ -54,6 +54,7 @@ def test_splits_cover_every_line_once_with_its_number(
     ]
     if expected and expected[0][1].startswith(b"\xef\xbb\xbf"):  # a BOM is not content
         expected[0] = (1, expected[0][1][3:])
+    expected = [(n, line if line.strip() else b"") for n, line in expected]  # blank
     assert got == expected
     assert files[0].lines == len(expected)
     assert files[0].sha256 == hashlib.sha256(data).hexdigest()
@@ -76,6 +77,21 @@ def test_bom_is_dropped_on_the_first_line_only(tmp_path: Path) -> None:
     path = tmp_path / "a.ndjson"
     path.write_bytes(b"\xef\xbb\xbf{}\n\xef\xbb\xbf{}\n")
     assert [c for _, _, c, _ in read_all([str(path)], 1 << 20)] == [b"{}", b"\xef\xbb\xbf{}"]
+
+
+def test_a_bom_does_not_count_against_the_size_limit(tmp_path: Path) -> None:
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(b"\xef\xbb\xbf" + b"x" * 12 + b"\r\n" + b"y" * 12 + b"\n")
+    got = [(c, size) for _, _, c, size in read_all([str(path)], 1 << 20, max_line_bytes=12)]
+    assert got == [(b"x" * 12, 12), (b"y" * 12, 12)]
+
+
+@pytest.mark.parametrize("filler", [b" ", b"\t", b" \r"])
+def test_white_space_lines_are_blank_whatever_their_length(tmp_path: Path, filler: bytes) -> None:
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(filler * 100 + b"\n" + b"{}\n" + filler * 7 + b"\r\n" + b" " * 13)
+    got = [(n, c, size) for _, n, c, size in read_all([str(path)], 1 << 20, max_line_bytes=12)]
+    assert got == [(1, b"", 0), (2, b"{}", 2), (3, b"", 0), (4, b"", 0)]
 
 
 def test_long_lines_are_cut_and_sized(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def commit_profiles(
     for bucket, lines in by_bucket.items():
         staging.sink.write_bucket(bucket, sorted(lines))
     execution = {"execution_id": run, "fingerprint": f"fp-{run}"}
-    return store.commit(staging, execution, len(profiles)).number
+    return store.commit(staging, execution, len(profiles), len(by_bucket)).number
 
 
 def exported(store: SnapshotStore) -> list[dict[str, object]]:
@@ -91,6 +91,36 @@ def test_untouched_buckets_are_shared_and_versions_kept(tmp_path: Path) -> None:
     assert [a.execution_id for a in store.current().applied] == ["r1", "r2"]  # type: ignore[union-attr]
 
 
+def test_commit_refuses_when_buckets_are_missing(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"), buckets=4)
+    staging = store.begin("r1", None)
+    staging.sink.write_bucket(1, [line(Identifier.email_hash("x"), {})])
+    with pytest.raises(StoreError, match="wrote 2 buckets but 1 are in"):
+        store.commit(staging, {"fingerprint": "f"}, 1, 2)
+    assert store.current() is None
+
+
+def test_abort_after_publish_keeps_the_published_data(tmp_path: Path) -> None:
+    """A run interrupted between its publish and its return must not break the store."""
+    store = SnapshotStore(str(tmp_path / "s"), buckets=2)
+    staging = store.begin("r1", None)
+    staging.sink.write_bucket(0, [line(Identifier.email_hash("x"), {"v": 1})])
+    store.commit(staging, {"fingerprint": "f"}, 1, 1)
+    store.abort(staging)  # e.g. a SIGTERM right after the commit
+    assert [json.loads(r)["user_profile"] for r in store.export()] == [{"v": 1}]
+
+
+def test_a_concurrent_first_run_fixes_the_bucket_count(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    waiting = SnapshotStore(path)  # no --buckets; opened before the store existed
+    asking = SnapshotStore(path, buckets=4)  # --buckets 4; opened before it existed too
+    commit_profiles(SnapshotStore(path, buckets=8), "r1", {Identifier.email_hash("x"): {}})
+    waiting.begin("r2", waiting.current())  # under the lock, the store is read again
+    assert waiting.buckets == 8
+    with pytest.raises(StoreError, match="has 8 buckets; --buckets 4"):
+        asking.begin("r3", asking.current())
+
+
 def test_abort_leaves_nothing(tmp_path: Path) -> None:
     store = SnapshotStore(str(tmp_path / "s"), buckets=2)
     commit_profiles(store, "r1", {Identifier.email_hash("a"): {}})
@@ -142,7 +172,7 @@ def test_publish_refuses_a_store_that_moved(tmp_path: Path) -> None:
     staging = store.begin("r1", None)
     commit_profiles(store, "other", {})
     with pytest.raises(StoreError, match="changed during the run"):
-        store.commit(staging, {"fingerprint": "f"}, 0)
+        store.commit(staging, {"fingerprint": "f"}, 0, 0)
 
 
 def test_the_lock_is_exclusive_and_says_who_holds_it(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ work done on the line (measured: a per-element pipeline ran ~5x slower than a
 plain loop). So each input split sends one element per bucket it touches: the
 accepted lines of that split for that bucket, each prefixed by its
 identifier's key and a tab (so the apply step need not resolve it again),
-joined by newlines. Keys are compact JSON and lines hold no newline, so the
+joined by newlines. Keys hold no tab or newline and lines no newline, so the
 framing is unambiguous.
 
 The element is a plain tuple, which Beam's coders encode natively (a
