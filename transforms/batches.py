@@ -19,9 +19,9 @@ element carries only its path (payload empty). The GroupByKey then moves a
 few thousand tiny elements instead of the whole input. On the local
 FnApiRunner this is what lets two worker processes pay off: the runner
 otherwise decodes, regroups and re-encodes every payload in its own process,
-through gRPC both ways (measured on 1M lines with 2 workers: 15.6 s inline,
-see bench/README.md for the spilled figure). Runners with a real shuffle
-service (Dataflow) carry the payload inline.
+through gRPC both ways (measured on 1M lines with 2 workers: 15.6 s and
+1.9 GB in the runner process inline, 7.5 s and ~180 MB per process spilled).
+Runners with a real shuffle service (Dataflow) carry the payload inline.
 """
 
 from __future__ import annotations
