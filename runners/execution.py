@@ -198,7 +198,9 @@ class Execution:
     def __init__(self, settings: RunSettings, stderr: TextIO = sys.stderr) -> None:
         self.settings = settings
         self.stderr = stderr
-        self.started = clock.now()
+        # `launched`: when the command started (planning included), for the
+        # duration; `started`: the execution's start, stamped on profiles.
+        self.launched = self.started = clock.now()
         self.execution_id = new_execution_id(self.started)
         self.options = local.pipeline_options(settings.beam_args)
         self.runner = local.runner_name(self.options)
@@ -250,7 +252,8 @@ class Execution:
             dry_run=self.settings.dry_run,
             fingerprint=self.fingerprint,
             version=version,
-            duration_seconds=round((finished - self.started).total_seconds(), 3),
+            launched_at=clock.iso(self.launched),
+            duration_seconds=round((finished - self.launched).total_seconds(), 3),
             failure=failure,
             **extra,
         )
