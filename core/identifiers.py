@@ -70,18 +70,18 @@ def _unescape(data: bytes) -> str:
     return out.decode("utf-8")
 
 
-def make_key(kind: str, *values: str) -> bytes:
-    return kind.encode("ascii") + b"".join(_SEPARATOR + _escape(v) for v in values)
-
-
-# The same keys, spelled out for the hot path (one per line): ~0.15 µs
-# instead of ~0.5 µs through make_key's generic form.
+# One value after its prefix; `resolve` spells keys out with these (one per
+# line): ~0.15 µs a key instead of ~0.5 µs through `make_key`'s generic form.
 def _key1(prefix: bytes, value: str) -> bytes:
-    return prefix + (value.encode("utf-8") if value.isprintable() else _escape(value))
+    return prefix + _escape(value)
 
 
 def _key2(prefix: bytes, first: str, second: str) -> bytes:
     return _key1(prefix, first) + _key1(_SEPARATOR, second)
+
+
+def make_key(kind: str, *values: str) -> bytes:
+    return kind.encode("ascii") + b"".join(_key1(_SEPARATOR, v) for v in values)
 
 
 class Identifier(NamedTuple):

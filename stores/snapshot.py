@@ -279,6 +279,7 @@ class SnapshotStore(ProfileStore):
                 "nothing was published"
             )
         number = self._next_number()
+        applied = [a if a["version"] is not None else {**a, "version": number} for a in applied]
         manifest = {
             "version": number,
             "parent": parent.number if parent else None,
@@ -324,7 +325,7 @@ class SnapshotStore(ProfileStore):
             {
                 "fingerprint": execution["fingerprint"],
                 "execution_id": staging.execution_id,
-                "version": self._next_number(),
+                "version": None,  # the number _publish gives the new version
                 "finished_at": clock.iso(clock.now()),
             }
         )
