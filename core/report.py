@@ -72,6 +72,24 @@ def status_of(counts: Mapping[str, int], failure: str | None) -> Status:
     return Status.SUCCEEDED_WITH_ERRORS if counts["rejected"] else Status.SUCCEEDED
 
 
+PROFILE_COUNTS = (
+    "profiles_created",
+    "profiles_updated",
+    "profiles_unchanged",
+    "profiles_deleted",
+    "deletes_missing",
+)
+
+
+def published_counts(status: Status, counts: Mapping[str, int]) -> dict[str, int]:
+    """The counts a report shows: a failed run changed no profile, so its
+    profile counts are 0, while what it read and checked is kept."""
+    shown = {name: counts[name] for name in COUNT_NAMES}
+    if status is Status.FAILED:
+        shown.update(dict.fromkeys(PROFILE_COUNTS, 0))
+    return shown
+
+
 def summary_message(
     status: Status,
     counts: Mapping[str, int],
@@ -79,22 +97,29 @@ def summary_message(
     failure: str | None = None,
     version: int | None = None,
     dry_run: bool = False,
+    note: str | None = None,
 ) -> str:
     """The one-line human summary, also the report's `message`."""
     c = counts
+    read = (
+        f"{c['lines']:,} lines, {c['accepted']:,} accepted, "
+        f"{c['rejected']:,} rejected, {c['blank']:,} blank"
+    )
+    if status is Status.FAILED:
+        # Nothing was published: say what was read, never profile changes.
+        text = f"{status}: {failure or 'the run failed'}; {read}; nothing was published, "
+        text += "the store is unchanged"
+        return f"{text}; {note}" if note else text
     text = (
-        f"{status}: {c['lines']:,} lines, {c['accepted']:,} accepted, "
-        f"{c['rejected']:,} rejected, {c['blank']:,} blank; profiles "
+        f"{status}: {read}; profiles "
         f"{c['profiles_created']:,} created, {c['profiles_updated']:,} updated, "
         f"{c['profiles_unchanged']:,} unchanged, {c['profiles_deleted']:,} deleted"
     )
-    if failure:
-        text += f"; {failure}; the store is unchanged"
-    elif dry_run:
+    if dry_run:
         text += "; dry run: the store is unchanged"
     elif version is not None:
         text += f"; published as store version {version}"
-    return text
+    return f"{text}; {note}" if note else text
 
 
 def build(
@@ -120,7 +145,7 @@ def build(
         "status": str(status),
         "store": store,
         "inputs": list(inputs),
-        "counts": {name: counts[name] for name in COUNT_NAMES},
+        "counts": published_counts(status, counts),
         "rejects_by_code": ordered_codes,
         "started_at": started_at,
         "finished_at": finished_at,

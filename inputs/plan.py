@@ -1,10 +1,13 @@
 """Planning the read of an import's inputs.
 
-Before the pipeline runs, the launcher reads every input once (a compressed
-one twice: stored bytes, then decompressed):
+Before the pipeline runs, the launcher reads every input once:
 - expands globs (lexicographic order, SPEC §2) and checks every input exists;
-- computes each input's sha256 (the idempotency fingerprint, SPEC §4) and its
-  line count;
+- refuses an input it could only misread: a compression it does not read
+  (`.zip`), or compressed bytes under a plain name (a gzip file named
+  `.ndjson`), rather than turn every line into an `INVALID_JSON` reject;
+- computes the sha256 of each input's content, decompressed (its identity for
+  idempotency, SPEC §4: the same content gzipped or not is the same input),
+  and its line count;
 - cuts plain files into splits of about `split_bytes` that start on a line
   boundary, each knowing the number of its first line. Workers then read the
   splits in parallel and still report exact 1-based line numbers, and every
@@ -20,13 +23,37 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import smart_open
 
-COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".xz": "xz", ".lz4": "lz4"}
+# Archives and compressions smart-open does not read: refused by name.
+UNREADABLE = {
+    ".zip": "zip",
+    ".7z": "7-Zip",
+    ".rar": "RAR",
+    ".tar": "tar",
+    ".tgz": "tar",
+    ".br": "Brotli",
+    ".lzma": "LZMA",
+    ".snappy": "Snappy",
+    ".sz": "Snappy",
+    ".z": "compress (.Z)",
+}
+# The first bytes of compressed data, to refuse it under a plain name.
+_MAGIC = (
+    (b"\x1f\x8b", "gzip", ".gz"),
+    (b"\x28\xb5\x2f\xfd", "zstd", ".zst"),
+    (b"\xfd7zXZ\x00", "xz", ".xz"),
+    (b"\x04\x22\x4d\x18", "lz4", ".lz4"),
+    (b"PK\x03\x04", "zip", ".zip"),
+)
+_BZIP2 = re.compile(rb"BZh[1-9]1AY&SY")
+STDIN = "-"
 DEFAULT_SPLIT_BYTES = 8 << 20
 _BLOCK = 1 << 20
 _REMOTE_SCHEMES = ("s3://", "gs://", "http://", "https://", "gcs://")
@@ -38,12 +65,20 @@ class InputError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
+    """One input as planned. `path` is as given (`-` for standard input);
+    `source` is where its bytes are read (the spooled copy of standard input)."""
+
     index: int
     path: str
-    sha256: str
-    size: int
+    sha256: str  # of the content, decompressed
+    size: int  # bytes as stored
     lines: int
     compression: str | None
+    source: str = ""
+
+    @property
+    def location(self) -> str:
+        return self.source or self.path
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +86,8 @@ class InputSplit:
     """A piece of one input: the lines starting in bytes [start, end).
 
     `end` is None for a compressed input, read whole. `first_line` is the
-    1-based number of the split's first line.
+    1-based number of the split's first line. `path` is where the bytes are
+    read; `name` is the input as the user gave it, for rejects (empty: `path`).
     """
 
     input_index: int
@@ -60,10 +96,15 @@ class InputSplit:
     end: int | None
     first_line: int
     compression: str | None
+    name: str = ""
 
     @property
     def sequence(self) -> tuple[int, int]:
         return (self.input_index, self.first_line)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.path
 
 
 def compression_of(path: str) -> str | None:
@@ -75,12 +116,22 @@ def is_remote(path: str) -> bool:
 
 
 def expand(patterns: Sequence[str]) -> list[str]:
-    """The input files, in order: each argument in turn, a glob in sorted order."""
+    """The input files, in order: each argument in turn, a glob in sorted order.
+
+    `-` (standard input) is kept as it is; it may be given once.
+    """
     paths: list[str] = []
+    if sum(1 for p in patterns if p == STDIN) > 1:
+        raise InputError("input -: standard input can be read only once")
     for pattern in patterns:
         # An existing file is taken as named, even if its name looks like a glob.
-        if is_remote(pattern) or not glob.has_magic(pattern) or os.path.isfile(pattern):
-            if not is_remote(pattern) and not os.path.isfile(pattern):
+        if (
+            pattern == STDIN
+            or is_remote(pattern)
+            or not glob.has_magic(pattern)
+            or os.path.isfile(pattern)
+        ):
+            if pattern != STDIN and not is_remote(pattern) and not os.path.isfile(pattern):
                 what = "a directory, not a file" if os.path.isdir(pattern) else "not found"
                 raise InputError(f"input {pattern}: {what}")
             paths.append(pattern)
@@ -90,6 +141,16 @@ def expand(patterns: Sequence[str]) -> list[str]:
             raise InputError(f"input {pattern}: the pattern matches no file")
         paths.extend(matches)
     return paths
+
+
+def spool_stdin(stream: BinaryIO, folder: str) -> str:
+    """Copies standard input to a file in `folder`: workers read splits by
+    offset, and a pipe can be read only once."""
+    path = os.path.join(folder, "stdin.ndjson")
+    with open(path, "wb") as out:
+        while block := stream.read(_BLOCK):
+            out.write(block)
+    return path
 
 
 def open_raw(path: str, transport_params: dict[str, Any] | None = None) -> Any:
@@ -113,8 +174,30 @@ def _blocks(stream: Any) -> Iterator[bytes]:
         yield block
 
 
+def refuse_unreadable(name: str, first_bytes: bytes) -> None:
+    """Raises `InputError` for an input that would be misread as plain text."""
+    extension = os.path.splitext(name)[1].lower()
+    if extension in UNREADABLE:
+        raise InputError(
+            f"input {name}: {UNREADABLE[extension]} files are not read; decompress it, or "
+            f"use one of {', '.join(sorted(COMPRESSIONS))}"
+        )
+    if extension in COMPRESSIONS:
+        return
+    for magic, what, suffix in _MAGIC:
+        if first_bytes.startswith(magic):
+            if name == STDIN or suffix not in COMPRESSIONS:
+                hint = "decompress it first"
+            else:
+                hint = f"rename it to end in {suffix}"
+            raise InputError(f"input {name}: holds {what}-compressed data; {hint}")
+    if _BZIP2.match(first_bytes):
+        hint = "decompress it first" if name == STDIN else "rename it to end in .bz2"
+        raise InputError(f"input {name}: holds bzip2-compressed data; {hint}")
+
+
 def _plan_plain(
-    index: int, path: str, split_bytes: int, params: dict[str, Any] | None
+    index: int, path: str, name: str, split_bytes: int, params: dict[str, Any] | None
 ) -> tuple[InputFile, list[InputSplit]]:
     digest = hashlib.sha256()
     splits: list[InputSplit] = []
@@ -123,8 +206,11 @@ def _plan_plain(
     split_start, split_first_line = 0, 1
     next_cut = split_bytes
     last_byte = b""
+    shown = "" if name == path else name
     with open_raw(path, params) as stream:
         for block in _blocks(stream):
+            if not offset:
+                refuse_unreadable(name, block[:16])
             digest.update(block)
             # Cut at the first line boundary at or after each target offset.
             search = max(next_cut - offset, 0)
@@ -135,7 +221,7 @@ def _plan_plain(
                 boundary = offset + newline + 1
                 lines_before = newlines + block.count(b"\n", 0, newline + 1)
                 splits.append(
-                    InputSplit(index, path, split_start, boundary, split_first_line, None)
+                    InputSplit(index, path, split_start, boundary, split_first_line, None, shown)
                 )
                 split_start, split_first_line = boundary, lines_before + 1
                 next_cut = boundary + split_bytes
@@ -144,31 +230,37 @@ def _plan_plain(
             offset += len(block)
             last_byte = block[-1:]
     if split_start < offset:
-        splits.append(InputSplit(index, path, split_start, offset, split_first_line, None))
+        splits.append(InputSplit(index, path, split_start, offset, split_first_line, None, shown))
     lines = newlines + (1 if offset and last_byte != b"\n" else 0)
-    return InputFile(index, path, digest.hexdigest(), offset, lines, None), splits
+    source = "" if name == path else path
+    return InputFile(index, name, digest.hexdigest(), offset, lines, None, source), splits
 
 
 def _plan_compressed(
-    index: int, path: str, compression: str, params: dict[str, Any] | None
+    index: int, path: str, name: str, compression: str, params: dict[str, Any] | None
 ) -> tuple[InputFile, list[InputSplit]]:
-    digest = hashlib.sha256()
     size = 0
     with open_raw(path, params) as stream:
         for block in _blocks(stream):
-            digest.update(block)
             size += len(block)
+    # The identity is the decompressed content (SPEC §4), hashed while the
+    # lines are counted: one pass that also proves the archive is whole.
+    digest = hashlib.sha256()
     newlines = 0
     last_byte = b""
     total = 0
     with open_text_stream(path, params) as stream:
         for block in _blocks(stream):
+            digest.update(block)
             newlines += block.count(b"\n")
             total += len(block)
             last_byte = block[-1:]
     lines = newlines + (1 if total and last_byte != b"\n" else 0)
-    splits = [InputSplit(index, path, 0, None, 1, compression)] if total else []
-    return InputFile(index, path, digest.hexdigest(), size, lines, compression), splits
+    shown = "" if name == path else name
+    splits = [InputSplit(index, path, 0, None, 1, compression, shown)] if total else []
+    source = "" if name == path else path
+    file = InputFile(index, name, digest.hexdigest(), size, lines, compression, source)
+    return file, splits
 
 
 def plan(
@@ -176,21 +268,27 @@ def plan(
     *,
     split_bytes: int = DEFAULT_SPLIT_BYTES,
     transport_params: dict[str, Any] | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> tuple[list[InputFile], list[InputSplit]]:
-    """Fingerprints every input and cuts it into splits. Raises `InputError`."""
+    """Fingerprints every input and cuts it into splits. Raises `InputError`.
+
+    `sources` maps an input as given to where its bytes are (`-` to the
+    spooled standard input).
+    """
     files: list[InputFile] = []
     splits: list[InputSplit] = []
-    for index, path in enumerate(paths):
-        compression = compression_of(path)
+    for index, name in enumerate(paths):
+        path = (sources or {}).get(name, name)
+        compression = compression_of(name)
         try:
             if compression is None:
-                file, pieces = _plan_plain(index, path, split_bytes, transport_params)
+                file, pieces = _plan_plain(index, path, name, split_bytes, transport_params)
             else:
-                file, pieces = _plan_compressed(index, path, compression, transport_params)
+                file, pieces = _plan_compressed(index, path, name, compression, transport_params)
         except InputError:
             raise
         except Exception as e:
-            raise InputError(f"input {path}: cannot be read: {e}") from e
+            raise InputError(f"input {name}: cannot be read: {e}") from e
         files.append(file)
         splits.extend(pieces)
     return files, splits

@@ -78,11 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
             "(for example --direct_num_workers=2); --runner picks another Beam runner."
         ),
     )
-    run.add_argument("inputs", nargs="+", metavar="INPUT", help="files or globs (.gz .bz2 .zst)")
-    _store_option(run)
-    run.add_argument("--rejects", metavar="FILE", help="where rejected lines go (NDJSON)")
     run.add_argument(
-        "--report", metavar="FILE", help="where the JSON report goes (default: stdout)"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="files, globs or URLs (.gz .bz2 .xz .zst .lz4 decompressed); - is standard input",
+    )
+    _store_option(run)
+    run.add_argument(
+        "--rejects", metavar="FILE", help="where rejected lines go (NDJSON); - is standard output"
+    )
+    run.add_argument(
+        "--report", metavar="FILE", help="where the JSON report goes (default and -: stdout)"
     )
     run.add_argument("--default-compartment-id", metavar="ID")
     run.add_argument("--max-rejects", type=_non_negative_int, metavar="N")
@@ -154,25 +161,27 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         show_progress=not args.quiet and sys.stderr.isatty(),
         beam_args=beam_args,
     )
-    outcome = Execution(settings).run()
-    text = json.dumps(outcome.report, indent=2) + "\n"
-    exit_code = outcome.exit_code
+    execution = Execution(settings)
+    outcome = execution.run()
+    text = (json.dumps(outcome.report, indent=2) + "\n").encode()
     try:
-        if args.report:
-            with open(args.report, "w", encoding="utf-8") as f:
-                f.write(text)
-    except OSError as e:
-        # Checked before the run; still, the report is never lost: stdout has it.
-        print(f"profile-import: cannot write the report to {args.report}: {e}", file=sys.stderr)
-        args.report = None
-        exit_code = exit_code or EXIT_FAILED
-    if not args.report:
-        sys.stdout.write(text)
+        execution.report_output.write(text)
+    except Exception as e:  # noqa: BLE001 - OSError, and remote clients' own errors
+        # Proven writable before the run, yet failing now (a full disk): the
+        # run's outcome stands, published or not, and the report goes to
+        # stdout instead, so a retry does not fail forever on a done import.
+        print(
+            f"profile-import: warning: cannot write the report to "
+            f"{execution.report_output}: {e}; it follows on standard output",
+            file=sys.stderr,
+        )
+        sys.stdout.buffer.write(text)
+        sys.stdout.flush()
     if not args.quiet or outcome.exit_code:
         print(f"profile-import: {outcome.report['message']}", file=sys.stderr)
         if outcome.report.get("rejects_file"):
             print(f"profile-import: rejects in {outcome.report['rejects_file']}", file=sys.stderr)
-    return exit_code
+    return outcome.exit_code
 
 
 def _identifier(args: argparse.Namespace) -> Identifier:

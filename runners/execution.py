@@ -1,6 +1,7 @@
 """One execution of an import, from the command line's settings to its report.
 
-    plan inputs ─► lock the store ─► already applied? ─► stage ─► run the pipeline
+    plan inputs ─► prove the outputs writable ─► lock the store
+        ─► skip the inputs it already applied ─► stage ─► run the pipeline
         ─► gather counts and rejects ─► check them and the reject limits
         ─► commit (publish a new version) or abort ─► report
 
@@ -28,7 +29,7 @@ import orjson
 import smart_open
 from apache_beam.metrics.metric import MetricsFilter
 
-from profile_import.core import clock
+from profile_import.core import clock, idempotency
 from profile_import.core import rejects as reject_records
 from profile_import.core import report as reports
 from profile_import.core.codes import RejectCode
@@ -41,7 +42,8 @@ from profile_import.stores import ProfileStore, StoreError, open_store
 from profile_import.stores.base import BucketSource, Staging, Version
 from profile_import.transforms import metrics, progress
 
-from . import local
+from . import local, outputs
+from .outputs import Output, OutputError
 
 FIRST_ERRORS = 20
 
@@ -101,25 +103,6 @@ def _load_profile_schema(path: str | None) -> tuple[dict[str, Any] | None, str |
     return schema, hashlib.sha256(data).hexdigest()  # type: ignore[return-value]
 
 
-def _check_writable(option: str, path: str | None) -> None:
-    """An output file must be writable before anything runs: a report that
-    cannot be written after the store was changed would hide a published run."""
-    if path is None or input_plan.is_remote(path):
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"{option} {path}: is a directory")
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise UsageError(f"{option} {path}: cannot write in {folder}")
-
-
-def fingerprint(inputs: list[input_plan.InputFile], semantics: dict[str, Any]) -> str:
-    """What makes two executions the same: input content and the options that
-    change what a line means. Paths and names do not count."""
-    doc = {"inputs": [f.sha256 for f in inputs], **semantics}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
 def _counters(result: Any) -> dict[str, int]:
     values: dict[str, int] = {}
     query = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
@@ -131,23 +114,26 @@ def _counters(result: Any) -> dict[str, int]:
 
 
 def _gather_rejects(
-    rejects_dir: str, target: str | None, execution_id: str
+    rejects_dir: str, target: Output, default: str
 ) -> tuple[str | None, int, list[str]]:
     """Concatenates the per-split reject files in input order into the rejects file.
 
-    Returns (rejects file or None, rejects written, the first ones as summaries).
+    Returns (where the rejects are or None, rejects written, the first ones
+    as summaries). With no location asked, the rejects go to `default`, a file
+    written only if there are rejects.
     """
     names = (
         sorted(n for n in os.listdir(rejects_dir) if n.endswith(".ndjson"))
         if os.path.isdir(rejects_dir)
         else []
     )
-    if not names and target is None:
-        return None, 0, []
-    path = target or f"profile-import-{execution_id}.rejects.ndjson"
+    if target.location is None:
+        if not names:
+            return None, 0, []
+        target = Output(target.option, default)
     written = 0
     first: list[str] = []
-    with smart_open.open(path, "wb") as out:
+    with target.open() as out:
         for name in names:
             with open(os.path.join(rejects_dir, name), "rb") as f:
                 for line in f:
@@ -155,7 +141,7 @@ def _gather_rejects(
                     written += 1
                     if len(first) < FIRST_ERRORS:
                         first.append(reject_records.summary(orjson.loads(line)))
-    return path, written, first
+    return str(target), written, first
 
 
 @contextlib.contextmanager
@@ -205,7 +191,10 @@ class Execution:
         self.options = local.pipeline_options(settings.beam_args)
         self.runner = local.runner_name(self.options)
         self.inputs: list[input_plan.InputFile] = []
+        self.decisions: list[idempotency.InputDecision] = []
         self.fingerprint: str | None = None
+        self.report_output = Output("--report", settings.report_path or outputs.STDOUT)
+        self.rejects_output = Output("--rejects", settings.rejects_path)
 
     # --- the report ---------------------------------------------------------
 
@@ -229,16 +218,7 @@ class Execution:
             status=status,
             counts=counts,
             rejects_by_code=rejects_by_code or {},
-            inputs=[
-                {
-                    "path": f.path,
-                    "sha256": f.sha256,
-                    "bytes": f.size,
-                    "lines": f.lines,
-                    "compression": f.compression,
-                }
-                for f in self.inputs
-            ],
+            inputs=self._input_entries(),
             started_at=clock.iso(self.started),
             finished_at=clock.iso(finished),
             runner=self.runner,
@@ -258,10 +238,53 @@ class Execution:
             **extra,
         )
 
+    def _input_entries(self) -> list[dict[str, Any]]:
+        decided = {d.index: d for d in self.decisions}
+        entries = []
+        for f in self.inputs:
+            entry: dict[str, Any] = {
+                "path": f.path,
+                "sha256": f.sha256,
+                "bytes": f.size,
+                "lines": f.lines,
+                "compression": f.compression,
+            }
+            decision = decided.get(f.index)
+            if decision is not None:
+                entry["fingerprint"] = decision.fingerprint
+                entry["applied"] = decision.applies
+                if decision.applied_by is not None:
+                    entry["skipped"] = decision.skipped
+                    entry["applied_by"] = _applied_by(decision.applied_by)
+                elif decision.duplicate_of is not None:
+                    entry["skipped"] = decision.skipped
+                    entry["duplicate_of"] = self.inputs[decision.duplicate_of].path
+            entries.append(entry)
+        return entries
+
+    def _skipped_note(self) -> str | None:
+        """`skipped 2 inputs applied before: a.ndjson (execution X, version 3), ...`."""
+        parts = []
+        for d in self.decisions:
+            path = self.inputs[d.index].path
+            if d.applied_by is not None:
+                by = d.applied_by
+                parts.append(f"{path} (by execution {by.execution_id}, version {by.version})")
+            elif d.duplicate_of is not None:
+                parts.append(f"{path} (same content as {self.inputs[d.duplicate_of].path})")
+        if not parts:
+            return None
+        shown = ", ".join(parts[:3]) + (f" and {len(parts) - 3} more" if len(parts) > 3 else "")
+        return f"skipped {len(parts)} input(s) applied before: {shown}"
+
     # --- the run ------------------------------------------------------------
 
     def _usage_error(self, error: Exception) -> Outcome:
-        return Outcome(self._report(Status.FAILED, reports.empty_counts(), failure=str(error)), 2)
+        message = f"{Status.FAILED}: {error}; nothing ran, the store is unchanged"
+        report = self._report(
+            Status.FAILED, reports.empty_counts(), failure=str(error), message=message
+        )
+        return Outcome(report, 2)
 
     def _check_usage(self) -> None:
         s = self.settings
@@ -275,18 +298,38 @@ class Execution:
                 f"--runner={self.runner}: the folder store {s.store} can only be written by "
                 "the local runner"
             )
-        _check_writable("--rejects", s.rejects_path)
-        _check_writable("--report", s.report_path)
+        if self.rejects_output.is_stdout and self.report_output.is_stdout:
+            raise UsageError(
+                "--rejects -: standard output already carries the report; give --report FILE"
+            )
 
     def run(self) -> Outcome:
+        spool = None
+        try:
+            if input_plan.STDIN in self.settings.inputs:
+                spool = tempfile.mkdtemp(prefix="profile-import-stdin-")
+            return self._run(spool)
+        finally:
+            if spool is not None:
+                shutil.rmtree(spool, ignore_errors=True)
+
+    def _run(self, spool: str | None) -> Outcome:
         s = self.settings
         try:
             self._check_usage()
             profile_schema, profile_schema_sha = _load_profile_schema(s.profile_schema_path)
             paths = input_plan.expand(s.inputs)
-            self.inputs, splits = input_plan.plan(paths, split_bytes=s.split_bytes)
+            sources = {}
+            if spool is not None:
+                sources[input_plan.STDIN] = input_plan.spool_stdin(sys.stdin.buffer, spool)
+            self.inputs, splits = input_plan.plan(paths, split_bytes=s.split_bytes, sources=sources)
             store = open_store(s.store, buckets=s.buckets)
-        except (UsageError, input_plan.InputError, StoreError) as e:
+            placeholder = json.dumps(
+                {"execution_id": self.execution_id, "status": "RUNNING", "store": s.store}
+            )
+            self.report_output.check(placeholder.encode() + b"\n")
+            self.rejects_output.check(b"")
+        except (UsageError, input_plan.InputError, StoreError, OutputError) as e:
             return self._usage_error(e)
         check = CheckSettings(
             default_compartment_id=s.default_compartment_id,
@@ -294,38 +337,42 @@ class Execution:
             max_line_bytes=s.max_line_bytes,
             redact=s.redact_rejects,
         )
-        self.fingerprint = fingerprint(
-            self.inputs,
-            {
-                "default_compartment_id": s.default_compartment_id,
-                "profile_schema": profile_schema_sha,
-                "max_line_bytes": s.max_line_bytes,
-            },
-        )
+        # What makes a line mean what it means, beside its content (SPEC §4).
+        semantics = {
+            "default_compartment_id": s.default_compartment_id,
+            "profile_schema": profile_schema_sha,
+            "max_line_bytes": s.max_line_bytes,
+        }
+        fingerprints = [idempotency.input_fingerprint(f.sha256, semantics) for f in self.inputs]
         try:
             if s.dry_run:
-                return self._run_planned(store, splits, check)
+                return self._run_planned(store, splits, check, fingerprints)
             with store.lock(s.lock_timeout):
                 # The execution starts when it holds the store, so the times it
                 # stamps on profiles follow the order in which runs publish.
                 self.started = clock.now()
-                return self._run_planned(store, splits, check)
+                return self._run_planned(store, splits, check, fingerprints)
         except (StoreError, OSError) as e:
             failure = str(e) if isinstance(e, StoreError) else f"store {s.store}: {e}"
             return Outcome(self._report(Status.FAILED, reports.empty_counts(), failure=failure), 1)
 
     def _run_planned(
-        self, store: ProfileStore, splits: list[input_plan.InputSplit], check: CheckSettings
+        self,
+        store: ProfileStore,
+        splits: list[input_plan.InputSplit],
+        check: CheckSettings,
+        fingerprints: list[str],
     ) -> Outcome:
         s = self.settings
-        assert self.fingerprint is not None
         parent = store.current() if store.exists() else None
-        applied = parent.find_applied(self.fingerprint) if parent else None
-        if applied is not None and not s.allow_reapply:
+        ledger = store.applied_inputs(parent, fingerprints)
+        self.decisions = idempotency.decide(fingerprints, ledger, allow_reapply=s.allow_reapply)
+        applying = [d for d in self.decisions if d.applies]
+        self.fingerprint = idempotency.execution_fingerprint([d.fingerprint for d in applying])
+        if not applying:
             message = (
-                f"{Status.ALREADY_APPLIED}: the same input was applied by execution "
-                f"{applied.execution_id} (store version {applied.version}, "
-                f"{applied.finished_at}); nothing changed. Pass --allow-reapply to apply it again"
+                f"{Status.ALREADY_APPLIED}: every input was applied before; nothing changed "
+                f"({self._skipped_note()}). Pass --allow-reapply to apply them again"
             )
             report = self._report(
                 Status.ALREADY_APPLIED,
@@ -333,9 +380,11 @@ class Execution:
                 message=message,
                 version=parent.number if parent else None,
                 parent_version=parent.number if parent else None,
-                already_applied=applied.__dict__,
+                already_applied=self._already_applied(),
             )
             return Outcome(report, 0)
+        applied_inputs = {d.index for d in applying}
+        splits = [split for split in splits if split.input_index in applied_inputs]
         if s.dry_run:
             work_dir = tempfile.mkdtemp(prefix="profile-import-")
             try:
@@ -385,7 +434,7 @@ class Execution:
             runner = local.create_runner(self.options, self.settings.beam_args)
             pipeline = import_profiles.build(beam.Pipeline(runner, options=self.options), job)
             with _progress_display(
-                show, job.progress_dir, sum(f.lines for f in self.inputs), self.stderr
+                show, job.progress_dir, sum(f.lines for f in self._applying()), self.stderr
             ):
                 result = pipeline.run()
                 result.wait_until_finish()
@@ -404,17 +453,21 @@ class Execution:
         }
         try:
             rejects_path, rejects_written, first_errors = _gather_rejects(
-                job.rejects_dir, s.rejects_path, self.execution_id
+                job.rejects_dir,
+                self.rejects_output,
+                f"profile-import-{self.execution_id}.rejects.ndjson",
             )
-        except OSError as e:
-            unwritable = f"cannot write the rejects file: {e}"
-            report = self._report(Status.FAILED, reports.empty_counts(), failure=unwritable)
+        except Exception as e:  # noqa: BLE001 - a remote client's errors too
+            unwritable = f"cannot write the rejects to {self.rejects_output}: {e}"
+            report = self._report(
+                Status.FAILED, counts, rejects_by_code=rejects_by_code, failure=unwritable
+            )
             return Outcome(report, 1)
 
         # Nothing is lost: every line planned was read, every accepted command
         # applied, every reject written. A mismatch is a bug, never published.
         problems = reports.count_problems(counts, rejects_by_code)
-        for file in self.inputs:
+        for file in self._applying():
             read = values.get(f"{metrics.INPUT_LINES_PREFIX}{file.index}", 0)
             if read != file.lines:
                 problems.append(f"{file.path}: {read} lines read of {file.lines}")
@@ -440,12 +493,23 @@ class Execution:
                 "fingerprint": self.fingerprint,
                 "started_at": clock.iso(self.started),
                 "status": str(status),
-                "inputs": [{"path": f.path, "sha256": f.sha256} for f in self.inputs],
+                "inputs": [
+                    {"path": f.path, "sha256": f.sha256, "fingerprint": d.fingerprint}
+                    for f, d in zip(self.inputs, self.decisions, strict=True)
+                    if d.applies
+                ],
                 "counts": counts,
             }
             delta = counts["profiles_created"] - counts["profiles_deleted"]
             written = values.get(metrics.BUCKETS_WRITTEN, 0)
-            version = store.commit(staging, execution, delta, written).number
+            fingerprints = [d.fingerprint for d in self.decisions if d.applies]
+            try:
+                version = store.commit(staging, execution, delta, written, fingerprints).number
+            except StoreError as e:
+                failure, status = str(e), Status.FAILED
+        skipped = self._skipped_note()
+        if skipped is not None:
+            extra["already_applied"] = self._already_applied()
         report = self._report(
             status,
             counts,
@@ -453,9 +517,36 @@ class Execution:
             failure=failure,
             first_errors=first_errors,
             version=version,
+            message=reports.summary_message(
+                status,
+                counts,
+                failure=failure,
+                version=version,
+                dry_run=s.dry_run,
+                note=skipped,
+            ),
             **extra,
         )
         return Outcome(report, 1 if status is Status.FAILED else 0)
+
+    def _applying(self) -> list[input_plan.InputFile]:
+        applies = {d.index for d in self.decisions if d.applies}
+        return [f for f in self.inputs if f.index in applies]
+
+    def _already_applied(self) -> list[dict[str, Any]]:
+        return [
+            {"path": self.inputs[d.index].path, **_applied_by(d.applied_by)}
+            for d in self.decisions
+            if d.applied_by is not None
+        ]
+
+
+def _applied_by(applied: idempotency.AppliedInput) -> dict[str, Any]:
+    return {
+        "execution_id": applied.execution_id,
+        "version": applied.version,
+        "finished_at": applied.finished_at,
+    }
 
 
 def _root_message(error: BaseException) -> str:

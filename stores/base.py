@@ -16,11 +16,12 @@ run leaves the store as it was.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import Identifier
 
 
@@ -58,16 +59,6 @@ class BucketSink(abc.ABC):
 
 
 @dataclass(frozen=True)
-class AppliedExecution:
-    """An execution that a version includes, for idempotency (SPEC §4)."""
-
-    fingerprint: str
-    execution_id: str
-    version: int
-    finished_at: str
-
-
-@dataclass(frozen=True)
 class Version:
     """One published state of a store."""
 
@@ -76,10 +67,6 @@ class Version:
     created_at: str
     profiles: int
     execution: dict[str, Any]
-    applied: tuple[AppliedExecution, ...] = ()
-
-    def find_applied(self, fingerprint: str) -> AppliedExecution | None:
-        return next((a for a in self.applied if a.fingerprint == fingerprint), None)
 
 
 @dataclass
@@ -110,6 +97,13 @@ class ProfileStore(abc.ABC):
         """The published version, or None for an empty store."""
 
     @abc.abstractmethod
+    def applied_inputs(
+        self, version: Version | None, fingerprints: Collection[str]
+    ) -> dict[str, AppliedInput]:
+        """The ledger entries of `version` for these input fingerprints (SPEC §4):
+        which of them the executions that `version` includes have applied."""
+
+    @abc.abstractmethod
     def source(self, version: Version | None) -> BucketSource:
         """Reads the buckets of `version` (an empty source for None)."""
 
@@ -124,11 +118,14 @@ class ProfileStore(abc.ABC):
         execution: dict[str, Any],
         profiles_delta: int,
         buckets_written: int,
+        fingerprints: Sequence[str],
     ) -> Version:
         """Publishes a staged execution atomically; returns the new version.
 
         `buckets_written` is what the pipeline counted: a store that finds
-        another number of written buckets refuses to publish.
+        another number of written buckets refuses to publish. `fingerprints`
+        are the inputs the execution applied: the new version's ledger holds
+        them, with the parent's entries, in the same atomic step.
         """
 
     @abc.abstractmethod
@@ -141,7 +138,8 @@ class ProfileStore(abc.ABC):
 
     @abc.abstractmethod
     def rollback(self, number: int) -> Version:
-        """Publishes the content of an older version as a new version."""
+        """Publishes the content of an older version as a new version, its
+        ledger included (the rolled-back inputs can be applied again)."""
 
     @abc.abstractmethod
     def prune(self, keep: int) -> list[int]:

@@ -5,10 +5,12 @@ Layout of a store folder:
     profile-store.json          what this folder is: format, bucket count
     CURRENT                     the published version number (replaced atomically)
     versions/00000007.json      one manifest per version: its buckets' files,
-                                its profile count, the executions it includes
+                                its profile count, its ledger's segments
     data/<execution>/bucket-00042.ndjson
                                 the buckets an execution wrote: store lines
                                 (`core.records`) sorted by key
+    ledger/<execution>.ndjson   the input fingerprints an execution applied
+                                (see `ledger`)
     staging/<execution>/        a run's scratch space (rejects, progress)
     .lock                       held by the run in progress
 
@@ -23,21 +25,22 @@ leaves the store exactly as it was. Old versions stay until `prune`, so
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from profile_import.core import clock, records
+from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import Identifier, bucket_of
 
-from . import locking
+from . import ledger, locking
 from .base import (
-    AppliedExecution,
     BucketSink,
     BucketSource,
     ProfileStore,
@@ -166,7 +169,7 @@ class SnapshotStore(ProfileStore):
         return os.path.exists(self._path(_META))
 
     def _create(self) -> None:
-        for folder in ("versions", "data", "staging"):
+        for folder in ("versions", "data", "staging", ledger.FOLDER):
             os.makedirs(self._path(folder), exist_ok=True)
         if not self.exists():
             meta = {
@@ -221,7 +224,6 @@ class SnapshotStore(ProfileStore):
             created_at=manifest["created_at"],
             profiles=manifest["profiles"],
             execution=manifest["execution"],
-            applied=tuple(AppliedExecution(**a) for a in manifest["applied"]),
         )
 
     def current(self) -> Version | None:
@@ -236,6 +238,19 @@ class SnapshotStore(ProfileStore):
             return [None] * self.buckets
         shards: list[str | None] = self._read_manifest(version.number)["shards"]
         return shards
+
+    def applied_inputs(
+        self, version: Version | None, fingerprints: Collection[str]
+    ) -> dict[str, AppliedInput]:
+        if version is None:
+            return {}
+        segments = self._read_manifest(version.number).get("ledger", [])
+        try:
+            return ledger.lookup(self.root, segments, fingerprints)
+        except (OSError, ValueError, TypeError) as e:
+            raise StoreError(
+                f"store {self.url}: the ledger of version {version.number} is unreadable: {e}"
+            ) from e
 
     def source(self, version: Version | None) -> SnapshotBucketSource:
         return SnapshotBucketSource(self.root, self._shards(version))
@@ -271,15 +286,14 @@ class SnapshotStore(ProfileStore):
         shards: list[str | None],
         profiles: int,
         execution: dict[str, Any],
-        applied: list[dict[str, Any]],
+        ledger_segments: list[str],
+        number: int,
     ) -> Version:
         if self._current_number() != (parent.number if parent else None):
             raise StoreError(
                 f"store {self.url} changed during the run (another writer without the lock?); "
                 "nothing was published"
             )
-        number = self._next_number()
-        applied = [a if a["version"] is not None else {**a, "version": number} for a in applied]
         manifest = {
             "version": number,
             "parent": parent.number if parent else None,
@@ -287,7 +301,7 @@ class SnapshotStore(ProfileStore):
             "profiles": profiles,
             "execution": execution,
             "shards": shards,
-            "applied": applied,
+            "ledger": ledger_segments,
         }
         path = self._manifest_path(number)
         if os.path.exists(path):
@@ -302,6 +316,7 @@ class SnapshotStore(ProfileStore):
         execution: dict[str, Any],
         profiles_delta: int,
         buckets_written: int,
+        fingerprints: Sequence[str],
     ) -> Version:
         parent = staging.parent
         shards = self._shards(parent)
@@ -320,39 +335,53 @@ class SnapshotStore(ProfileStore):
             _fsync_dir(self._path("data"))
         # The scratch space goes first: once published, nothing may fail.
         shutil.rmtree(staging.work_dir, ignore_errors=True)
-        applied = [a.__dict__ for a in parent.applied] if parent else []
-        applied.append(
-            {
-                "fingerprint": execution["fingerprint"],
-                "execution_id": staging.execution_id,
-                "version": None,  # the number _publish gives the new version
-                "finished_at": clock.iso(clock.now()),
-            }
+        number = self._next_number()
+        finished_at = clock.iso(clock.now())
+        entries = [
+            AppliedInput(fp, staging.execution_id, number, finished_at)
+            for fp in dict.fromkeys(fingerprints)
+        ]
+        parent_segments = self._read_manifest(parent.number).get("ledger", []) if parent else []
+        segments, segment = ledger.next_segments(
+            self.root, parent_segments, staging.execution_id, entries
         )
+        _write_atomic(self._path(ledger.segment_path(staging.execution_id)), segment)
         profiles = (parent.profiles if parent else 0) + profiles_delta
-        return self._publish(parent, shards, profiles, execution, applied)
+        return self._publish(parent, shards, profiles, execution, segments, number)
 
     def abort(self, staging: Staging) -> None:
         shutil.rmtree(staging.work_dir, ignore_errors=True)
         # Interrupted right after publishing, a run must not take its data
         # away from the version that now uses it.
-        if staging.execution_id not in self._referenced_data():
+        data, segments = self._referenced()
+        if staging.execution_id not in data:
             shutil.rmtree(self._path("data", staging.execution_id), ignore_errors=True)
+        segment = ledger.segment_path(staging.execution_id)
+        if segment not in segments:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._path(segment))
 
-    def _referenced_data(self) -> set[str]:
-        referenced = set()
+    def _referenced(self) -> tuple[set[str], set[str]]:
+        """The data folders and the ledger segments that kept versions use."""
+        data, segments = set(), set()
         for number in self._version_numbers():
-            for shard in self._read_manifest(number)["shards"]:
+            manifest = self._read_manifest(number)
+            for shard in manifest["shards"]:
                 if shard is not None:
-                    referenced.add(shard.split("/")[1])
-        return referenced
+                    data.add(shard.split("/")[1])
+            segments.update(manifest.get("ledger", []))
+        return data, segments
 
     def _collect_garbage(self) -> None:
         """Removes what killed runs left behind (called under the lock)."""
-        referenced = self._referenced_data()
+        data, segments = self._referenced()
         for name in os.listdir(self._path("data")):
-            if name not in referenced:
+            if name not in data:
                 shutil.rmtree(self._path("data", name), ignore_errors=True)
+        ledger_folder = self._path(ledger.FOLDER)
+        for name in os.listdir(ledger_folder) if os.path.isdir(ledger_folder) else ():
+            if f"{ledger.FOLDER}/{name}" not in segments:
+                os.remove(os.path.join(ledger_folder, name))
         for name in os.listdir(self._path("staging")):
             shutil.rmtree(self._path("staging", name), ignore_errors=True)
         for name in os.listdir(self._path("versions")):
@@ -368,7 +397,12 @@ class SnapshotStore(ProfileStore):
         current = self.current()
         execution = {"rollback_to": number, "started_at": clock.iso(clock.now())}
         return self._publish(
-            current, target["shards"], target["profiles"], execution, target["applied"]
+            current,
+            target["shards"],
+            target["profiles"],
+            execution,
+            target.get("ledger", []),
+            self._next_number(),
         )
 
     def prune(self, keep: int) -> list[int]:

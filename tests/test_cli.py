@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,11 @@ def test_example_file_end_to_end(tmp_path: Path) -> None:
             "bytes": EXAMPLE.stat().st_size,
             "lines": 9,
             "compression": None,
+            "fingerprint": rep["inputs"][0]["fingerprint"],
+            "applied": True,
         }
     ]
+    assert re.fullmatch("[0-9a-f]{64}", rep["inputs"][0]["fingerprint"])
     assert rep["data"] == [
         f"{EXAMPLE}:8: INVALID_FIELD force_replace must be a boolean, not string",
         f"{EXAMPLE}:9: INVALID_JSON not valid JSON: "
@@ -156,7 +160,10 @@ def test_rerun_is_already_applied_unless_asked(tmp_path: Path) -> None:
     assert again.returncode == 0
     rep = json.loads(again.stdout)
     assert rep["status"] == "ALREADY_APPLIED"
-    assert rep["already_applied"]["execution_id"] == first["execution_id"]
+    assert [(a["path"], a["execution_id"]) for a in rep["already_applied"]] == [
+        (str(copy), first["execution_id"])
+    ]
+    assert rep["inputs"][0]["skipped"] == "already_applied"
     assert "nothing changed" in again.stderr and rep["counts"]["accepted"] == 0
     assert without_times(export(store)) == [{"email_hash": "h", "user_profile": {"t": ["x"]}}]
     # Another default compartment changes what the lines mean: not the same execution.

@@ -9,7 +9,7 @@ import pytest
 from profile_import.core import records
 from profile_import.core.fold import StoredProfile
 from profile_import.core.identifiers import Identifier, bucket_of
-from profile_import.stores import open_store
+from profile_import.stores import ledger, open_store
 from profile_import.stores.base import StoreError, StoreLocked
 from profile_import.stores.snapshot import SnapshotStore
 
@@ -32,7 +32,15 @@ def commit_profiles(
     for bucket, lines in by_bucket.items():
         staging.sink.write_bucket(bucket, sorted(lines))
     execution = {"execution_id": run, "fingerprint": f"fp-{run}"}
-    return store.commit(staging, execution, len(profiles), len(by_bucket)).number
+    fingerprints = [f"fp-{run}"]
+    return store.commit(staging, execution, len(profiles), len(by_bucket), fingerprints).number
+
+
+def ledger_of(store: SnapshotStore) -> list[str]:
+    """The executions of the current version's ledger, by the fingerprints of `commit_profiles`."""
+    fps = [f"fp-r{i}" for i in range(1, 10)]
+    found = store.applied_inputs(store.current(), fps)
+    return [found[fp].execution_id for fp in fps if fp in found]
 
 
 def exported(store: SnapshotStore) -> list[dict[str, object]]:
@@ -88,7 +96,7 @@ def test_untouched_buckets_are_shared_and_versions_kept(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "s" / "versions" / "00000002.json").read_text())
     assert manifest["shards"][bucket_of(b.key, 8)].startswith("data/r1/")
     assert [v.number for v in store.versions()] == [1, 2]
-    assert [a.execution_id for a in store.current().applied] == ["r1", "r2"]  # type: ignore[union-attr]
+    assert ledger_of(store) == ["r1", "r2"]
 
 
 def test_commit_refuses_when_buckets_are_missing(tmp_path: Path) -> None:
@@ -96,7 +104,7 @@ def test_commit_refuses_when_buckets_are_missing(tmp_path: Path) -> None:
     staging = store.begin("r1", None)
     staging.sink.write_bucket(1, [line(Identifier.email_hash("x"), {})])
     with pytest.raises(StoreError, match="wrote 2 buckets but 1 are in"):
-        store.commit(staging, {"fingerprint": "f"}, 1, 2)
+        store.commit(staging, {"fingerprint": "f"}, 1, 2, ["f"])
     assert store.current() is None
 
 
@@ -105,7 +113,7 @@ def test_abort_after_publish_keeps_the_published_data(tmp_path: Path) -> None:
     store = SnapshotStore(str(tmp_path / "s"), buckets=2)
     staging = store.begin("r1", None)
     staging.sink.write_bucket(0, [line(Identifier.email_hash("x"), {"v": 1})])
-    store.commit(staging, {"fingerprint": "f"}, 1, 1)
+    store.commit(staging, {"fingerprint": "f"}, 1, 1, ["f"])
     store.abort(staging)  # e.g. a SIGTERM right after the commit
     assert [json.loads(r)["user_profile"] for r in store.export()] == [{"v": 1}]
 
@@ -149,7 +157,7 @@ def test_rollback_and_prune(tmp_path: Path) -> None:
         commit_profiles(store, run, {x: {"run": run}})
     assert store.rollback(1).number == 4
     assert json.loads(store.get(x) or b"")["user_profile"] == {"run": "r1"}
-    assert [a.execution_id for a in store.current().applied] == ["r1"]  # type: ignore[union-attr]
+    assert ledger_of(store) == ["r1"]
     assert store.prune(keep=2) == [1, 2]
     assert [v.number for v in store.versions()] == [3, 4]
     # Version 4 still reads r1's data, so pruning version 1 kept it.
@@ -172,7 +180,7 @@ def test_publish_refuses_a_store_that_moved(tmp_path: Path) -> None:
     staging = store.begin("r1", None)
     commit_profiles(store, "other", {})
     with pytest.raises(StoreError, match="changed during the run"):
-        store.commit(staging, {"fingerprint": "f"}, 0, 0)
+        store.commit(staging, {"fingerprint": "f"}, 0, 0, ["f"])
 
 
 def test_the_lock_is_exclusive_and_says_who_holds_it(tmp_path: Path) -> None:
@@ -230,3 +238,24 @@ def test_bucket_count_is_fixed_at_creation(tmp_path: Path) -> None:
 def test_unknown_store_schemes(url: str) -> None:
     with pytest.raises(StoreError, match="not supported"):
         open_store(url)
+
+
+def test_the_ledger_stays_a_few_small_files_over_many_runs(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"), buckets=2)
+    x = Identifier.email_hash("x")
+    runs = [f"r{i:03d}" for i in range(ledger.MAX_SEGMENTS * 2 + 5)]
+    for run in runs:
+        commit_profiles(store, run, {x: {"run": run}})
+    current = store.current()
+    assert current is not None
+    manifest = json.loads((tmp_path / "s" / "versions" / f"{current.number:08d}.json").read_text())
+    assert 1 <= len(manifest["ledger"]) <= ledger.MAX_SEGMENTS
+    found = store.applied_inputs(current, [f"fp-{run}" for run in runs] + ["fp-unknown"])
+    assert sorted(found) == sorted(f"fp-{run}" for run in runs)
+    assert found["fp-r000"].execution_id == "r000" and found["fp-r000"].version == 1
+    # Older versions keep their own (shorter) ledger; prune drops the unused segments.
+    assert len(store.applied_inputs(store.versions()[0], ["fp-r000", "fp-r001"])) == 1
+    store.prune(keep=1)
+    on_disk = {f"ledger/{p.name}" for p in (tmp_path / "s" / "ledger").iterdir()}
+    assert on_disk == set(manifest["ledger"])
+    assert len(store.applied_inputs(store.current(), [f"fp-{run}" for run in runs])) == len(runs)

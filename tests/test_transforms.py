@@ -131,7 +131,7 @@ def test_apply_commands_applies_batches_in_input_order(tmp_path: Path) -> None:
     first.sink.write_bucket(
         bucket, [records.encode(h.key, StoredProfile({"tags": ["s"]}, NOW, NOW))]
     )
-    store.commit(first, {"fingerprint": "seed"}, 1, 1)
+    store.commit(first, {"fingerprint": "seed"}, 1, 1, ["seed"])
 
     up = {"operation": "UPSERT", "email_hash": "h", "force_replace": False, "merge_objects": True}
     # Given out of order: the later split first. Order must come from the sequence.
@@ -157,7 +157,7 @@ def test_apply_commands_applies_batches_in_input_order(tmp_path: Path) -> None:
     got = counters(result)
     assert got["commands_applied"] == 4 and got["profiles_updated"] == 1
     assert got["deletes_missing"] == 1 and got.get("profiles_created", 0) == 0
-    store.commit(staging, {"fingerprint": "run"}, 0, got["buckets_written"])
+    store.commit(staging, {"fingerprint": "run"}, 0, got["buckets_written"], ["run"])
     profile = json.loads(store.get(h) or b"")
     assert profile["user_profile"] == {"tags": ["s", "a", "b", "c"]}
     assert (

@@ -88,7 +88,7 @@ class ParseSplitFn(beam.DoFn):
                 rejected_by_code[rejected.code] = rejected_by_code.get(rejected.code, 0) + 1
                 reject_lines.append(
                     rejects.encode(
-                        split.path,
+                        split.display_name,
                         number,
                         rejected,
                         content,
