@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from hashlib import sha256
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -10,6 +13,10 @@ import pytest
 from profile_import.core.codes import LineRejected, RejectCode
 from profile_import.core.commands import CheckSettings
 from profile_import.core.properties import Declaration, DeclarationError, Declarations
+from profile_import.inputs.plan import InputFile
+from profile_import.runners.execution import fingerprint
+
+from .helpers import read_ndjson, run_cli, upsert, write_lines
 
 F16 = 65504.0
 F32 = 3.4028234663852886e38
@@ -163,3 +170,90 @@ def test_the_line_check_rejects_a_misfit_and_both_checks_must_pass() -> None:
     assert schema_fault.value.message.startswith("user_profile/name: ")
     # A DELETE carries no profile to check.
     assert check(b'{"operation":"DELETE","email_hash":"h","user_profile":{"age":-1}}') is not None
+
+
+# --- the run ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_run_rejects_misfits_and_its_fingerprint_covers_the_declarations(tmp_path: Path) -> None:
+    declarations = tmp_path / "props.json"
+    declarations.write_text(
+        json.dumps(
+            [
+                {"property_name": "age", "value_type": "uint8", "repeated": False},
+                {"property_name": "tags", "value_type": "unicode8", "repeated": True},
+            ]
+        )
+    )
+    commands = write_lines(
+        tmp_path / "in.ndjson",
+        [
+            upsert({"email_hash": "a"}, {"age": 30, "tags": ["x"]}),
+            upsert({"email_hash": "b"}, {"age": 300}),
+            upsert({"email_hash": "c"}, {"tags": ["much too long"]}),
+            upsert({"email_hash": "d"}, {"age": 1, "city": "Oslo"}),
+        ],
+    )
+    store, rejects = tmp_path / "store", tmp_path / "rejects.ndjson"
+    args = ("run", "--store", store, "--rejects", rejects, "--properties-file", declarations)
+    result = run_cli(*args, commands)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["counts"]["accepted"] == 1
+    assert report["rejects_by_code"] == {"PROFILE_SCHEMA_VIOLATION": 3}
+    assert [(r["line"], r["message"]) for r in read_ndjson(rejects)] == [
+        (2, "user_profile/age: 300 does not fit uint8 (0..255)"),
+        (3, 'user_profile/tags/0: "much too long" does not fit unicode8 (a string of at most 8)'),
+        (
+            4,
+            "user_profile/city: not declared in --properties-file "
+            "(or pass --allow-undeclared-properties)",
+        ),
+    ]
+    again = json.loads(run_cli(*args, commands).stdout)
+    assert again["status"] == "ALREADY_APPLIED"
+    # Other declarations change what a line means: the same input is a new import.
+    lenient = json.loads(run_cli(*args, "--allow-undeclared-properties", commands).stdout)
+    assert lenient["status"] == "SUCCEEDED_WITH_ERRORS" and lenient["counts"]["accepted"] == 2
+    assert lenient["fingerprint"] != report["fingerprint"]
+    # Without declarations, the fingerprint is what it always was.
+    plain = json.loads(run_cli("run", "--store", tmp_path / "s2", "--dry-run", commands).stdout)
+    assert plain["fingerprint"] == fingerprint(
+        [InputFile(0, str(commands), sha256(commands.read_bytes()).hexdigest(), 0, 4, None)],
+        {"default_compartment_id": None, "profile_schema": None, "max_line_bytes": 1 << 20},
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (
+            '[{"property_name": "a", "value_type": "int7"}]',
+            "declaration 1: unknown value_type 'int7'",
+        ),
+        ('[{"property_name": "a b", "value_type": "int8"}]', "declaration 1: property_name 'a b'"),
+        (
+            '[{"property_name": "a", "value_type": "int8"}, '
+            '{"property_name": "a", "value_type": "int8"}]',
+            "declaration 2: property 'a' is declared twice",
+        ),
+        ("[", "not valid JSON"),
+    ],
+)
+def test_invalid_declarations_are_a_usage_error(tmp_path: Path, content: str, reason: str) -> None:
+    declarations = tmp_path / "props.json"
+    declarations.write_text(content)
+    commands = write_lines(tmp_path / "in.ndjson", [upsert({"email_hash": "a"}, {})])
+    result = run_cli("run", "--store", tmp_path / "s", "--properties-file", declarations, commands)
+    assert result.returncode == 2 and not (tmp_path / "s").exists()
+    [line] = result.stderr.splitlines()
+    assert line.startswith("profile-import: FAILED")
+    assert f"--properties-file {declarations}: {reason}" in line
+
+
+def test_allowing_undeclared_properties_needs_declarations(tmp_path: Path) -> None:
+    commands = write_lines(tmp_path / "in.ndjson", [upsert({"email_hash": "a"}, {})])
+    result = run_cli("run", "--store", tmp_path / "s", "--allow-undeclared-properties", commands)
+    assert result.returncode == 2
+    assert "--allow-undeclared-properties needs --properties-file" in result.stderr
