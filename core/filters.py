@@ -31,7 +31,7 @@ always escaped the same way.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,14 +181,29 @@ class Query:
 
     def accepts(self, record: bytes) -> bool:
         """Whether an export record passes every filter (parsed only when it may)."""
+        return self.predicate()(record)
+
+    def predicate(self) -> Callable[[bytes], bool]:
+        """`accepts` with its needles computed once, for a scan."""
         if not self.filters:
-            return True
-        for f in self.filters:
-            for group in f.needles():
+            return lambda record: True
+        groups = [group for f in self.filters for group in f.needles()]
+        singles = [group[0] for group in groups if len(group) == 1]
+        several = [group for group in groups if len(group) > 1 or not group]
+        filters = self.filters
+        loads = orjson.loads
+
+        def accepts(record: bytes) -> bool:
+            for needle in singles:
+                if needle not in record:
+                    return False
+            for group in several:
                 if not any(needle in record for needle in group):
                     return False
-        profile = orjson.loads(record)["user_profile"]
-        return all(f.matches(profile) for f in self.filters)
+            profile = loads(record)["user_profile"]
+            return all(f.matches(profile) for f in filters)
+
+        return accepts
 
 
 def parse_properties(text: str) -> tuple[tuple[str, ...], ...]:

@@ -90,7 +90,7 @@ class Page:
     def __iter__(self) -> Iterator[bytes]:
         if self._version is None:  # an empty store
             return
-        scan = self.store.scan(self._version, self._after, self._query.accepts)
+        scan = self.store.scan(self._version, self._after, self._query.predicate())
         last: bytes | None = None
         info = self.info
         try:

@@ -11,13 +11,15 @@ seeks instead of reading the bucket up to it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
 from profile_import.core import records
 
 # Below this many bytes a range is read line by line: cheaper than more seeks.
-LINEAR_BYTES = 64 * 1024
+LINEAR_BYTES = 16 * 1024
+# Keys asked closer than this on average: one sequential pass beats bisecting.
+DENSE_BYTES = 8 * 1024
 
 
 def _key(line: bytes) -> bytes:
@@ -82,9 +84,15 @@ def keyed_lines(
                 yield key, record
 
 
-def find_sorted(f: BinaryIO, keys: Iterable[bytes]) -> Iterator[tuple[bytes, bytes]]:
-    """(key, record) of each of `keys` (sorted, distinct) found in a sorted file:
-    one forward pass, each key found by bisecting what is left."""
+def find_sorted(f: BinaryIO, keys: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """(key, record) of each of `keys` (sorted, distinct) found in a sorted file,
+    in one forward pass: by bisecting what is left when the keys are sparse, by
+    reading every line when they are dense."""
+    if not keys:
+        return
+    if len(keys) * DENSE_BYTES > os.fstat(f.fileno()).st_size:
+        yield from _merge_sorted(f, keys)
+        return
     pos = 0
     for key in keys:
         pos = offset_of(f, key, strictly_after=False, start=pos)
@@ -96,3 +104,19 @@ def find_sorted(f: BinaryIO, keys: Iterable[bytes]) -> Iterator[tuple[bytes, byt
         if line_key == key:
             yield key, record
             pos += len(line)
+
+
+def _merge_sorted(f: BinaryIO, keys: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    f.seek(0)
+    index, count = 0, len(keys)
+    for line in f:
+        key = _key(line)
+        while keys[index] < key:
+            index += 1
+            if index == count:
+                return
+        if key == keys[index]:
+            yield records.split(line)
+            index += 1
+            if index == count:
+                return

@@ -65,9 +65,13 @@ def test_offset_of_agrees_with_a_linear_search(
                     starts[-1],
                 )
                 assert sorted_files.offset_of(f, probe, strictly_after=strictly_after) == expected
-        wanted = [*keys[::5], b"k99999z"]
-        found = dict(sorted_files.find_sorted(f, sorted(wanted)))
-        assert list(found) == keys[::5]
+        for dense_bytes in (1, 1 << 30):  # bisecting sparse keys, or one pass for dense ones
+            monkeypatch.setattr(sorted_files, "DENSE_BYTES", dense_bytes)
+            for wanted in ([*keys[::5], b"k99999z"], [b"a", keys[0], keys[-1]], [b"zz"], []):
+                found = list(sorted_files.find_sorted(f, sorted(wanted)))
+                expected_found = [(k, lines[keys.index(k)][len(k) + 1 : -1]) for k in wanted
+                                  if k in keys]  # fmt: skip
+                assert found == expected_found
 
 
 # --- the store ----------------------------------------------------------------
