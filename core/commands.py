@@ -21,6 +21,7 @@ from profile_import import schemas
 from .codes import LineRejected, RejectCode
 from .fold import DELETE, UPSERT, Command
 from .identifiers import IDENTIFIER_FIELDS, json_type, resolve
+from .properties import Declarations
 from .validation import SchemaValidator
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20
@@ -131,6 +132,8 @@ class CheckSettings:
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     redact: bool = False
     envelope_schema: dict[str, Any] = field(default_factory=schemas.load)
+    # Typed property declarations (--properties-file), checked before profile_schema.
+    declarations: Declarations | None = None
 
     def build(self) -> CommandChecker:
         return CommandChecker(self)
@@ -148,6 +151,9 @@ class CommandChecker:
             SchemaValidator(settings.profile_schema)
             if settings.profile_schema is not None
             else None
+        )
+        self._declared = (
+            settings.declarations.checker() if settings.declarations is not None else None
         )
 
     def check(self, content: bytes, size: int | None = None) -> Accepted | None:
@@ -186,6 +192,10 @@ class CommandChecker:
         if huge_integer_at is not None:
             raise _huge_integer(huge_integer_at)
         operation: str = obj["operation"]
+        if operation == UPSERT and self._declared is not None:
+            misfit = self._declared.violation(obj[USER_PROFILE], redact=self.settings.redact)
+            if misfit is not None:
+                raise LineRejected(RejectCode.PROFILE_SCHEMA_VIOLATION, misfit)
         if (
             operation == UPSERT
             and self._profile is not None

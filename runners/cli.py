@@ -4,6 +4,9 @@
     profile-import export [--store PATH]
     profile-import get [--store PATH] (--email-hash H | --user-agent-id U |
                                        --compartment-id C --user-account-id A)
+    profile-import get [--store PATH] --ids FILE [--properties a,b.c]
+    profile-import list [--store PATH] [--where 'PATH OP JSON' ...] [--properties a,b.c]
+                        [--limit N] [--cursor C]
     profile-import versions | rollback --to N | prune --keep N   [--store PATH]
 
 Exit status: 0 done (SUCCEEDED, SUCCEEDED_WITH_ERRORS, ALREADY_APPLIED; a
@@ -23,10 +26,12 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from profile_import.core.commands import DEFAULT_MAX_LINE_BYTES
-from profile_import.core.identifiers import Identifier, normalise_value
+from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier, normalise_value
+from profile_import.core.ids import AskedIds, IdsError, read_ids
 from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES
-from profile_import.stores import DEFAULT_STORE, StoreError, open_store
+from profile_import.stores import DEFAULT_STORE, ProfileStore, StoreError, open_store
 
+from . import read_commands
 from .local_worker import VERBOSE_ENV
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -97,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-reapply", action="store_true")
     run.add_argument("--redact-rejects", action="store_true")
     run.add_argument("--profile-schema", metavar="FILE")
+    run.add_argument(
+        "--properties-file",
+        metavar="FILE",
+        help="typed declarations of user_profile properties (JSON array, see README)",
+    )
+    run.add_argument(
+        "--allow-undeclared-properties",
+        action="store_true",
+        help="with --properties-file: accept properties it does not declare",
+    )
     run.add_argument("--dry-run", action="store_true")
     run.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS")
     run.add_argument("--max-line-bytes", type=_positive_int, default=DEFAULT_MAX_LINE_BYTES)
@@ -115,6 +130,38 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--user-agent-id")
     get.add_argument("--compartment-id")
     get.add_argument("--user-account-id")
+    get.add_argument(
+        "--ids",
+        metavar="FILE",
+        help="many profiles: an NDJSON file of identifiers, one a line ('-': stdin)",
+    )
+    get.add_argument("--properties", metavar="A,B.C", help="with --ids: only these properties")
+
+    listing = commands.add_parser(
+        "list", help="print a page of profiles, by identifier, filtered on their properties"
+    )
+    _store_option(listing)
+    listing.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="'PATH OP JSON'",
+        help="a filter on user_profile, e.g. 'age gte 18' or 'country in [\"FR\",\"DE\"]'; "
+        "operators eq neq lt lte gt gte in notin; several are ANDed",
+    )
+    listing.add_argument(
+        "--properties", metavar="A,B.C", help="only these properties (dotted paths)"
+    )
+    listing.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=read_commands.DEFAULT_LIMIT,
+        metavar="N",
+        help=f"profiles per page (default {read_commands.DEFAULT_LIMIT})",
+    )
+    listing.add_argument(
+        "--cursor", metavar="C", help="the next_cursor of the previous page (on stderr)"
+    )
 
     versions = commands.add_parser("versions", help="list the store's kept versions")
     _store_option(versions)
@@ -153,6 +200,8 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         allow_reapply=args.allow_reapply,
         redact_rejects=args.redact_rejects,
         profile_schema_path=args.profile_schema,
+        properties_path=args.properties_file,
+        allow_undeclared_properties=args.allow_undeclared_properties,
         dry_run=args.dry_run,
         lock_timeout=args.lock_timeout,
         max_line_bytes=args.max_line_bytes,
@@ -221,6 +270,34 @@ def _write_records(records: Any) -> None:
         os.close(devnull)
 
 
+def _read_ids(path: str) -> AskedIds:
+    try:
+        if path == "-":
+            return read_ids(sys.stdin.buffer)
+        with open(path, "rb") as f:
+            return read_ids(f)
+    except IdsError as e:
+        _fail(f"--ids {path}: {e}", EXIT_USAGE)
+    except OSError as e:
+        _fail(f"--ids {path}: cannot be read: {e.strerror or e}", EXIT_USAGE)
+
+
+def _get_many(store: ProfileStore, args: argparse.Namespace) -> int:
+    if any(getattr(args, name) is not None for name in IDENTIFIER_FIELDS):
+        _fail("get: --ids cannot be combined with a single identifier", EXIT_USAGE)
+    batch = read_commands.Batch(store, _read_ids(args.ids), args.properties)
+    _write_records(batch)
+    print(json.dumps(batch.info), file=sys.stderr)
+    return EXIT_OK
+
+
+def _list(store: ProfileStore, args: argparse.Namespace) -> int:
+    page = read_commands.Page(store, args.where, args.properties, args.limit, args.cursor)
+    _write_records(page)
+    print(json.dumps(page.info.as_json()), file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Beam logs its plumbing (optional cloud clients missing, ...) and, on a
     # failure, whole worker tracebacks: noise for a command-line user, who gets
@@ -253,6 +330,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             _write_records(store.export())
             return EXIT_OK
+        if args.command == "list":
+            return _list(store, args)
+        if args.command == "get" and args.ids is not None:
+            return _get_many(store, args)
+        if args.command == "get" and args.properties is not None:
+            _fail("get: --properties goes with --ids", EXIT_USAGE)
         if args.command == "get":
             record = store.get(_identifier(args))
             if record is None:
@@ -281,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 dropped = store.prune(args.keep)
                 print(f"profile-import: pruned {len(dropped)} version(s)", file=sys.stderr)
         return EXIT_OK
+    except read_commands.ReadUsageError as e:
+        _fail(str(e), EXIT_USAGE)
     except StoreError as e:
         _fail(str(e), EXIT_FAILED)
     except OSError as e:

@@ -34,6 +34,7 @@ from profile_import.core import rejects as reject_records
 from profile_import.core import report as reports
 from profile_import.core.codes import RejectCode
 from profile_import.core.commands import DEFAULT_MAX_LINE_BYTES, CheckSettings
+from profile_import.core.properties import DeclarationError, Declarations
 from profile_import.core.report import Status
 from profile_import.core.validation import InvalidSchema, SchemaValidator
 from profile_import.inputs import plan as input_plan
@@ -64,6 +65,9 @@ class RunSettings:
     allow_reapply: bool = False
     redact_rejects: bool = False
     profile_schema_path: str | None = None
+    # --properties-file and --allow-undeclared-properties (core.properties)
+    properties_path: str | None = None
+    allow_undeclared_properties: bool = False
     dry_run: bool = False
     lock_timeout: float = 0.0
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
@@ -101,6 +105,21 @@ def _load_profile_schema(path: str | None) -> tuple[dict[str, Any] | None, str |
     except InvalidSchema as e:
         raise UsageError(f"--profile-schema {path}: {e}") from e
     return schema, hashlib.sha256(data).hexdigest()  # type: ignore[return-value]
+
+
+def _load_declarations(path: str | None, allow_undeclared: bool) -> Declarations | None:
+    if path is None:
+        if allow_undeclared:
+            raise UsageError("--allow-undeclared-properties needs --properties-file")
+        return None
+    try:
+        with smart_open.open(path, "rb") as f:
+            data = f.read()
+        return Declarations.from_json(data, allow_undeclared=allow_undeclared)
+    except OSError as e:
+        raise UsageError(f"--properties-file {path}: cannot be read: {e}") from e
+    except DeclarationError as e:
+        raise UsageError(f"--properties-file {path}: {e}") from e
 
 
 def _counters(result: Any) -> dict[str, int]:
@@ -318,6 +337,7 @@ class Execution:
         try:
             self._check_usage()
             profile_schema, profile_schema_sha = _load_profile_schema(s.profile_schema_path)
+            declarations = _load_declarations(s.properties_path, s.allow_undeclared_properties)
             paths = input_plan.expand(s.inputs)
             sources = {}
             if spool is not None:
@@ -336,12 +356,15 @@ class Execution:
             profile_schema=profile_schema,
             max_line_bytes=s.max_line_bytes,
             redact=s.redact_rejects,
+            declarations=declarations,
         )
         # What makes a line mean what it means, beside its content (SPEC §4).
         semantics = {
             "default_compartment_id": s.default_compartment_id,
             "profile_schema": profile_schema_sha,
             "max_line_bytes": s.max_line_bytes,
+            # Only when given, so the fingerprints of runs without it do not change.
+            **({"properties": declarations.fingerprint()} if declarations else {}),
         }
         fingerprints = [idempotency.input_fingerprint(f.sha256, semantics) for f in self.inputs]
         try:

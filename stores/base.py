@@ -16,7 +16,7 @@ run leaves the store as it was.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -152,3 +152,32 @@ class ProfileStore(abc.ABC):
     @abc.abstractmethod
     def get(self, identifier: Identifier) -> bytes | None:
         """The export record of one profile, or None."""
+
+    # --- reading a given version (`list`, `get --ids`) ----------------------
+
+    @abc.abstractmethod
+    def version(self, number: int) -> Version | None:
+        """A kept version by its number; None once pruned (or never published)."""
+
+    @abc.abstractmethod
+    def scan(
+        self,
+        version: Version,
+        after: bytes | None = None,
+        keep: Callable[[bytes], bool] | None = None,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, export record) of the profiles of `version`, in key order (export's),
+        from the first key > `after` (None: from the start).
+
+        `keep`, when given, sees each record as bytes and drops those it refuses;
+        a store calls it as early as it can (before merging its buckets), and must
+        not read further than the caller consumes: a page stops the scan.
+        Raises `StoreError` when the version's data is gone (pruned meanwhile).
+        """
+
+    @abc.abstractmethod
+    def get_many(self, version: Version, keys: Collection[bytes]) -> dict[bytes, bytes]:
+        """The export records of those of `keys` that `version` holds, by key.
+
+        Reads each bucket at most once, however many keys fall in it.
+        """

@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -39,7 +39,7 @@ from profile_import.core import clock, records
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import Identifier, bucket_of
 
-from . import ledger, locking
+from . import ledger, locking, sorted_files
 from .base import (
     BucketSink,
     BucketSource,
@@ -438,3 +438,65 @@ class SnapshotStore(ProfileStore):
             if line_key > key:
                 break
         return None
+
+    def version(self, number: int) -> Version | None:
+        if number not in self._version_numbers():
+            return None
+        try:
+            return self._version(self._read_manifest(number))
+        except StoreError:
+            if number not in self._version_numbers():
+                return None  # pruned between the listing and the read
+            raise
+
+    def _gone(self, version: Version) -> StoreError:
+        return StoreError(
+            f"store {self.url}: version {version.number} is no longer kept (pruned); "
+            "its profiles cannot be read"
+        )
+
+    def _version_shards(self, version: Version) -> list[str | None]:
+        if version.number not in self._version_numbers():
+            raise self._gone(version)
+        return self._shards(version)
+
+    def scan(
+        self,
+        version: Version,
+        after: bytes | None = None,
+        keep: Callable[[bytes], bool] | None = None,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        shards = self._version_shards(version)
+
+        def gone() -> Exception:
+            if version.number in self._version_numbers():
+                return StoreError(
+                    f"store {self.url} is damaged: a file of version {version.number} is missing"
+                )
+            return self._gone(version)
+
+        # Each bucket is filtered on its own, so only kept records reach the merge.
+        streams = [
+            sorted_files.keyed_lines(self._path(shard), after, keep, gone)
+            for shard in shards
+            if shard is not None
+        ]
+        return heapq.merge(*streams)
+
+    def get_many(self, version: Version, keys: Collection[bytes]) -> dict[bytes, bytes]:
+        shards = self._version_shards(version)
+        by_bucket: dict[int, list[bytes]] = {}
+        for key in set(keys):
+            by_bucket.setdefault(bucket_of(key, self.buckets), []).append(key)
+        found: dict[bytes, bytes] = {}
+        for bucket, wanted in sorted(by_bucket.items()):
+            shard = shards[bucket]
+            if shard is None:
+                continue
+            try:
+                f = open(self._path(shard), "rb")  # noqa: SIM115 - closed by the `with`
+            except FileNotFoundError as e:
+                raise self._gone(version) from e
+            with f:
+                found.update(sorted_files.find_sorted(f, sorted(wanted)))
+        return found
