@@ -40,7 +40,7 @@ def read_lines(
     except InputReadError:
         raise
     except Exception as e:
-        raise InputReadError(f"input {split.path}: read failed: {e}") from e
+        raise InputReadError(f"input {split.display_name}: read failed: {e}") from e
 
 
 def _read(
@@ -53,9 +53,18 @@ def _read(
     else:
         stream = open_text_stream(split.path, transport_params)
     with stream:
+        position = split.start
         if split.start:
-            stream.seek(split.start)
-        remaining = None if split.end is None else split.end - split.start
+            # The range holds the lines that start in it: the line under way
+            # at `start` belongs to the range before, unless a newline ends
+            # right before `start`.
+            stream.seek(split.start - 1)
+            position -= 1
+            while rest := stream.readline(_SKIP_CHUNK):
+                position += len(rest)
+                if rest.endswith(b"\n"):
+                    break
+        remaining = None if split.end is None else split.end - position
         number = split.first_line
         readline = stream.readline
         while remaining is None or remaining > 0:

@@ -1,30 +1,29 @@
-"""Planning the read of an import's inputs.
+"""Planning the read of an import's inputs, without reading their content.
 
-Before the pipeline runs, the launcher reads every input once:
-- expands globs (lexicographic order, SPEC §2) and checks every input exists;
+The launcher only lists the inputs (SPEC §1, §2):
+- expands globs (lexicographic order) and checks every input exists;
+- takes each input's size and modification time from the file system
+  (object metadata for remote inputs);
 - refuses an input it could only misread: a compression it does not read
   (`.zip`), or compressed bytes under a plain name (a gzip file named
-  `.ndjson`), rather than turn every line into an `INVALID_JSON` reject;
-- computes the sha256 of each input's content, decompressed (its identity for
-  idempotency, SPEC §4: the same content gzipped or not is the same input),
-  and its line count;
-- cuts plain files into splits of about `split_bytes` that start on a line
-  boundary, each knowing the number of its first line. Workers then read the
-  splits in parallel and still report exact 1-based line numbers, and every
-  line gets the sequence (input index, line number) that orders a user's
-  commands, whatever the runner does;
-- decompresses compressed inputs fully (they cannot be split), which both
-  counts their lines and turns a corrupt archive into a clear error before
-  anything runs.
+  `.ndjson`), by name and by its first 16 bytes, rather than turn every line
+  into an `INVALID_JSON` reject;
+- cuts each plain input into byte ranges of about `split_bytes`
+  (`split_ranges`), cut anywhere: a range holds the lines that start in it.
+
+Everything that reads content happens in the pipeline, in parallel
+(`inputs.scan`): counting each range's newlines, whose prefix sums give every
+range the number of its first line, and hashing each input's content for its
+identity (SPEC §4). A compressed input cannot be cut: it is one range, read
+whole by one worker.
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -65,16 +64,16 @@ class InputError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    """One input as planned. `path` is as given (`-` for standard input);
-    `source` is where its bytes are read (the spooled copy of standard input)."""
+    """One input as listed. `path` is as given (`-` for standard input);
+    `source` is where its bytes are read when that is elsewhere (the spooled
+    copy of standard input). `size` is in bytes as stored, None if unknown."""
 
     index: int
     path: str
-    sha256: str  # of the content, decompressed
-    size: int  # bytes as stored
-    lines: int
+    size: int | None
     compression: str | None
     source: str = ""
+    modified_ns: int | None = None
 
     @property
     def location(self) -> str:
@@ -83,11 +82,13 @@ class InputFile:
 
 @dataclass(frozen=True, slots=True)
 class InputSplit:
-    """A piece of one input: the lines starting in bytes [start, end).
+    """A piece of one input: the lines that start in bytes [start, end).
 
-    `end` is None for a compressed input, read whole. `first_line` is the
-    1-based number of the split's first line. `path` is where the bytes are
-    read; `name` is the input as the user gave it, for rejects (empty: `path`).
+    `end` is None for an input read whole (compressed, or of unknown size).
+    `first_line` is the 1-based number of the first line that starts in the
+    range (0 until the pipeline has numbered it). `path` is where the bytes
+    are read; `name` is the input as the user gave it, for rejects (empty:
+    `path`).
     """
 
     input_index: int
@@ -144,8 +145,8 @@ def expand(patterns: Sequence[str]) -> list[str]:
 
 
 def spool_stdin(stream: BinaryIO, folder: str) -> str:
-    """Copies standard input to a file in `folder`: workers read splits by
-    offset, and a pipe can be read only once."""
+    """Copies standard input to a file in `folder`: workers read inputs by
+    byte ranges, and a pipe can be read only once."""
     path = os.path.join(folder, "stdin.ndjson")
     with open(path, "wb") as out:
         while block := stream.read(_BLOCK):
@@ -167,11 +168,6 @@ def open_text_stream(path: str, transport_params: dict[str, Any] | None = None) 
     return smart_open.open(
         path, "rb", compression="infer_from_extension", transport_params=transport_params or {}
     )
-
-
-def _blocks(stream: Any) -> Iterator[bytes]:
-    while block := stream.read(_BLOCK):
-        yield block
 
 
 def refuse_unreadable(name: str, first_bytes: bytes) -> None:
@@ -196,99 +192,50 @@ def refuse_unreadable(name: str, first_bytes: bytes) -> None:
         raise InputError(f"input {name}: holds bzip2-compressed data; {hint}")
 
 
-def _plan_plain(
-    index: int, path: str, name: str, split_bytes: int, params: dict[str, Any] | None
-) -> tuple[InputFile, list[InputSplit]]:
-    digest = hashlib.sha256()
-    splits: list[InputSplit] = []
-    offset = 0  # absolute offset of the current block
-    newlines = 0  # newlines before the current block
-    split_start, split_first_line = 0, 1
-    next_cut = split_bytes
-    last_byte = b""
-    shown = "" if name == path else name
+def _list_one(
+    index: int, name: str, path: str, params: dict[str, Any] | None
+) -> InputFile:
+    compression = compression_of(name)
+    size: int | None = None
+    modified_ns: int | None = None
+    if not is_remote(path):
+        stat = os.stat(path)
+        size, modified_ns = stat.st_size, stat.st_mtime_ns
     with open_raw(path, params) as stream:
-        for block in _blocks(stream):
-            if not offset:
-                refuse_unreadable(name, block[:16])
-            digest.update(block)
-            # Cut at the first line boundary at or after each target offset.
-            search = max(next_cut - offset, 0)
-            while search < len(block):
-                newline = block.find(b"\n", search)
-                if newline < 0:
-                    break
-                boundary = offset + newline + 1
-                lines_before = newlines + block.count(b"\n", 0, newline + 1)
-                splits.append(
-                    InputSplit(index, path, split_start, boundary, split_first_line, None, shown)
-                )
-                split_start, split_first_line = boundary, lines_before + 1
-                next_cut = boundary + split_bytes
-                search = next_cut - offset
-            newlines += block.count(b"\n")
-            offset += len(block)
-            last_byte = block[-1:]
-    if split_start < offset:
-        splits.append(InputSplit(index, path, split_start, offset, split_first_line, None, shown))
-    lines = newlines + (1 if offset and last_byte != b"\n" else 0)
+        refuse_unreadable(name, stream.read(16))
     source = "" if name == path else path
-    return InputFile(index, name, digest.hexdigest(), offset, lines, None, source), splits
+    return InputFile(index, name, size, compression, source, modified_ns)
 
 
-def _plan_compressed(
-    index: int, path: str, name: str, compression: str, params: dict[str, Any] | None
-) -> tuple[InputFile, list[InputSplit]]:
-    size = 0
-    with open_raw(path, params) as stream:
-        for block in _blocks(stream):
-            size += len(block)
-    # The identity is the decompressed content (SPEC §4), hashed while the
-    # lines are counted: one pass that also proves the archive is whole.
-    digest = hashlib.sha256()
-    newlines = 0
-    last_byte = b""
-    total = 0
-    with open_text_stream(path, params) as stream:
-        for block in _blocks(stream):
-            digest.update(block)
-            newlines += block.count(b"\n")
-            total += len(block)
-            last_byte = block[-1:]
-    lines = newlines + (1 if total and last_byte != b"\n" else 0)
-    shown = "" if name == path else name
-    splits = [InputSplit(index, path, 0, None, 1, compression, shown)] if total else []
-    source = "" if name == path else path
-    file = InputFile(index, name, digest.hexdigest(), size, lines, compression, source)
-    return file, splits
-
-
-def plan(
+def list_inputs(
     paths: Sequence[str],
     *,
-    split_bytes: int = DEFAULT_SPLIT_BYTES,
     transport_params: dict[str, Any] | None = None,
     sources: Mapping[str, str] | None = None,
-) -> tuple[list[InputFile], list[InputSplit]]:
-    """Fingerprints every input and cuts it into splits. Raises `InputError`.
+) -> list[InputFile]:
+    """The inputs with their metadata, in order. Raises `InputError`.
 
     `sources` maps an input as given to where its bytes are (`-` to the
     spooled standard input).
     """
-    files: list[InputFile] = []
-    splits: list[InputSplit] = []
+    files = []
     for index, name in enumerate(paths):
         path = (sources or {}).get(name, name)
-        compression = compression_of(name)
         try:
-            if compression is None:
-                file, pieces = _plan_plain(index, path, name, split_bytes, transport_params)
-            else:
-                file, pieces = _plan_compressed(index, path, name, compression, transport_params)
+            files.append(_list_one(index, name, path, transport_params))
         except InputError:
             raise
         except Exception as e:
             raise InputError(f"input {name}: cannot be read: {e}") from e
-        files.append(file)
-        splits.extend(pieces)
-    return files, splits
+    return files
+
+
+def split_ranges(file: InputFile, split_bytes: int = DEFAULT_SPLIT_BYTES) -> list[InputSplit]:
+    """The byte ranges of one input, not yet numbered (`first_line` 0)."""
+    name = "" if file.location == file.path else file.path
+    if file.compression is not None or file.size is None:
+        return [InputSplit(file.index, file.location, 0, None, 0, file.compression, name)]
+    return [
+        InputSplit(file.index, file.location, start, min(start + split_bytes, file.size), 0, None, name)
+        for start in range(0, file.size, split_bytes)
+    ]

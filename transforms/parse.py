@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -22,6 +22,7 @@ from .gc_pause import paused
 
 COMMANDS = "commands"
 REJECTS = "rejects"
+COUNTS = "counts"
 
 
 class ParseSplitFn(beam.DoFn):
@@ -30,13 +31,15 @@ class ParseSplitFn(beam.DoFn):
     Main output: `(bucket, CommandBatch)`, one per bucket the split touches.
     `REJECTS` output: `((input index, first line), reject lines)`, one per split
     with rejects, already encoded as the rejects file's NDJSON.
+    `COUNTS` output: `(input index, counts)`, one per split: what the report
+    counts (`core.report.LINE_COUNTS` and `rejected.<CODE>`), as data, so that
+    the final step checks them whatever the runner does with metrics.
     """
 
     def __init__(
         self,
         settings: CheckSettings,
         buckets: int,
-        input_count: int,
         progress_dir: str | None = None,
         transport_params: dict[str, Any] | None = None,
         spill_dir: str | None = None,
@@ -56,9 +59,6 @@ class ParseSplitFn(beam.DoFn):
         self._by_code = {
             code: Metrics.counter(ns, metrics.REJECTED_PREFIX + code) for code in RejectCode
         }
-        self._input_lines = [
-            Metrics.counter(ns, f"{metrics.INPUT_LINES_PREFIX}{i}") for i in range(input_count)
-        ]
 
     def setup(self) -> None:
         # Compiling the schemas is the expensive part: once per worker.
@@ -122,8 +122,19 @@ class ParseSplitFn(beam.DoFn):
         # Counted once per split, not per line: a counter update costs more than a line.
         rejected_count = len(reject_lines)
         accepted_count = lines - blank - rejected_count
+        counts = {
+            "lines": lines,
+            "blank": blank,
+            "accepted": accepted_count,
+            "rejected": rejected_count,
+            "upserts": upserts,
+            "deletes": accepted_count - upserts,
+        }
+        for code, count in rejected_by_code.items():
+            counts[metrics.REJECTED_PREFIX + code] = count
+        yield beam.pvalue.TaggedOutput(COUNTS, (split.input_index, counts))
+        # Beam metrics mirror the counts for monitoring; nothing depends on them.
         self._lines.inc(lines)
-        self._input_lines[split.input_index].inc(lines)
         self._blank.inc(blank)
         self._rejected.inc(rejected_count)
         self._accepted.inc(accepted_count)
@@ -134,34 +145,30 @@ class ParseSplitFn(beam.DoFn):
         progress.mark(self._progress_dir, f"read-{split.input_index}-{split.first_line}", lines)
 
 
-class ParseCommands(beam.PTransform[beam.pvalue.PBegin, beam.pvalue.DoOutputsTuple]):
-    """Reads every split and checks its lines (SPEC §1, §3).
+Splits = beam.pvalue.PCollection[InputSplit]
+
+
+class ParseCommands(beam.PTransform[Splits, beam.pvalue.DoOutputsTuple]):
+    """Reads numbered splits and checks their lines (SPEC §1, §3).
 
     Returns a tuple-like result: `.commands` are `(bucket, CommandBatch)`,
-    `.rejects` are `((input index, first line), NDJSON reject lines)`.
+    `.rejects` are `((input index, first line), NDJSON reject lines)`,
+    `.counts` are `(input index, counts)` per split.
     """
 
     def __init__(
         self,
-        splits: Sequence[InputSplit],
         settings: CheckSettings,
         buckets: int,
-        input_count: int,
         progress_dir: str | None = None,
         transport_params: dict[str, Any] | None = None,
         spill_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self._splits = list(splits)
-        self._fn = ParseSplitFn(
-            settings, buckets, input_count, progress_dir, transport_params, spill_dir
-        )
+        self._fn = ParseSplitFn(settings, buckets, progress_dir, transport_params, spill_dir)
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        outputs: beam.pvalue.DoOutputsTuple = (
-            pbegin
-            # Reshuffled by Create, so the splits spread over the workers.
-            | "CreateSplits" >> beam.Create(self._splits)
-            | "CheckLines" >> beam.ParDo(self._fn).with_outputs(REJECTS, main=COMMANDS)
-        )
+    def expand(self, splits: Splits) -> beam.pvalue.DoOutputsTuple:
+        outputs: beam.pvalue.DoOutputsTuple = splits | "CheckLines" >> beam.ParDo(
+            self._fn
+        ).with_outputs(REJECTS, COUNTS, main=COMMANDS)
         return outputs
