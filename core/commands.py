@@ -63,9 +63,9 @@ _OPENER = b"("
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 _FIELD_TYPES: tuple[tuple[str, str, type], ...] = (
-    (FORCE_REPLACE, "boolean", bool),
-    (MERGE_OBJECTS, "boolean", bool),
-    (USER_PROFILE, "object", dict),
+    (FORCE_REPLACE, "a boolean", bool),
+    (MERGE_OBJECTS, "a boolean", bool),
+    (USER_PROFILE, "an object", dict),
 )
 
 
@@ -138,7 +138,7 @@ def classify(
     for name, wanted, python_type in _FIELD_TYPES:
         if name in obj and not isinstance(obj[name], python_type):
             return LineRejected(
-                RejectCode.INVALID_FIELD, f"{name} must be a {wanted}, not {json_type(obj[name])}"
+                RejectCode.INVALID_FIELD, f"{name} must be {wanted}, not {json_type(obj[name])}"
             )
     if profile_too_deep:
         return _too_deep()

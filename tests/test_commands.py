@@ -137,6 +137,12 @@ def test_profile_schema_messages_are_redactable(redact: bool) -> None:
     assert ("-123456" in caught.value.message) is not redact
 
 
+def test_a_profile_of_the_wrong_type_says_so() -> None:
+    with pytest.raises(LineRejected) as caught:
+        CHECKER.check(with_(user_profile=[1]).encode())
+    assert caught.value.message == "user_profile must be an object, not array"
+
+
 def test_messages_name_fields_not_values() -> None:
     with pytest.raises(LineRejected) as caught:
         CHECKER.check(with_(force_replace="SECRET-VALUE").encode())
