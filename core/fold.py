@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from .merge import Profile, same_json, upsert
+from .merge import DeepMerger, Profile, same_json, upsert
 
 UPSERT = "UPSERT"
 DELETE = "DELETE"
@@ -96,13 +96,14 @@ def apply_command(current: Profile | None, command: Command) -> Profile | None:
 class ProfileFold:
     """One identifier's commands, applied one at a time as they come."""
 
-    __slots__ = ("current", "deletes_missing", "recreated", "stored")
+    __slots__ = ("current", "deletes_missing", "merger", "recreated", "stored")
 
     def __init__(self, stored: StoredProfile | None) -> None:
         self.stored = stored
         self.current = stored.profile if stored is not None else None
         self.deletes_missing = 0
         self.recreated = False  # the stored profile was deleted along the way
+        self.merger = DeepMerger()
 
     def apply(self, command: Command) -> None:
         if command.operation == DELETE:
@@ -110,7 +111,15 @@ class ProfileFold:
                 self.deletes_missing += 1
             else:
                 self.recreated = self.stored is not None
-        self.current = apply_command(self.current, command)
+        current = self.current
+        if current is None or command.profile is None or command.force_replace:
+            # The profile is removed or replaced: what the merger built is gone.
+            self.merger.forget()
+        elif command.merge_objects:
+            # Deep merges grow what earlier ones built, in place (see DeepMerger).
+            self.current = self.merger.merge(current, command.profile)
+            return
+        self.current = apply_command(current, command)
 
     def finish(self, now: str) -> FoldResult:
         """The outcome; `now` is the run's start time."""

@@ -101,7 +101,7 @@ def _load_profile_schema(path: str | None) -> tuple[dict[str, Any] | None, str |
     if not isinstance(schema, dict | bool):
         raise UsageError(f"--profile-schema {path}: a JSON Schema is an object")
     try:
-        SchemaValidator(schema).check_usable()  # type: ignore[arg-type]
+        SchemaValidator(schema)
     except InvalidSchema as e:
         raise UsageError(f"--profile-schema {path}: {e}") from e
     return schema, hashlib.sha256(data).hexdigest()  # type: ignore[return-value]

@@ -137,6 +137,12 @@ def test_profile_schema_messages_are_redactable(redact: bool) -> None:
     assert ("-123456" in caught.value.message) is not redact
 
 
+def test_a_profile_of_the_wrong_type_says_so() -> None:
+    with pytest.raises(LineRejected) as caught:
+        CHECKER.check(with_(user_profile=[1]).encode())
+    assert caught.value.message == "user_profile must be an object, not array"
+
+
 def test_messages_name_fields_not_values() -> None:
     with pytest.raises(LineRejected) as caught:
         CHECKER.check(with_(force_replace="SECRET-VALUE").encode())
@@ -263,3 +269,125 @@ def test_schema_and_classifier_agree(obj: dict[str, Any], default: str | None) -
             RejectCode.MULTIPLE_IDENTIFIERS,
             RejectCode.INVALID_IDENTIFIER,
         )
+
+
+# --- depth (SPEC §3): user_profile is level 1, at most 100 levels ----------
+
+
+def profile_of_depth(levels: int, kind: str = "[") -> bytes:
+    """A user_profile of exactly `levels` levels, as JSON text."""
+    inner = (
+        b"[" * (levels - 1) + b"]" * (levels - 1)
+        if kind == "["
+        else b'{"a":' * (levels - 1) + b"1" + b"}" * (levels - 1)
+    )
+    return b'{"p":' + (inner or b"1") + b"}"
+
+
+def deep_line(levels: int, kind: str = "[", before: bytes = b"", after: bytes = b"") -> bytes:
+    return (
+        b'{"operation":"UPSERT",'
+        + before
+        + b'"force_replace":true,"user_profile":'
+        + profile_of_depth(levels, kind)
+        + after
+        + b"}"
+    )
+
+
+EMAIL = b'"email_hash":"h",'
+
+
+@pytest.mark.parametrize("kind", ["[", "{"])
+@pytest.mark.parametrize(
+    ("levels", "code"),
+    [
+        (1, None),
+        (100, None),
+        (101, RejectCode.INVALID_FIELD),
+        (253, RejectCode.INVALID_FIELD),
+        (254, RejectCode.INVALID_FIELD),  # failed the whole run before
+        (1000, RejectCode.INVALID_FIELD),
+        (1024, RejectCode.INVALID_FIELD),
+        (1025, RejectCode.INVALID_FIELD),  # beyond what orjson reads: INVALID_JSON before
+        (2000, RejectCode.INVALID_FIELD),
+        (100_000, RejectCode.INVALID_FIELD),
+    ],
+)
+def test_a_profile_deeper_than_100_levels_is_an_invalid_field(
+    levels: int, kind: str, code: RejectCode | None
+) -> None:
+    line = deep_line(levels, kind, before=EMAIL)
+    assert code_of(line) is code
+    if code is not None:
+        with pytest.raises(LineRejected) as caught:
+            CHECKER.check(line)
+        assert caught.value.message == "user_profile is nested more than 100 levels deep"
+    else:
+        accepted = CHECKER.check(line)
+        assert accepted is not None
+        orjson.dumps(load_accepted(line).profile)  # what the apply step does with it
+
+
+@pytest.mark.parametrize("levels", [101, 300, 2000])
+@pytest.mark.parametrize(
+    ("before", "after", "code"),
+    [
+        # Earlier codes win over the depth ...
+        (b"", b"", RejectCode.MISSING_IDENTIFIER),
+        (EMAIL + b'"user_agent_id":"u",', b"", RejectCode.MULTIPLE_IDENTIFIERS),
+        (b'"email_hash":"",', b"", RejectCode.INVALID_IDENTIFIER),
+        (b'"email_hash":5,', b"", RejectCode.INVALID_IDENTIFIER),
+        # ... later ones lose to it.
+        (EMAIL, b',"extra":1', RejectCode.INVALID_FIELD),
+        (EMAIL, b',"merge_objects":"yes"', RejectCode.INVALID_FIELD),
+        (
+            EMAIL + b'"compartment_id":12345678901234567890123,',
+            b"",
+            RejectCode.MULTIPLE_IDENTIFIERS,
+        ),
+    ],
+)
+def test_depth_takes_its_place_in_the_code_order(
+    levels: int, before: bytes, after: bytes, code: RejectCode
+) -> None:
+    assert code_of(deep_line(levels, before=before, after=after)) is code
+
+
+@pytest.mark.parametrize("levels", [150, 2000])
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        # Deep elsewhere than user_profile: the field's own rule.
+        (b'{"operation":"DELETE","email_hash":"h","x":%s}', RejectCode.UNKNOWN_FIELD),
+        (b'{"operation":"DELETE","email_hash":"h","force_replace":%s}', RejectCode.INVALID_FIELD),
+        (b'{"operation":%s,"email_hash":"h"}', RejectCode.INVALID_OPERATION),
+        (b'{"operation":"DELETE","email_hash":%s}', RejectCode.INVALID_IDENTIFIER),
+        (b'{"operation":"DELETE","email_hash":"h","user_profile":%s}', RejectCode.INVALID_FIELD),
+        (b"%s", RejectCode.NOT_AN_OBJECT),
+        (b'{"operation":"DELETE","email_hash":"h","x":%s,}', RejectCode.INVALID_JSON),
+        (b'{"operation":"DELETE","email_hash":"h","x":%s', RejectCode.INVALID_JSON),
+        # A huge integer beside the depth: the standard parser meets a shallow line.
+        (
+            b'{"operation":"DELETE","email_hash":"h","n":123456789012345678901234,"x":%s}',
+            RejectCode.UNKNOWN_FIELD,
+        ),
+    ],
+)
+def test_deep_values_outside_the_profile(levels: int, line: bytes, code: RejectCode) -> None:
+    value = b"[" * levels + b"]" * levels
+    assert code_of(line % value) is code
+
+
+def test_a_deep_unknown_field_with_a_good_profile_is_unknown_not_too_deep() -> None:
+    value = b"[" * 300 + b"]" * 300
+    line = b'{"operation":"UPSERT","email_hash":"h","force_replace":true,"user_profile":{},"x":%s}'
+    with pytest.raises(LineRejected) as caught:
+        CHECKER.check(line % value)
+    assert caught.value.code is RejectCode.UNKNOWN_FIELD
+
+
+def test_a_wide_profile_with_many_brackets_is_not_deep() -> None:
+    # More than 101 brackets, few levels: measured, and accepted.
+    profile = {"orders": [{"id": i, "tags": [i]} for i in range(500)]}
+    assert code_of(with_(user_profile=profile)) is None
