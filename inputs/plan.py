@@ -192,9 +192,7 @@ def refuse_unreadable(name: str, first_bytes: bytes) -> None:
         raise InputError(f"input {name}: holds bzip2-compressed data; {hint}")
 
 
-def _list_one(
-    index: int, name: str, path: str, params: dict[str, Any] | None
-) -> InputFile:
+def _list_one(index: int, name: str, path: str, params: dict[str, Any] | None) -> InputFile:
     compression = compression_of(name)
     size: int | None = None
     modified_ns: int | None = None
@@ -236,6 +234,8 @@ def split_ranges(file: InputFile, split_bytes: int = DEFAULT_SPLIT_BYTES) -> lis
     if file.compression is not None or file.size is None:
         return [InputSplit(file.index, file.location, 0, None, 0, file.compression, name)]
     return [
-        InputSplit(file.index, file.location, start, min(start + split_bytes, file.size), 0, None, name)
+        InputSplit(
+            file.index, file.location, start, min(start + split_bytes, file.size), 0, None, name
+        )
         for start in range(0, file.size, split_bytes)
     ]

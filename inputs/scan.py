@@ -76,4 +76,6 @@ def hash_content(file: InputFile, transport_params: dict[str, Any] | None = None
         raise ReadError(
             f"input {file.path}: {size} bytes read of {file.size} listed: it changed while read"
         )
-    return ContentHash(file.index, digest.hexdigest(), size, line_count(newlines, size, last == b"\n"))
+    return ContentHash(
+        file.index, digest.hexdigest(), size, line_count(newlines, size, last == b"\n")
+    )

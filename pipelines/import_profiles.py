@@ -1,42 +1,52 @@
-"""The profile import pipeline.
+"""The profile import pipeline, from the listed inputs to the final report.
 
-    splits ──ParseCommands──► (bucket, batch) ──ApplyCommands──► new buckets in the store
-                  │
-                  └─ rejects ──WriteRejects──► reject files in the run's work folder
+    inputs ──NumberSplits──► splits ──ParseCommands──► (bucket, batch) ──ApplyCommands──┐
+      │                                  │   └─ counts per split ─────────────────────┤
+      │                                  └─ rejects ──WriteRejects──► reject files ───┤
+      └──HashInputs──► content hashes ──DecideInputs──► decided ──────────────────────┤
+                                              (ApplyCommands skips what it skips)      │
+                                                                    CommitImport ◄─────┘
+                                                     check, publish or discard, report
 
-`build` adds these steps to a pipeline and returns; running it, and
-publishing or discarding its result, is the launcher's job
-(`profile_import.runners.execution`).
+`build` adds these steps to a pipeline and returns it, not run: the same
+pipeline runs under the command line (which waits and prints the report),
+on the portable runner, or on Dataflow with nobody waiting. The launcher
+(`profile_import.runners`) only lists the inputs, stages the run in the
+store, builds and launches.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
 
 from profile_import.core.commands import CheckSettings
-from profile_import.inputs.plan import InputSplit
-from profile_import.stores.base import BucketSink, BucketSource
+from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES
+from profile_import.stores.base import BucketSource
 from profile_import.transforms.apply import ApplyCommands
+from profile_import.transforms.commit import CommitImport, Finalizer
+from profile_import.transforms.idempotency import DecideInputs
 from profile_import.transforms.parse import ParseCommands
 from profile_import.transforms.rejects import WriteRejects
+from profile_import.transforms.scan import HashInputs, NumberSplits
 
 
 @dataclass(frozen=True)
 class ImportJob:
     """Everything the pipeline needs, decided before it is built."""
 
-    splits: list[InputSplit]
-    input_count: int
+    finalizer: Finalizer  # the run's context, its store, parent and staging
     check: CheckSettings
+    semantics: Mapping[str, Any]  # the options that change what a line means (SPEC §4)
+    allow_reapply: bool
     buckets: int
-    source: BucketSource
-    sink: BucketSink | None  # None: a dry run writes nothing
-    now: str  # the execution's start time, stamped on what it changes
+    source: BucketSource  # the parent version's buckets
     work_dir: str
+    split_bytes: int = DEFAULT_SPLIT_BYTES
     progress: bool = False
     spill: bool = False  # shuffle batches through files in work_dir (transforms.batches)
     transport_params: dict[str, Any] = field(default_factory=dict)
@@ -56,20 +66,31 @@ class ImportJob:
 
 def build(pipeline: beam.Pipeline, job: ImportJob) -> beam.Pipeline:
     """Adds the import's steps to `pipeline` and returns it, not run."""
-    parsed = pipeline | "ParseCommands" >> ParseCommands(
-        job.splits,
-        job.check,
-        job.buckets,
-        job.input_count,
-        job.progress_dir,
-        job.transport_params or None,
-        job.spill_dir,
+    finalizer = job.finalizer
+    params = job.transport_params or None
+    inputs = pipeline | "ListedInputs" >> beam.Create(list(finalizer.ctx.inputs))
+    splits = inputs | "NumberSplits" >> NumberSplits(job.split_bytes, params)
+    decided = (
+        inputs
+        | "HashInputs" >> HashInputs(params)
+        | "DecideInputs"
+        >> DecideInputs(
+            finalizer.store,
+            finalizer.parent,
+            job.semantics,
+            job.allow_reapply,
+            len(finalizer.ctx.inputs),
+        )
     )
-    _ = parsed.commands | "ApplyCommands" >> ApplyCommands(
-        job.source,
-        job.sink,
-        job.now,
-        job.progress_dir,
+    parsed = splits | "ParseCommands" >> ParseCommands(
+        job.check, job.buckets, job.progress_dir, params, job.spill_dir
     )
-    _ = parsed.rejects | "WriteRejects" >> WriteRejects(job.rejects_dir)
+    sink = finalizer.staging.sink if finalizer.staging is not None else None
+    buckets = parsed.commands | "ApplyCommands" >> ApplyCommands(
+        job.source, sink, finalizer.ctx.started_at, job.progress_dir, decided
+    )
+    reject_files = parsed.rejects | "WriteRejects" >> WriteRejects(job.rejects_dir)
+    _ = pipeline | "CommitImport" >> CommitImport(
+        finalizer, decided, parsed.counts, buckets, reject_files
+    )
     return pipeline

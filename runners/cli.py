@@ -214,7 +214,8 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     outcome = execution.run()
     text = (json.dumps(outcome.report, indent=2) + "\n").encode()
     try:
-        execution.report_output.write(text)
+        if not outcome.report_written:
+            execution.report_output.write(text)
     except Exception as e:  # noqa: BLE001 - OSError, and remote clients' own errors
         # Proven writable before the run, yet failing now (a full disk): the
         # run's outcome stands, published or not, and the report goes to

@@ -21,7 +21,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
 
 LOCAL_RUNNER = "FnApiRunner"
 
@@ -57,6 +62,21 @@ def runner_name(options: PipelineOptions) -> str:
 
 def is_local(options: PipelineOptions) -> bool:
     return runner_name(options) == LOCAL_RUNNER
+
+
+def on_this_machine(options: PipelineOptions) -> bool:
+    """Whether every worker runs on this machine and sees its disk: the local
+    runner, or the portable runner with an embedded job service and its
+    workers in this process (`--job_endpoint=embed --environment_type=LOOPBACK`,
+    the path Flink and Spark take, tested offline)."""
+    if is_local(options):
+        return True
+    portable = options.view_as(PortableOptions)
+    return (
+        runner_name(options) == "PortableRunner"
+        and portable.job_endpoint == "embed"
+        and (portable.environment_type or "").upper() == "LOOPBACK"
+    )
 
 
 def workers(options: PipelineOptions) -> int:

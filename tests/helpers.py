@@ -6,8 +6,13 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from profile_import.core.numbering import first_lines
+from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES, InputSplit, list_inputs, split_ranges
+from profile_import.inputs.scan import ContentHash, count_range, hash_content
 
 CLI = [sys.executable, "-m", "profile_import.runners.cli"]
 SYSTEM_FIELDS = ("created_at", "last_modified_at")
@@ -77,3 +82,20 @@ def write_big_input(path: Path, lines: int, users: int = 20_000) -> Path:
                 profile = {"n": rnd.randrange(100), "tags": [rnd.choice("abc")], "o": {"k": u}}
                 f.write(json.dumps(upsert(ident, profile, merge_objects=rnd.random() < 0.5)) + "\n")
     return path
+
+
+def plan(
+    paths: Sequence[str],
+    split_bytes: int = DEFAULT_SPLIT_BYTES,
+    sources: dict[str, str] | None = None,
+) -> tuple[list[ContentHash], list[InputSplit]]:
+    """What the pipeline's first steps compute (`transforms.scan`), in one
+    process and from the same functions: each input's content hash and its
+    numbered splits."""
+    files = list_inputs(paths, sources=sources)
+    splits: list[InputSplit] = []
+    for file in files:
+        ranges = split_ranges(file, split_bytes)
+        numbers = first_lines(count_range(r) for r in ranges if r.end is not None)
+        splits += [replace(r, first_line=numbers.get(r.start, 1)) for r in ranges]
+    return [hash_content(f) for f in files], splits

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import apache_beam as beam
 import orjson
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
@@ -20,12 +21,13 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from profile_import.core import records
 from profile_import.core.commands import CheckSettings
 from profile_import.core.identifiers import Identifier
-from profile_import.inputs.plan import plan
 from profile_import.stores.base import BucketSink, BucketSource
 from profile_import.transforms import metrics
 from profile_import.transforms.apply import ApplyCommands
 from profile_import.transforms.parse import ParseCommands
 from profile_import.transforms.rejects import WriteRejects
+
+from .helpers import plan
 
 NOW = "2026-11-23T00:00:00.000Z"
 COUNTS = ("lines", "blank", "accepted", "rejected", "upserts", "deletes")
@@ -82,7 +84,7 @@ def import_lines(
     _, splits = plan([str(path)], split_bytes=split_bytes)
     data, rejects_dir = str(folder / "buckets"), str(folder / "rejects")
     p = TestPipeline(runner=FnApiRunner())
-    parsed = p | ParseCommands(splits, settings or CheckSettings(), buckets, 1)
+    parsed = p | beam.Create(splits) | ParseCommands(settings or CheckSettings(), buckets)
     _ = parsed.commands | ApplyCommands(FolderSource(data), FolderSink(data), NOW)
     _ = parsed.rejects | WriteRejects(rejects_dir)
     result = p.run()

@@ -349,12 +349,6 @@ def test_empty_input_is_a_successful_run(tmp_path: Path) -> None:
         (lambda d: d / "missing.ndjson", "not found"),
         (lambda d: d, "a directory, not a file"),
         (lambda d: d / "*.nope", "matches no file"),
-        (
-            lambda d: (
-                (d / "bad.ndjson.gz").write_bytes(b"\x1f\x8b\x08\x00junk") and d / "bad.ndjson.gz"
-            ),
-            "cannot be read",
-        ),
     ],
 )
 def test_unreadable_input_exits_2_with_a_failed_report(
@@ -367,6 +361,17 @@ def test_unreadable_input_exits_2_with_a_failed_report(
     assert message in result.stderr and "Traceback" not in result.stderr
     assert json.loads(report.read_text())["status"] == "FAILED"
     assert not (tmp_path / "s").exists()
+
+
+def test_a_corrupt_archive_fails_the_run_naming_the_input(tmp_path: Path) -> None:
+    """The launcher reads no input content: the workers find a corrupt archive."""
+    bad = tmp_path / "bad.ndjson.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00junk")
+    report = tmp_path / "report.json"
+    result = run_cli("run", "--store", tmp_path / "s", "--report", report, bad)
+    assert result.returncode == 1
+    assert f"input {bad}: cannot be read" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads(report.read_text())["status"] == "FAILED"
 
 
 @pytest.mark.parametrize(
@@ -424,7 +429,7 @@ def test_a_missing_store_is_an_error_not_an_empty_store(tmp_path: Path, command:
     [
         (["--max_rejects=0"], "unknown option(s): --max_rejects=0"),
         (["--dryrun"], "unknown option(s): --dryrun"),
-        (["--runner=PortableRunner"], "can only be written by the local runner"),
+        (["--runner=PortableRunner"], "is on this machine, where its workers cannot write"),
         (["--rejects", "/nonexistent/folder/r.ndjson"], "--rejects /nonexistent/folder/r.ndjson"),
         (["--report", "/nonexistent/folder/r.json"], "--report /nonexistent/folder/r.json"),
     ],

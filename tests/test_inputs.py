@@ -13,7 +13,16 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from profile_import.inputs.lines import InputReadError, read_lines
-from profile_import.inputs.plan import InputError, InputSplit, expand, plan, refuse_unreadable
+from profile_import.inputs.plan import (
+    InputError,
+    InputSplit,
+    expand,
+    list_inputs,
+    refuse_unreadable,
+)
+from profile_import.inputs.scan import ReadError
+
+from .helpers import plan
 
 
 def read_all(
@@ -67,16 +76,21 @@ def test_splits_cover_every_line_once_with_its_number(
     assert all(s.start < s.end for s in splits if s.end is not None)
 
 
-def test_split_boundaries_are_line_starts(tmp_path: Path) -> None:
+def test_ranges_are_cut_anywhere_and_numbered_by_the_lines_starting_in_them(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "a.ndjson"
     path.write_bytes(b"".join(b"%05d\n" % i for i in range(100)))  # 6 bytes a line
     _, splits = plan([str(path)], split_bytes=20)
+    # Lines start at 0, 6, 12, 18, 24...: [20, 40) holds lines 5 to 7 (24, 30, 36).
     assert [(s.start, s.end, s.first_line) for s in splits[:3]] == [
-        (0, 24, 1),
-        (24, 48, 5),
-        (48, 72, 9),
+        (0, 20, 1),
+        (20, 40, 5),
+        (40, 60, 8),
     ]
     assert splits[-1].end == 600
+    got = [(n, c) for split in splits for n, c, _ in read_lines(split, 100)]
+    assert got == [(i + 1, b"%05d" % i) for i in range(100)]
 
 
 def test_bom_is_dropped_on_the_first_line_only(tmp_path: Path) -> None:
@@ -127,14 +141,16 @@ def test_compressed_inputs(tmp_path: Path, suffix: str, compress: object) -> Non
     assert files[0].lines == 1000
     # The identity of an input is its content, whatever its compression (SPEC §4).
     assert files[0].sha256 == hashlib.sha256(data).hexdigest()
-    assert files[0].size == path.stat().st_size
+    assert files[0].size == len(data)
+    assert list_inputs([str(path)])[0].size == path.stat().st_size  # as stored
     assert [c for _, _, c, _ in read_all([str(path)], 100)] == data.splitlines()
 
 
-def test_corrupt_gzip_is_an_input_error(tmp_path: Path) -> None:
+def test_corrupt_gzip_is_a_read_error_naming_the_input(tmp_path: Path) -> None:
     path = tmp_path / "a.ndjson.gz"
     path.write_bytes(gzip.compress(b'{"a":1}\n' * 1000)[:-30] + b"garbage")
-    with pytest.raises(InputError, match=r"a\.ndjson\.gz: cannot be read"):
+    list_inputs([str(path)])  # listed without reading its content
+    with pytest.raises(ReadError, match=r"a\.ndjson\.gz: cannot be read"):
         plan([str(path)])
 
 
@@ -206,8 +222,10 @@ def test_plain_text_that_starts_like_bzip2_is_read(tmp_path: Path) -> None:
 def test_standard_input_is_planned_from_its_spooled_copy(tmp_path: Path) -> None:
     spooled = tmp_path / "stdin.ndjson"
     spooled.write_bytes(b'{"a":1}\n{"a":2}\n')
-    files, splits = plan(["-"], sources={"-": str(spooled)})
-    assert (files[0].path, files[0].location, files[0].lines) == ("-", str(spooled), 2)
+    [listed] = list_inputs(["-"], sources={"-": str(spooled)})
+    assert (listed.path, listed.location) == ("-", str(spooled))
+    hashes, splits = plan(["-"], sources={"-": str(spooled)})
+    assert hashes[0].lines == 2
     assert [(s.path, s.display_name) for s in splits] == [(str(spooled), "-")]
 
 

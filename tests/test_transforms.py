@@ -18,15 +18,17 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 from profile_import.core import records
 from profile_import.core.commands import CheckSettings
 from profile_import.core.fold import StoredProfile
+from profile_import.core.idempotency import ALREADY_APPLIED, AppliedInput, InputDecision
 from profile_import.core.identifiers import Identifier, bucket_of
-from profile_import.inputs.plan import plan
+from profile_import.inputs.scan import ContentHash
 from profile_import.stores.snapshot import SnapshotStore
 from profile_import.transforms import batches, metrics
 from profile_import.transforms.apply import ApplyCommands
+from profile_import.transforms.idempotency import Decided
 from profile_import.transforms.parse import ParseCommands
 from profile_import.transforms.rejects import WriteRejects
 
-from .helpers import write_lines
+from .helpers import plan, write_lines
 
 BUCKETS = 4
 NOW = "2026-11-23T00:00:00.000Z"
@@ -75,7 +77,7 @@ def test_parse_commands_routes_good_and_rejected_lines(
     files, splits = plan([path], split_bytes=split_bytes)
     spill_dir = str(tmp_path / "spill") if spill else None
     p = pipeline()
-    parsed = p | ParseCommands(splits, CheckSettings(), BUCKETS, 1, spill_dir=spill_dir)
+    parsed = p | beam.Create(splits) | ParseCommands(CheckSettings(), BUCKETS, spill_dir=spill_dir)
 
     want_commands = sorted(
         (bucket_of(Identifier.email_hash(h).key, BUCKETS), h) for h in ("h1", "h2", "h1")
@@ -105,14 +107,45 @@ def test_parse_commands_routes_good_and_rejected_lines(
         ),
         label="CheckRejects",
     )
+    # The counts come as data too, per input: what the final step checks.
+    assert_that(
+        parsed.counts | beam.CombinePerKey(sum_counts),
+        equal_to(
+            [
+                (
+                    0,
+                    {
+                        "lines": 7,
+                        "blank": 1,
+                        "accepted": 3,
+                        "rejected": 3,
+                        "upserts": 2,
+                        "deletes": 1,
+                        "rejected.INVALID_JSON": 1,
+                        "rejected.UNKNOWN_FIELD": 1,
+                        "rejected.INVALID_IDENTIFIER": 1,
+                    },
+                )
+            ]
+        ),
+        label="CheckCounts",
+    )
     result = p.run()
     result.wait_until_finish()
     got = counters(result)
     assert {
         k: got[k] for k in ("lines", "blank", "accepted", "rejected", "upserts", "deletes")
     } == {"lines": 7, "blank": 1, "accepted": 3, "rejected": 3, "upserts": 2, "deletes": 1}
-    assert got["rejected.INVALID_JSON"] == 1 and got["input_lines.0"] == 7
+    assert got["rejected.INVALID_JSON"] == 1
     assert files[0].lines == 7
+
+
+def sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counts:
+        for name, value in one.items():
+            total[name] = total.get(name, 0) + value
+    return total
 
 
 def _batch(lines: list[dict[str, Any]], first_line: int) -> tuple[int, batches.CommandBatch]:
@@ -151,7 +184,12 @@ def test_apply_commands_applies_batches_in_input_order(tmp_path: Path) -> None:
     )
     gone_bucket = bucket_of(Identifier.email_hash("gone").key, BUCKETS)
     want = [(bucket, 1)] + ([(gone_bucket, 0)] if gone_bucket != bucket else [])
-    assert_that(out, equal_to(want))
+    assert_that(out | beam.MapTuple(lambda b, r: (b, r["profiles"])), equal_to(want))
+    assert_that(
+        out | beam.Values() | beam.Map(lambda r: r["commands_applied"]) | beam.CombineGlobally(sum),
+        equal_to([4]),
+        label="AppliedAsData",
+    )
     result = p.run()
     result.wait_until_finish()
     got = counters(result)
@@ -170,7 +208,10 @@ def test_apply_commands_dry_run_writes_nothing(tmp_path: Path) -> None:
     p = pipeline()
     line = {"operation": "UPSERT", "email_hash": "n", "force_replace": True, "user_profile": {}}
     out = p | beam.Create([_batch([line], 1)]) | ApplyCommands(store.source(None), None, NOW)
-    assert_that(out, equal_to([(bucket_of(Identifier.email_hash("n").key, BUCKETS), 1)]))
+    assert_that(
+        out | beam.MapTuple(lambda b, r: (b, r["profiles"], r["buckets_written"])),
+        equal_to([(bucket_of(Identifier.email_hash("n").key, BUCKETS), 1, 0)]),
+    )
     p.run().wait_until_finish()
     assert not (tmp_path / "store").exists()
 
@@ -180,10 +221,49 @@ def test_write_rejects_writes_one_file_per_split(tmp_path: Path) -> None:
     elements = [((0, 1), b'{"line":1}\n'), ((1, 30), b'{"line":30}\n{"line":31}\n')]
     out = p | beam.Create(elements) | WriteRejects(str(tmp_path / "rejects"))
     assert_that(
-        out | beam.Map(lambda path: Path(path).name),
-        equal_to(["rejects-000000-000000000001.ndjson", "rejects-000001-000000000030.ndjson"]),
+        out | beam.Map(lambda f: (f.input_index, f.first_line, Path(f.path).name, f.rejects)),
+        equal_to(
+            [
+                (0, 1, "rejects-000000-000000000001.ndjson", 1),
+                (1, 30, "rejects-000001-000000000030.ndjson", 2),
+            ]
+        ),
     )
     p.run().wait_until_finish()
     assert (tmp_path / "rejects" / "rejects-000001-000000000030.ndjson").read_bytes() == elements[
         1
     ][1]
+
+
+def test_apply_commands_skips_the_batches_of_skipped_inputs(tmp_path: Path) -> None:
+    """What DecideInputs decided: a skipped input's commands apply nothing, and a
+    bucket that only they touch is not rewritten."""
+    store = SnapshotStore(str(tmp_path / "store"), buckets=BUCKETS)
+    kept, skipped = Identifier.email_hash("kept"), Identifier.email_hash("skipped")
+    line = {"operation": "UPSERT", "force_replace": True, "user_profile": {"v": 1}}
+
+    def batch(ident: Identifier, input_index: int) -> tuple[int, batches.CommandBatch]:
+        bucket = bucket_of(ident.key, BUCKETS)
+        content = orjson.dumps({**line, **ident.fields()})
+        return bucket, batches.encode(bucket, input_index, 1, [batches.keyed(ident.key, content)])
+
+    decided = Decided(
+        (ContentHash(0, "a" * 64, 10, 1), ContentHash(1, "b" * 64, 10, 1)),
+        (
+            InputDecision(0, "fp-a"),
+            InputDecision(1, "fp-b", ALREADY_APPLIED, AppliedInput("fp-b", "e", 1, NOW)),
+        ),
+    )
+    staging = store.begin("run", None)
+    p = pipeline()
+    decisions = p | "Decided" >> beam.Create([decided])
+    out = (
+        p
+        | beam.Create([batch(kept, 0), batch(skipped, 1)])
+        | ApplyCommands(staging.source, staging.sink, NOW, decided=decisions)
+    )
+    assert_that(out | beam.Keys(), equal_to([bucket_of(kept.key, BUCKETS)]))
+    p.run().wait_until_finish()
+    assert bucket_of(kept.key, BUCKETS) != bucket_of(skipped.key, BUCKETS)
+    store.commit(staging, {"fingerprint": "run"}, 1, 1, ["fp-a"])
+    assert store.get(kept) is not None and store.get(skipped) is None

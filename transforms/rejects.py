@@ -1,16 +1,27 @@
 """WriteRejects: every split's rejects into a file of the run's work folder.
 
-The launcher concatenates these files in sequence order into the one rejects
-file the user asked for, so the rejects come out in input order without a
-global sort, and a run with millions of rejects never holds them in memory.
+The final step (`transforms.commit`) concatenates the files of the inputs the
+run applies, in sequence order, into the one rejects file the user asked for,
+so the rejects come out in input order without a global sort, and a run with
+millions of rejects never holds them in memory.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import apache_beam as beam
+
+
+class RejectFile(NamedTuple):
+    """One split's reject file, for the final step to gather in input order."""
+
+    input_index: int
+    first_line: int
+    path: str
+    rejects: int
 
 
 def reject_file_name(sequence: tuple[int, int]) -> str:
@@ -22,7 +33,7 @@ class WriteRejectFileFn(beam.DoFn):
     def __init__(self, directory: str) -> None:
         self._directory = directory
 
-    def process(self, element: tuple[tuple[int, int], bytes]) -> Iterator[str]:
+    def process(self, element: tuple[tuple[int, int], bytes]) -> Iterator[RejectFile]:
         sequence, payload = element
         os.makedirs(self._directory, exist_ok=True)
         path = os.path.join(self._directory, reject_file_name(sequence))
@@ -30,11 +41,11 @@ class WriteRejectFileFn(beam.DoFn):
         with open(tmp, "wb") as f:
             f.write(payload)
         os.replace(tmp, path)  # a retried bundle replaces the same file
-        yield path
+        yield RejectFile(sequence[0], sequence[1], path, payload.count(b"\n"))
 
 
 SplitRejects = beam.pvalue.PCollection[tuple[tuple[int, int], bytes]]
-Paths = beam.pvalue.PCollection[str]
+Paths = beam.pvalue.PCollection[RejectFile]
 
 
 class WriteRejects(beam.PTransform[SplitRejects, Paths]):

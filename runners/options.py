@@ -1,0 +1,212 @@
+"""The options of an import run, declared once as Beam pipeline options.
+
+`ImportOptions` is what `profile-import run --help` lists (the command line
+adds these arguments to its `run` parser), what a Dataflow Flex Template
+declares as its parameters (`runners/dataflow/metadata.json`, checked against
+this class by the tests), and what the template's launcher parses. Each
+option has its Beam spelling (`--max_rejects`) and its command-line one
+(`--max-rejects`); both work everywhere.
+
+Flags take an optional value (`--dry-run`, `--dry_run=true`) because a
+template passes every parameter as `--name=value`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from profile_import.core.commands import DEFAULT_MAX_LINE_BYTES
+from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES
+
+DEFAULT_STORE = "profile-store"
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError("must be true or false")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of `run`: its Beam name (`max_rejects`), help and parsing."""
+
+    name: str
+    help: str
+    metavar: str | None = None
+    type: Callable[[str], Any] | None = None
+    default: Any = None
+    flag: bool = False  # a boolean: present, or `=true` / `=false`
+
+    @property
+    def cli_name(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def add_to(self, parser: Any) -> None:
+        names = [self.cli_name]
+        if self.cli_name != f"--{self.name}":
+            names.append(f"--{self.name}")
+        if self.flag:
+            parser.add_argument(
+                *names,
+                dest=self.name,
+                nargs="?",
+                const=True,
+                default=False,
+                type=_boolean,
+                metavar="true|false",
+                help=self.help,
+            )
+            return
+        parser.add_argument(
+            *names,
+            dest=self.name,
+            type=self.type,
+            default=self.default,
+            metavar=self.metavar,
+            help=self.help,
+        )
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "inputs",
+        "comma-separated input files, globs or URLs, applied in that order (the template's "
+        "inputs; the command line takes them as INPUT arguments)",
+        metavar="INPUTS",
+    ),
+    Option(
+        "store",
+        f"the profile store: a folder (default ./{DEFAULT_STORE})",
+        metavar="PATH",
+        default=DEFAULT_STORE,
+    ),
+    Option("rejects", "where rejected lines go (NDJSON); - is standard output", metavar="FILE"),
+    Option("report", "where the JSON report goes (default and -: standard output)", "FILE"),
+    Option(
+        "default_compartment_id",
+        "the compartment of lines that give a user_account_id alone",
+        metavar="ID",
+    ),
+    Option(
+        "max_rejects",
+        "fail the run, publishing nothing, past N rejected lines",
+        metavar="N",
+        type=_non_negative_int,
+    ),
+    Option(
+        "max_reject_ratio",
+        "fail the run, publishing nothing, past this share of rejected non-blank lines",
+        metavar="R",
+        type=_ratio,
+    ),
+    Option(
+        "allow_reapply",
+        "apply every input as given, even those this store has applied already",
+        flag=True,
+    ),
+    Option(
+        "redact_rejects",
+        "rejects without the raw line, messages without values from the data",
+        flag=True,
+    ),
+    Option(
+        "profile_schema",
+        "a JSON Schema (Draft 2020-12) every UPSERT's user_profile must satisfy",
+        metavar="FILE",
+    ),
+    Option(
+        "properties_file",
+        "typed declarations of user_profile properties (a JSON array, see the README)",
+        metavar="FILE",
+    ),
+    Option(
+        "allow_undeclared_properties",
+        "with --properties-file: accept properties it does not declare",
+        flag=True,
+    ),
+    Option("dry_run", "check and count everything, write nothing to the store", flag=True),
+    Option(
+        "lock_timeout",
+        "wait this long for another run on the same store (default 0: fail at once)",
+        metavar="SECONDS",
+        type=_non_negative_float,
+        default=0.0,
+    ),
+    Option(
+        "max_line_bytes",
+        f"the line size limit in bytes (default {DEFAULT_MAX_LINE_BYTES})",
+        metavar="N",
+        type=_positive_int,
+        default=DEFAULT_MAX_LINE_BYTES,
+    ),
+    Option(
+        "split_bytes",
+        f"the size of the pieces inputs are read in, in parallel (default {DEFAULT_SPLIT_BYTES})",
+        metavar="N",
+        type=_positive_int,
+        default=DEFAULT_SPLIT_BYTES,
+    ),
+    Option("buckets", "the bucket count of a new store (default 64)", "N", _positive_int),
+)
+
+
+def add_run_options(parser: Any, *, with_inputs: bool) -> None:
+    """Adds the options of `run` to an argparse parser (the command line's,
+    or Beam's when it parses pipeline options)."""
+    for option in OPTIONS:
+        if option.name != "inputs" or with_inputs:
+            option.add_to(parser)
+
+
+class ImportOptions(PipelineOptions):
+    """The options of an import run, as Beam pipeline options."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        add_run_options(parser, with_inputs=True)
+
+    def inputs_list(self) -> list[str]:
+        text: str | None = self.view_as(ImportOptions).inputs  # type: ignore[attr-defined]
+        return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def template_parameters() -> list[str]:
+    """The names a Flex Template declares: every option of `run`."""
+    return [option.name for option in OPTIONS]
