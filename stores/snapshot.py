@@ -149,10 +149,10 @@ class Shard:
 
 
 class _Summing(io.RawIOBase):
-    """A file that sums what passes through it: bytes, newlines, crc32.
+    """A file that sums what passes through it: its size, crc32 and last byte.
 
     Wrapped in a buffered reader or writer, it sees one call per block (1 MiB),
-    not one per line: checking a file costs a crc32 over its blocks.
+    not one per line: checking a file costs a crc32 over its blocks (~3 GB/s).
     """
 
     def __init__(self, raw: io.FileIO, *, writing: bool) -> None:
@@ -160,7 +160,6 @@ class _Summing(io.RawIOBase):
         self._raw = raw
         self._writing = writing
         self.bytes = 0
-        self.newlines = 0
         self.crc32 = 0
         self.last = b"\n"
 
@@ -174,9 +173,7 @@ class _Summing(io.RawIOBase):
         if data:
             self.bytes += len(data)
             self.crc32 = zlib.crc32(data, self.crc32)
-            block = data.tobytes()
-            self.newlines += block.count(b"\n")
-            self.last = block[-1:]
+            self.last = bytes(data[-1:])
 
     def readinto(self, buffer: Any) -> int:
         n = self._raw.readinto(buffer) or 0
@@ -200,12 +197,15 @@ def _read_checked(root: str, url: str, shard: Shard) -> Iterator[bytes]:
         raw = open(os.path.join(root, shard.path), "rb", buffering=0)  # noqa: SIM115
     except FileNotFoundError as e:
         raise _damaged(url, f"{shard.path} is missing") from e
+    lines = 0
     with raw:
         summing = _Summing(raw, writing=False)
-        yield from io.BufferedReader(summing, _BLOCK)
+        for line in io.BufferedReader(summing, _BLOCK):
+            lines += 1
+            yield line
     if summing.last != b"\n":
         raise _damaged(url, f"{shard.path}: its last line is cut short")
-    problem = shard.mismatch(summing.newlines, summing.bytes, summing.crc32)
+    problem = shard.mismatch(lines, summing.bytes, summing.crc32)
     if problem:
         raise _damaged(url, problem)
 
@@ -237,20 +237,24 @@ class SnapshotBucketSink(BucketSink):
         path = os.path.join(self.root, _bucket_file(self.execution_id, bucket))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        count = 0
         try:
             with open(tmp, "wb", buffering=0) as raw:
                 summing = _Summing(raw, writing=True)
                 with io.BufferedWriter(summing, _BLOCK) as f:
-                    f.writelines(lines)
+                    write = f.write
+                    for line in lines:
+                        write(line)
+                        count += 1
                 os.fsync(raw.fileno())
         except BaseException:
             with suppress(OSError):
                 os.remove(tmp)
             raise
         os.replace(tmp, path)  # a retried bundle replaces the same file
-        stats = {"lines": summing.newlines, "bytes": summing.bytes, "crc32": summing.crc32}
+        stats = {"lines": count, "bytes": summing.bytes, "crc32": summing.crc32}
         _write_atomic(path + _STATS_SUFFIX, json.dumps(stats).encode())
-        return summing.newlines
+        return count
 
 
 class SnapshotStore(ProfileStore):
@@ -722,6 +726,7 @@ class SnapshotStore(ProfileStore):
         problems: list[str] = []
         bad = 0
         previous = b""
+        n = 0
         with raw:
             summing = _Summing(raw, writing=False)
             for n, line in enumerate(io.BufferedReader(summing, _BLOCK), 1):
@@ -739,7 +744,8 @@ class SnapshotStore(ProfileStore):
                         problems.append(f"{shard.path} line {n}: {problem}")
         if bad > _MAX_PROBLEMS_PER_FILE:
             problems.append(f"{shard.path}: {bad - _MAX_PROBLEMS_PER_FILE:,} more bad lines")
-        mismatch = shard.mismatch(summing.newlines, summing.bytes, summing.crc32)
+        complete = n - (summing.last != b"\n")  # lines with their newline
+        mismatch = shard.mismatch(complete, summing.bytes, summing.crc32)
         if mismatch:
             problems.append(mismatch)
-        return problems, summing.newlines + (summing.last != b"\n")
+        return problems, n

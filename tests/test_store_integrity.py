@@ -7,22 +7,16 @@ with one clear line (exit 1) and a run must never publish over it.
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from profile_import.core.identifiers import Identifier
-from profile_import.runners import cli
 
-from .helpers import run_cli, upsert, write_lines
+from .helpers import read_cli, run_cli, upsert, write_lines
 
 PROFILES = 840
 
@@ -64,26 +58,6 @@ def get_args(line: bytes) -> list[str]:
     """The `get` options of the profile of a store line."""
     fields = Identifier.from_key(line.split(b"\t", 1)[0]).fields()
     return [f"--{name.replace('_', '-')}={value}" for name, value in fields.items()]
-
-
-def read_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """`profile-import ARGS` for the commands that read a store, in this process
-    (~0.25 s less each than a new interpreter)."""
-    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
-    saved, sigterm = (sys.stdout, sys.stderr), signal.getsignal(signal.SIGTERM)
-    sys.stdout, sys.stderr = out, err
-    try:
-        code = cli.main([str(a) for a in args])
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.stdout, sys.stderr = saved
-        # main() sets these for the whole process.
-        signal.signal(signal.SIGTERM, sigterm)
-        logging.disable(logging.NOTSET)
-    out.flush()
-    stdout = out.buffer.getvalue().decode()
-    return subprocess.CompletedProcess(list(args), code, stdout, err.getvalue())
 
 
 def cut_midline(f: Path) -> None:
