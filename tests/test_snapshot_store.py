@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -357,3 +358,39 @@ def test_a_newer_format_is_refused(tmp_path: Path) -> None:
     (tmp_path / "s" / "profile-store.json").write_text(json.dumps(meta))
     with pytest.raises(StoreError, match="has format version 3; this profile-import reads"):
         SnapshotStore(str(tmp_path / "s"))
+
+
+def test_a_run_waiting_for_a_failed_first_run_locks_the_store_anew(tmp_path: Path) -> None:
+    """The failed first run removes its lock file; the waiting run must not keep
+    a lock on that removed file while a third run locks a new one."""
+    root = tmp_path / "s"
+    first = SnapshotStore(str(root), buckets=2)
+    held, waiting_done = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def fail_first_run() -> None:
+        with first.lock():
+            held.set()
+            staging = first.begin("failed", None)
+            time.sleep(0.5)  # the second run is waiting on the lock file now
+            first.abort(staging)
+
+    thread = threading.Thread(target=fail_first_run)
+    thread.start()
+    held.wait(5)
+    second = SnapshotStore(str(root), buckets=2)
+
+    def run_second() -> None:
+        try:
+            with second.lock(timeout=10):
+                with pytest.raises(StoreLocked):  # it holds the lock at the path
+                    SnapshotStore(str(root)).lock().__enter__()
+                waiting_done.set()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    waiter = threading.Thread(target=run_second)
+    waiter.start()
+    thread.join()
+    waiter.join()
+    assert not errors and waiting_done.is_set()
