@@ -10,7 +10,8 @@ Layout of a store folder:
     data/<execution>/bucket-00042.kv
                                 the buckets an execution wrote: store lines
                                 (`core.records`: `<key>\\t<export record>`)
-                                sorted by key
+                                sorted by key; until the commit records them,
+                                a `.stats` file beside each: lines, bytes, crc32
     staging/<execution>/        a run's scratch space (rejects, progress)
     .lock                       held by the run in progress
 
