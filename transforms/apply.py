@@ -72,12 +72,20 @@ class ApplyBucketFn(beam.DoFn):
         commands = {key: map(load_accepted, raw) for key, raw in lines_by_key.items()}
 
         tally: Counter[str] = Counter()
-        lines = apply_to_bucket(self._source.read_bucket(bucket), commands, self._now, tally)
-        if self._sink is not None:
-            profiles = self._sink.write_bucket(bucket, lines)
-            self._buckets_written.inc()
-        else:
-            profiles = sum(1 for _ in lines)
+        stored = self._source.read_bucket(bucket)
+        lines = apply_to_bucket(stored, commands, self._now, tally)
+        try:
+            if self._sink is not None:
+                profiles = self._sink.write_bucket(bucket, lines)
+                self._buckets_written.inc()
+            else:
+                profiles = sum(1 for _ in lines)
+        except ValueError:
+            # A stored line that does not parse: read the bucket on to its end,
+            # where the source checks it and names the damage (StoreError).
+            for _ in stored:
+                pass
+            raise
 
         self._applied.inc(applied)
         for outcome, counter in self._outcomes.items():
