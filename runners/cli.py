@@ -1,7 +1,8 @@
 """`profile-import`: the command line.
 
     profile-import run [options] [beam options] INPUT...
-    profile-import export [--store PATH]
+    profile-import export [--store PATH] [--format ndjson|parquet] [--output FILE]
+    profile-import verify [--store PATH] [--version N]
     profile-import get [--store PATH] (--email-hash H | --user-agent-id U |
                                        --compartment-id C --user-account-id A)
     profile-import get [--store PATH] --ids FILE [--properties a,b.c]
@@ -10,8 +11,8 @@
     profile-import versions | rollback --to N | prune --keep N   [--store PATH]
 
 Exit status: 0 done (SUCCEEDED, SUCCEEDED_WITH_ERRORS, ALREADY_APPLIED; a
-profile found), 1 failed (FAILED; no such profile), 2 bad usage or unreadable
-input. Errors are one clear line on stderr, never a traceback.
+profile found; a sound store), 1 failed (FAILED; no such profile; a damaged
+store), 2 bad usage or unreadable input. Errors are one clear line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -121,8 +122,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress, no summary line")
     run.add_argument("--verbose", action="store_true", help="show Beam's own log")
 
-    export = commands.add_parser("export", help="print every profile as NDJSON, by identifier")
+    export = commands.add_parser("export", help="write every profile, by identifier")
     _store_option(export)
+    export.add_argument(
+        "--format",
+        choices=("ndjson", "parquet"),
+        default="ndjson",
+        help="NDJSON export records (default), or Parquet with a fixed schema",
+    )
+    export.add_argument(
+        "--output",
+        metavar="FILE",
+        help="where to write (default: stdout; required for parquet); written whole or not at all",
+    )
+
+    verify = commands.add_parser(
+        "verify", help="check every file and line of a version against its manifest"
+    )
+    _store_option(verify)
+    verify.add_argument(
+        "--version",
+        type=_positive_int,
+        metavar="N",
+        dest="version_number",
+        help="the version to check (default: the current one)",
+    )
 
     get = commands.add_parser("get", help="print one profile as JSON")
     _store_option(get)
@@ -299,6 +323,35 @@ def _list(store: ProfileStore, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export(store: ProfileStore, args: argparse.Namespace) -> int:
+    from . import export as exports
+
+    output = None if args.output in (None, "-") else args.output
+    if args.format == "parquet" and output is None:
+        _fail("export --format parquet needs --output FILE", EXIT_USAGE)
+    if output is not None and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        _fail(f"export --output {output}: no such folder", EXIT_USAGE)
+    if output is None:
+        _write_records(store.export())
+    elif args.format == "parquet":
+        exports.export_parquet(store.export(), output)
+    else:
+        exports.export_ndjson(store.export(), output)
+    return EXIT_OK
+
+
+def _verify(store: ProfileStore, number: int | None) -> int:
+    result = store.verify(number)
+    for problem in result.problems:
+        print(problem)
+    what = f"version {result.version}: {result.files:,} files, {result.lines:,} lines"
+    if result.sound:
+        print(f"{what}: sound (line counts, sizes, checksums, keys and records as recorded)")
+        return EXIT_OK
+    print(f"{what}: DAMAGED, {len(result.problems):,} problem(s)")
+    return EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Beam logs its plumbing (optional cloud clients missing, ...) and, on a
     # failure, whole worker tracebacks: noise for a command-line user, who gets
@@ -329,8 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A mistyped path must not read as an empty store.
             _fail(f"no profile store at {args.store}", EXIT_FAILED)
         if args.command == "export":
-            _write_records(store.export())
-            return EXIT_OK
+            return _export(store, args)
+        if args.command == "verify":
+            return _verify(store, args.version_number)
         if args.command == "list":
             return _list(store, args)
         if args.command == "get" and args.ids is not None:

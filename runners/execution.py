@@ -12,6 +12,7 @@ that the command line adds to what a job launched with nobody waiting does.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -23,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 import apache_beam as beam
@@ -43,7 +44,8 @@ from profile_import.transforms import outputs, progress
 from profile_import.transforms.commit import Finalizer, RunContext, build_report
 from profile_import.transforms.outputs import Output, OutputError
 
-from . import local
+from . import beam_options, local
+from .options import split_inputs
 
 
 class UsageError(Exception):
@@ -74,6 +76,43 @@ class RunSettings:
     beam_args: list[str] = field(default_factory=list)
     # Shuffle batches through files (transforms.batches); None: on the local runner only.
     spill: bool | None = None
+    # False: submit the job and return, as a Flex Template launch does; the
+    # job's final step publishes and writes the report with nobody waiting.
+    wait: bool = True
+
+    @classmethod
+    def from_options(
+        cls,
+        options: argparse.Namespace,
+        beam_args: list[str],
+        *,
+        inputs: list[str] | None = None,
+        wait: bool = True,
+        show_progress: bool = False,
+    ) -> RunSettings:
+        """The settings from `runners.options` (the command line's or a template's)."""
+        return cls(
+            inputs=inputs if inputs is not None else split_inputs(options.inputs),
+            store=options.store,
+            rejects_path=options.rejects,
+            report_path=options.report,
+            default_compartment_id=options.default_compartment_id,
+            max_rejects=options.max_rejects,
+            max_reject_ratio=options.max_reject_ratio,
+            allow_reapply=options.allow_reapply,
+            redact_rejects=options.redact_rejects,
+            profile_schema_path=options.profile_schema,
+            properties_path=options.properties_file,
+            allow_undeclared_properties=options.allow_undeclared_properties,
+            dry_run=options.import_dry_run,
+            lock_timeout=options.lock_timeout,
+            max_line_bytes=options.max_line_bytes,
+            split_bytes=options.split_bytes,
+            buckets=options.buckets,
+            show_progress=show_progress,
+            beam_args=beam_args,
+            wait=wait,
+        )
 
 
 @dataclass
@@ -256,7 +295,9 @@ class Execution:
             **({"properties": declarations.fingerprint()} if declarations else {}),
         }
         try:
-            if s.dry_run:
+            if s.dry_run or not s.wait:
+                # A job nobody waits for cannot hold the lock: its publish is
+                # a compare-and-swap on the version it started from.
                 return self._launch(store, check, semantics, scratch)
             with store.lock(s.lock_timeout):
                 # The execution starts when it holds the store, so the times it
@@ -265,6 +306,25 @@ class Execution:
                 return self._launch(store, check, semantics, scratch)
         except (StoreError, OSError) as e:
             return self._failed(str(e) if isinstance(e, StoreError) else f"store {s.store}: {e}", 1)
+
+    def _submitted(self, staged: bool) -> Outcome:
+        """A job launched with nobody waiting: its final step writes the report."""
+        s = self.settings
+        what = "publishes or discards the run" if staged else "checks the dry run"
+        message = (
+            f"SUBMITTED: execution {self.execution_id} runs on {self.runner}; its final step "
+            f"{what} and writes the report to {s.report_path or 'the job log'}"
+        )
+        report = {
+            "execution_id": self.execution_id,
+            "status": "SUBMITTED",
+            "runner": self.runner,
+            "store": s.store,
+            "report": s.report_path,
+            "message": message,
+        }
+        # Nothing for the launcher to write: the report's place is the job's.
+        return Outcome(report, 0, report_written=True)
 
     def _launch(
         self, store: ProfileStore, check: CheckSettings, semantics: dict[str, Any], scratch: str
@@ -291,9 +351,17 @@ class Execution:
         for folder in (job.progress_dir, job.rejects_dir):
             if folder is not None:
                 os.makedirs(folder, exist_ok=True)
+        if not s.wait:
+            ctx = replace(ctx, result_path=None)
+            job = replace(job, finalizer=Finalizer(ctx, store, parent, staging))
+        submitted = False
         try:
             runner = local.create_runner(self.options, s.beam_args)
             pipeline = import_profiles.build(beam.Pipeline(runner, options=self.options), job)
+            if not s.wait:
+                pipeline.run()
+                submitted = True
+                return self._submitted(staging is not None)
             with _progress_display(show, job.progress_dir, self.stderr):
                 pipeline.run().wait_until_finish()
             with open(ctx.result_path or "", "rb") as f:
@@ -302,7 +370,7 @@ class Execution:
             crash = f"the pipeline failed: {_root_message(e)} (--verbose shows Beam's log)"
             return self._failed(crash, 1)
         finally:
-            if staging is not None:
+            if staging is not None and not submitted:
                 # Discards what a failed run staged; never what a publish uses.
                 store.abort(staging)
         unwritten = os.path.exists(f"{ctx.result_path}.unwritten")

@@ -1,9 +1,11 @@
 """The options of an import run, declared once as Beam pipeline options.
 
-`ImportOptions` is what `profile-import run --help` lists (the command line
-adds these arguments to its `run` parser), what a Dataflow Flex Template
-declares as its parameters (`runners/dataflow/metadata.json`, checked against
-this class by the tests), and what the template's launcher parses. Each
+`OPTIONS` is what `profile-import run --help` lists (the command line adds
+these arguments to its `run` parser), what Beam knows as `ImportOptions`
+(`runners.beam_options`), what a Dataflow Flex Template declares as its
+parameters (`runners/dataflow/metadata.json`, checked against it by the
+tests), and what the template's launcher parses. No Beam import here: the
+command line's reading commands start without it. Each
 option has its Beam spelling (`--max_rejects`) and its command-line one
 (`--max-rejects`); both work everywhere.
 
@@ -14,11 +16,9 @@ template passes every parameter as `--name=value`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from profile_import.core.commands import DEFAULT_MAX_LINE_BYTES
 from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES
@@ -73,10 +73,11 @@ class Option:
     type: Callable[[str], Any] | None = None
     default: Any = None
     flag: bool = False  # a boolean: present, or `=true` / `=false`
+    cli: str | None = None  # the command line's spelling, when not the name's
 
     @property
     def cli_name(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.cli or "--" + self.name.replace("_", "-")
 
     def add_to(self, parser: Any) -> None:
         names = [self.cli_name]
@@ -161,7 +162,13 @@ OPTIONS: tuple[Option, ...] = (
         "with --properties-file: accept properties it does not declare",
         flag=True,
     ),
-    Option("dry_run", "check and count everything, write nothing to the store", flag=True),
+    # `--dry_run` is Beam's own (Dataflow's): this one's Beam name differs.
+    Option(
+        "import_dry_run",
+        "check and count everything, write nothing to the store",
+        flag=True,
+        cli="--dry-run",
+    ),
     Option(
         "lock_timeout",
         "wait this long for another run on the same store (default 0: fail at once)",
@@ -195,18 +202,36 @@ def add_run_options(parser: Any, *, with_inputs: bool) -> None:
             option.add_to(parser)
 
 
-class ImportOptions(PipelineOptions):
-    """The options of an import run, as Beam pipeline options."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser: Any) -> None:
-        add_run_options(parser, with_inputs=True)
-
-    def inputs_list(self) -> list[str]:
-        text: str | None = self.view_as(ImportOptions).inputs  # type: ignore[attr-defined]
-        return [part.strip() for part in (text or "").split(",") if part.strip()]
+def split_inputs(text: str | None) -> list[str]:
+    """The template's comma-separated `inputs`, in order."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
-def template_parameters() -> list[str]:
-    """The names a Flex Template declares: every option of `run`."""
-    return [option.name for option in OPTIONS]
+def parse_run_args(args: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The options of `run` in `args`, and the rest (Beam's own options)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_run_options(parser, with_inputs=True)
+    return parser.parse_known_args(list(args))
+
+
+def template_metadata() -> dict[str, Any]:
+    """The Flex Template's `metadata.json`: one parameter per option of `run`."""
+    parameters = []
+    for option in OPTIONS:
+        parameter: dict[str, Any] = {
+            "name": option.name,
+            "label": option.name.replace("_", " ").capitalize(),
+            "helpText": option.help,
+            "isOptional": option.name != "inputs",
+        }
+        if option.flag:
+            parameter["regexes"] = ["^(true|false)$"]
+        parameters.append(parameter)
+    return {
+        "name": "profile-import",
+        "description": (
+            "Imports user profile commands (NDJSON) into a profile store: parse, check, "
+            "apply each user's commands in input order, publish all or nothing."
+        ),
+        "parameters": parameters,
+    }

@@ -11,6 +11,11 @@ version, `begin` a staged execution, and `commit` or `abort` it. A commit
 publishes every bucket the run wrote, and keeps the parent's content for the
 buckets it did not; nothing is visible before the commit, so a failed or killed
 run leaves the store as it was.
+
+A store never reads damage as data: what a sink writes is recorded at commit
+(the folder store: each file's line count, size and crc32), a source checks
+what it reads against it and raises `StoreError` on a difference, and
+`verify` checks a whole version.
 """
 
 from __future__ import annotations
@@ -41,7 +46,11 @@ class BucketSource(abc.ABC):
 
     @abc.abstractmethod
     def read_bucket(self, bucket: int) -> Iterator[bytes]:
-        """The store lines of `bucket`, sorted by key."""
+        """The store lines of `bucket`, sorted by key.
+
+        Raises `StoreError` when what it reads is not what the version
+        recorded (by the time the bucket is read to its end, at the latest).
+        """
 
 
 class BucketSink(abc.ABC):
@@ -54,7 +63,9 @@ class BucketSink(abc.ABC):
     def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
         """Replaces the content of `bucket`; returns the number of lines written.
 
-        Must be idempotent: a retried bundle writes the same bucket again.
+        Must be idempotent: a retried bundle writes the same bucket again. The
+        sink also keeps what the commit needs to record the bucket's content
+        (the folder store: a small stats file beside each bucket file).
         """
 
 
@@ -67,6 +78,20 @@ class Version:
     created_at: str
     profiles: int
     execution: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What `verify` found in one version: sound when there are no problems."""
+
+    version: int
+    files: int
+    lines: int
+    problems: tuple[str, ...]
+
+    @property
+    def sound(self) -> bool:
+        return not self.problems
 
 
 @dataclass
@@ -94,7 +119,10 @@ class ProfileStore(abc.ABC):
 
     @abc.abstractmethod
     def current(self) -> Version | None:
-        """The published version, or None for an empty store."""
+        """The published version, or None when there is no store yet.
+
+        Raises `StoreError` for a store whose pointer to it is lost: damaged,
+        never empty."""
 
     @abc.abstractmethod
     def applied_inputs(
@@ -123,9 +151,10 @@ class ProfileStore(abc.ABC):
         """Publishes a staged execution atomically; returns the new version.
 
         `buckets_written` is what the pipeline counted: a store that finds
-        another number of written buckets refuses to publish. `fingerprints`
-        are the inputs the execution applied: the new version's ledger holds
-        them, with the parent's entries, in the same atomic step.
+        another number of written buckets refuses to publish. The new version
+        records what each bucket the sink wrote holds. `fingerprints` are the
+        inputs the execution applied: the new version's ledger holds them, with
+        the parent's entries, in the same atomic step.
         """
 
     @abc.abstractmethod
@@ -134,7 +163,8 @@ class ProfileStore(abc.ABC):
 
     @abc.abstractmethod
     def versions(self) -> list[Version]:
-        """Every kept version, oldest first."""
+        """Every kept published version, oldest first (never one a killed run
+        left unpublished)."""
 
     @abc.abstractmethod
     def rollback(self, number: int) -> Version:
@@ -181,3 +211,8 @@ class ProfileStore(abc.ABC):
 
         Reads each bucket at most once, however many keys fall in it.
         """
+
+    @abc.abstractmethod
+    def verify(self, number: int | None = None) -> Verification:
+        """Checks every file and line of a published version (default: the
+        current one); raises `StoreError` if there is no such version."""

@@ -23,20 +23,20 @@ _POLL_SECONDS = 0.2
 @contextmanager
 def exclusive(path: str, timeout: float, what: str) -> Iterator[None]:
     """Holds an exclusive lock on `path`; waits up to `timeout` seconds for it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = _open(path)
+        try:
+            _acquire(fd, deadline, what)
+        except BaseException:
+            os.close(fd)
+            raise
+        # The holder we waited for may have removed the file (a first run that
+        # published nothing leaves nothing): then lock the one at the path now.
+        if _same_file(fd, path):
+            break
+        os.close(fd)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StoreLocked(
-                        f"{what} is in use by another run ({_holder(fd)}); "
-                        "try again when it has finished, or pass --lock-timeout SECONDS to wait"
-                    ) from None
-                time.sleep(_POLL_SECONDS)
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
@@ -47,6 +47,37 @@ def exclusive(path: str, timeout: float, what: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _open(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def _acquire(fd: int, deadline: float, what: str) -> None:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise StoreLocked(
+                    f"{what} is in use by another run ({_holder(fd)}); "
+                    "try again when it has finished, or pass --lock-timeout SECONDS to wait"
+                ) from None
+            time.sleep(_POLL_SECONDS)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
 
 
 def _holder(fd: int) -> str:

@@ -4,11 +4,14 @@ Layout of a store folder:
 
     profile-store.json          what this folder is: format, bucket count
     CURRENT                     the published version number (replaced atomically)
-    versions/00000007.json      one manifest per version: its buckets' files,
-                                its profile count, its ledger's segments
-    data/<execution>/bucket-00042.ndjson
+    versions/00000007.json      one manifest per version: its buckets' files
+                                (each with its line count, size and crc32), its
+                                profile count, its ledger's segments
+    data/<execution>/bucket-00042.kv
                                 the buckets an execution wrote: store lines
-                                (`core.records`) sorted by key
+                                (`core.records`: `<key>\t<export record>`)
+                                sorted by key; until the commit records them,
+                                a `.stats` file beside each: lines, bytes, crc32
     ledger/<execution>.ndjson   the input fingerprints an execution applied
                                 (see `ledger`)
     staging/<execution>/        a run's scratch space (rejects, progress)
@@ -21,18 +24,31 @@ between versions. Publishing a version is writing its manifest, then
 replacing `CURRENT` with a rename: a run that fails or is killed before that
 leaves the store exactly as it was. Old versions stay until `prune`, so
 `rollback` can publish any kept one again.
+
+Published versions are those up to `CURRENT`: a manifest above it was left by
+a run killed during its publish, is never listed, and is removed by the next
+run. A new store is marked `"state": "new"` in profile-store.json until its
+first version is published (the last step of that publish): what a failed or
+killed first run leaves is not a store, and the next run starts it afresh.
+
+Damage is never read as data: each manifest records what each bucket file
+holds, and every read checks it (the size before anything is read, the line
+count and crc32 once a file has been read to its end). `verify` checks a
+whole version line by line.
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
+import io
 import json
 import os
 import shutil
 import uuid
+import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 from profile_import.core import clock, records
@@ -46,14 +62,29 @@ from .base import (
     ProfileStore,
     Staging,
     StoreError,
+    Verification,
     Version,
 )
+from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, failpoint
 
 FORMAT = "profile-import/snapshot-store"
-FORMAT_VERSION = 1
+# 2: manifests record each file's lines, bytes and crc32; data files are `.kv`.
+# Format 1 (bare paths to `.ndjson` files) is still read, without those checks,
+# and a store becomes format 2 with its first publish by this code.
+FORMAT_VERSION = 2
+_READABLE_FORMATS = (1, 2)
 DEFAULT_BUCKETS = 64
 _META = "profile-store.json"
 _CURRENT = "CURRENT"
+_LOCK = ".lock"
+_NEW = "new"  # the meta's state until the store's first version is published
+_DATA_SUFFIX = ".kv"
+_STATS_SUFFIX = ".stats"  # a written bucket's line count, size and crc32, until commit
+_LEGACY_DATA_SUFFIX = ".ndjson"
+# Everything a store folder holds, so a dead first run's leftovers can be removed.
+_STORE_NAMES = (_META, _CURRENT, "versions", "data", "staging", ledger.FOLDER)
+_BLOCK = 1 << 20
+_MAX_PROBLEMS_PER_FILE = 10
 
 
 def _write_atomic(path: str, data: bytes) -> None:
@@ -76,28 +107,131 @@ def _fsync_dir(path: str) -> None:
 
 
 def _bucket_file(execution_id: str, bucket: int) -> str:
-    return f"data/{execution_id}/bucket-{bucket:05d}.ndjson"
+    return f"data/{execution_id}/bucket-{bucket:05d}{_DATA_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One bucket's file in a version, and what it holds.
+
+    `lines`, `bytes` and `crc32` are None only for a format-1 file, which was
+    recorded by its path alone.
+    """
+
+    path: str
+    lines: int | None = None
+    bytes: int | None = None
+    crc32: int | None = None
+
+    def to_json(self) -> dict[str, Any] | str:
+        if self.lines is None:
+            return self.path
+        return {"path": self.path, "lines": self.lines, "bytes": self.bytes, "crc32": self.crc32}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any] | str) -> Shard:
+        if isinstance(value, str):
+            return cls(value)
+        return cls(value["path"], value["lines"], value["bytes"], value["crc32"])
+
+    @property
+    def execution(self) -> str:
+        return self.path.split("/")[1]
+
+    def mismatch(self, lines: int, size: int, crc32: int) -> str | None:
+        """How a file read whole differs from this record, or None."""
+        if self.lines is None:
+            return None
+        if lines != self.lines:
+            return f"{self.path} has {lines:,} lines, its version records {self.lines:,}"
+        if size != self.bytes:
+            return f"{self.path} has {size:,} bytes, its version records {self.bytes:,}"
+        if crc32 != self.crc32:
+            return f"{self.path} has crc32 {crc32:08x}, its version records {self.crc32:08x}"
+        return None
+
+
+class _Summing(io.RawIOBase):
+    """A file that sums what passes through it: its size, crc32 and last byte.
+
+    Wrapped in a buffered reader or writer, it sees one call per block (1 MiB),
+    not one per line: checking a file costs a crc32 over its blocks (~3 GB/s).
+    """
+
+    def __init__(self, raw: io.FileIO, *, writing: bool) -> None:
+        super().__init__()
+        self._raw = raw
+        self._writing = writing
+        self.bytes = 0
+        self.crc32 = 0
+        self.last = b"\n"
+
+    def readable(self) -> bool:
+        return not self._writing
+
+    def writable(self) -> bool:
+        return self._writing
+
+    def _sum(self, data: memoryview) -> None:
+        if data:
+            self.bytes += len(data)
+            self.crc32 = zlib.crc32(data, self.crc32)
+            self.last = bytes(data[-1:])
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer) or 0
+        self._sum(memoryview(buffer)[:n])
+        return n
+
+    def write(self, data: Any) -> int:
+        n = self._raw.write(data) or 0
+        self._sum(memoryview(data)[:n])
+        return n
+
+
+def _damaged(url: str, problem: str, *, verify: bool = True) -> StoreError:
+    hint = f" (`profile-import verify --store {url}` lists it all)" if verify else ""
+    return StoreError(f"store {url} is damaged: {problem}{hint}")
+
+
+def _read_checked(root: str, url: str, shard: Shard) -> Iterator[bytes]:
+    """The lines of a bucket file; read to its end, checked against `shard`."""
+    try:
+        raw = open(os.path.join(root, shard.path), "rb", buffering=0)  # noqa: SIM115
+    except FileNotFoundError as e:
+        raise _damaged(url, f"{shard.path} is missing") from e
+    lines = 0
+    with raw:
+        summing = _Summing(raw, writing=False)
+        for line in io.BufferedReader(summing, _BLOCK):
+            lines += 1
+            yield line
+    if summing.last != b"\n":
+        raise _damaged(url, f"{shard.path}: its last line is cut short")
+    problem = shard.mismatch(lines, summing.bytes, summing.crc32)
+    if problem:
+        raise _damaged(url, problem)
 
 
 class SnapshotBucketSource(BucketSource):
-    def __init__(self, root: str, shards: list[str | None]) -> None:
+    """Reads the buckets of one version. A bucket file read to its end is
+    checked (lines, size, crc32): a damaged one raises `StoreError` there."""
+
+    def __init__(self, root: str, shards: list[Shard | None], url: str | None = None) -> None:
         self.root = root
+        self.url = url or root
         self.shards = shards
 
     def read_bucket(self, bucket: int) -> Iterator[bytes]:
         shard = self.shards[bucket]
-        if shard is None:
-            return
-        path = os.path.join(self.root, shard)
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
-        except FileNotFoundError as e:
-            raise StoreError(f"store {self.root} is damaged: {shard} is missing") from e
-        with f:
-            yield from f
+        if shard is not None:
+            yield from _read_checked(self.root, self.url, shard)
 
 
 class SnapshotBucketSink(BucketSink):
+    """Writes a bucket file, and beside it what it holds (lines, bytes, crc32),
+    summed while writing, for the commit to record in the manifest."""
+
     def __init__(self, root: str, execution_id: str) -> None:
         self.root = root
         self.execution_id = execution_id
@@ -107,13 +241,22 @@ class SnapshotBucketSink(BucketSink):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         count = 0
-        with open(tmp, "wb", buffering=1 << 20) as f:
-            for line in lines:
-                f.write(line)
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb", buffering=0) as raw:
+                summing = _Summing(raw, writing=True)
+                with io.BufferedWriter(summing, _BLOCK) as f:
+                    write = f.write
+                    for line in lines:
+                        write(line)
+                        count += 1
+                os.fsync(raw.fileno())
+        except BaseException:
+            with suppress(OSError):
+                os.remove(tmp)
+            raise
         os.replace(tmp, path)  # a retried bundle replaces the same file
+        stats = {"lines": count, "bytes": summing.bytes, "crc32": summing.crc32}
+        _write_atomic(path + _STATS_SUFFIX, json.dumps(stats).encode())
         return count
 
 
@@ -131,7 +274,7 @@ class SnapshotStore(ProfileStore):
         first run created the store meanwhile."""
         meta = self._read_meta()
         requested = self._requested_buckets
-        if meta is None:
+        if meta is None or meta.get("state") == _NEW:
             self.buckets = requested or DEFAULT_BUCKETS
             return
         self.buckets = int(meta["buckets"])
@@ -161,28 +304,59 @@ class SnapshotStore(ProfileStore):
             return None
         except (OSError, ValueError) as e:
             raise StoreError(f"store {self.url}: cannot read {_META}: {e}") from e
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format") != FORMAT:
             raise StoreError(f"store {self.url}: unknown format {meta.get('format')!r}")
+        if meta.get("format_version") not in _READABLE_FORMATS:
+            raise StoreError(
+                f"store {self.url} has format version {meta.get('format_version')}; "
+                f"this profile-import reads versions {', '.join(map(str, _READABLE_FORMATS))}"
+            )
         return meta
 
-    def exists(self) -> bool:
-        return os.path.exists(self._path(_META))
+    def _write_meta(self, *, new: bool) -> None:
+        meta: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "buckets": self.buckets,
+            "created_at": clock.iso(clock.now()),
+        }
+        if new:
+            meta["state"] = _NEW
+        else:
+            meta["created_at"] = (self._read_meta() or meta)["created_at"]
+        _write_atomic(self._path(_META), json.dumps(meta, indent=2).encode() + b"\n")
 
-    def _create(self) -> None:
-        for folder in ("versions", "data", "staging", ledger.FOLDER):
-            os.makedirs(self._path(folder), exist_ok=True)
-        if not self.exists():
-            meta = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "buckets": self.buckets,
-                "created_at": clock.iso(clock.now()),
-            }
-            _write_atomic(self._path(_META), json.dumps(meta, indent=2).encode() + b"\n")
+    def _published(self) -> bool:
+        """Whether the store's first version was published (else: no store)."""
+        meta = self._read_meta()
+        if meta is None or meta.get("state") == _NEW:
+            return False
+        # A format-1 first run that failed left its meta with nothing else.
+        return os.path.exists(self._path(_CURRENT)) or bool(self._manifest_numbers())
+
+    def exists(self) -> bool:
+        return self._published()
 
     def lock(self, timeout: float = 0.0) -> AbstractContextManager[None]:
+        return self._locked(timeout)
+
+    @contextmanager
+    def _locked(self, timeout: float) -> Iterator[None]:
+        created_root = not os.path.isdir(self.root)
+        lock_path = self._path(_LOCK)
+        created_lock = not os.path.exists(lock_path)
         os.makedirs(self.root, exist_ok=True)
-        return locking.exclusive(self._path(".lock"), timeout, f"store {self.url}")
+        with locking.exclusive(lock_path, timeout, f"store {self.url}"):
+            try:
+                yield
+            finally:
+                # A first run that published nothing leaves nothing, not even
+                # its lock file (a run waiting for it locks the new one).
+                if created_lock and not os.path.exists(self._path(_META)):
+                    with suppress(OSError):
+                        os.remove(lock_path)
+                        if created_root:
+                            os.rmdir(self.root)
 
     # --- versions -----------------------------------------------------------
 
@@ -194,27 +368,43 @@ class SnapshotStore(ProfileStore):
             with open(self._manifest_path(number), "rb") as f:
                 manifest: dict[str, Any] = json.load(f)
         except (OSError, ValueError) as e:
-            raise StoreError(f"store {self.url}: version {number} is unreadable: {e}") from e
+            raise _damaged(self.url, f"version {number} is unreadable: {e}", verify=False) from e
         return manifest
 
     def _current_number(self) -> int | None:
+        """The published version; None for no store. A store that has versions
+        but no readable pointer to one is damaged, never empty."""
+        if not self._published():
+            return None
         try:
             with open(self._path(_CURRENT), "rb") as f:
                 return int(f.read().strip())
         except FileNotFoundError:
-            return None
-        except ValueError as e:
-            raise StoreError(f"store {self.url}: CURRENT is damaged: {e}") from e
+            problem = f"{_CURRENT} is missing"
+        except (OSError, ValueError) as e:
+            problem = f"{_CURRENT} is unreadable ({e})"
+        newest = max(self._manifest_numbers())
+        raise _damaged(
+            self.url,
+            f"{problem}, though versions/ holds versions up to {newest}; "
+            f"restore {_CURRENT} (the number of the version to publish) from a backup",
+            verify=False,
+        )
 
-    def _version_numbers(self) -> list[int]:
+    def _manifest_numbers(self) -> list[int]:
+        """Every manifest in versions/, published or left by a killed run."""
         try:
             names = os.listdir(self._path("versions"))
         except FileNotFoundError:
             return []
         return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
 
-    def _next_number(self) -> int:
-        return max(self._version_numbers(), default=0) + 1
+    def _version_numbers(self) -> list[int]:
+        """The published versions: those up to CURRENT (see the module doc)."""
+        current = self._current_number()
+        if current is None:
+            return []
+        return [n for n in self._manifest_numbers() if n <= current]
 
     @staticmethod
     def _version(manifest: dict[str, Any]) -> Version:
@@ -233,11 +423,11 @@ class SnapshotStore(ProfileStore):
     def versions(self) -> list[Version]:
         return [self._version(self._read_manifest(n)) for n in self._version_numbers()]
 
-    def _shards(self, version: Version | None) -> list[str | None]:
+    def _shards(self, version: Version | None) -> list[Shard | None]:
         if version is None:
             return [None] * self.buckets
-        shards: list[str | None] = self._read_manifest(version.number)["shards"]
-        return shards
+        shards = self._read_manifest(version.number)["shards"]
+        return [None if s is None else Shard.from_json(s) for s in shards]
 
     def applied_inputs(
         self, version: Version | None, fingerprints: Collection[str]
@@ -253,14 +443,36 @@ class SnapshotStore(ProfileStore):
             ) from e
 
     def source(self, version: Version | None) -> SnapshotBucketSource:
-        return SnapshotBucketSource(self.root, self._shards(version))
+        return SnapshotBucketSource(self.root, self._shards(version), self.url)
+
+    def _check_sizes(self, shards: Iterable[Shard | None]) -> None:
+        """Every file is there with its recorded size: a cheap check (one stat
+        a bucket) that finds an emptied, cut or lost file before reading any."""
+        for shard in shards:
+            if shard is None:
+                continue
+            try:
+                size = os.stat(self._path(shard.path)).st_size
+            except FileNotFoundError:
+                raise _damaged(self.url, f"{shard.path} is missing") from None
+            if shard.bytes is not None and size != shard.bytes:
+                recorded = f"its version records {shard.bytes:,}"
+                raise _damaged(self.url, f"{shard.path} has {size:,} bytes, {recorded}")
 
     # --- a run --------------------------------------------------------------
 
     def begin(self, execution_id: str, parent: Version | None) -> Staging:
         self._load_meta()
-        self._create()
-        self._collect_garbage()
+        if self._published():
+            self._collect_garbage()
+            self._check_sizes(self._shards(parent))
+        else:
+            # A new store, or what a first run that never published left.
+            self._remove_unpublished_store()
+            os.makedirs(self.root, exist_ok=True)
+            self._write_meta(new=True)
+        for folder in ("versions", "data", "staging", ledger.FOLDER):
+            os.makedirs(self._path(folder), exist_ok=True)
         work_dir = self._path("staging", execution_id)
         os.makedirs(work_dir, exist_ok=True)
         return Staging(
@@ -271,43 +483,65 @@ class SnapshotStore(ProfileStore):
             work_dir=work_dir,
         )
 
-    def _written_buckets(self, execution_id: str) -> dict[int, str]:
+    def _written_buckets(self, execution_id: str) -> dict[int, Shard]:
         folder = self._path("data", execution_id)
         written = {}
         for name in os.listdir(folder) if os.path.isdir(folder) else ():
-            if name.startswith("bucket-") and name.endswith(".ndjson"):
-                bucket = int(name[len("bucket-") : -len(".ndjson")])
-                written[bucket] = _bucket_file(execution_id, bucket)
+            if name.endswith(".tmp"):  # a write that died; its bundle was retried
+                os.remove(os.path.join(folder, name))
+            if not (name.startswith("bucket-") and name.endswith(_DATA_SUFFIX)):
+                continue
+            bucket = int(name[len("bucket-") : -len(_DATA_SUFFIX)])
+            path = _bucket_file(execution_id, bucket)
+            try:
+                with open(self._path(path + _STATS_SUFFIX), "rb") as f:
+                    stats = json.load(f)
+            except (OSError, ValueError) as e:
+                raise StoreError(
+                    f"store {self.url}: {path} was written without its line count "
+                    f"and checksum ({e}); nothing was published"
+                ) from e
+            written[bucket] = Shard(path, stats["lines"], stats["bytes"], stats["crc32"])
         return written
 
     def _publish(
         self,
         parent: Version | None,
-        shards: list[str | None],
+        shards: list[Shard | None],
         profiles: int,
         execution: dict[str, Any],
         ledger_segments: list[str],
         number: int,
     ) -> Version:
-        if self._current_number() != (parent.number if parent else None):
+        current = self._current_number()
+        if current != (parent.number if parent else None):
             raise StoreError(
                 f"store {self.url} changed during the run (another writer without the lock?); "
                 "nothing was published"
             )
+        self._remove_unpublished_versions(current)
         manifest = {
             "version": number,
             "parent": parent.number if parent else None,
             "created_at": clock.iso(clock.now()),
             "profiles": profiles,
             "execution": execution,
-            "shards": shards,
+            "shards": [None if s is None else s.to_json() for s in shards],
             "ledger": ledger_segments,
         }
         path = self._manifest_path(number)
         if os.path.exists(path):
             raise StoreError(f"store {self.url}: version {number} exists already")
+        meta = self._read_meta()
+        first = meta is None or meta.get("state") == _NEW
+        if not first and meta is not None and meta["format_version"] != FORMAT_VERSION:
+            self._write_meta(new=False)  # so an older profile-import refuses what it cannot read
         _write_atomic(path, json.dumps(manifest, indent=1).encode() + b"\n")
+        failpoint(BEFORE_POINTER)
         _write_atomic(self._path(_CURRENT), f"{number}\n".encode())
+        failpoint(AFTER_POINTER)
+        if first:
+            self._write_meta(new=False)  # the store exists from here on
         return self._version(manifest)
 
     def commit(
@@ -318,6 +552,7 @@ class SnapshotStore(ProfileStore):
         buckets_written: int,
         fingerprints: Sequence[str],
     ) -> Version:
+        failpoint(DATA_WRITTEN)
         parent = staging.parent
         shards = self._shards(parent)
         written = self._written_buckets(staging.execution_id)
@@ -327,15 +562,18 @@ class SnapshotStore(ProfileStore):
                 f"{len(written)} are in {self._path('data', staging.execution_id)}; "
                 "nothing was published"
             )
-        for bucket, path in written.items():
-            shards[bucket] = path
+        for bucket, shard in written.items():
+            shards[bucket] = shard
+        self._check_sizes(written.values())
+        for shard in written.values():
+            os.remove(self._path(shard.path + _STATS_SUFFIX))  # in the manifest from now on
         # Every bucket file is durable before a manifest can name it.
         if written:
             _fsync_dir(self._path("data", staging.execution_id))
             _fsync_dir(self._path("data"))
         # The scratch space goes first: once published, nothing may fail.
         shutil.rmtree(staging.work_dir, ignore_errors=True)
-        number = self._next_number()
+        number = (self._current_number() or 0) + 1
         finished_at = clock.iso(clock.now())
         entries = [
             AppliedInput(fp, staging.execution_id, number, finished_at)
@@ -351,6 +589,12 @@ class SnapshotStore(ProfileStore):
 
     def abort(self, staging: Staging) -> None:
         shutil.rmtree(staging.work_dir, ignore_errors=True)
+        if not self._published():
+            # A first run that failed leaves no store behind.
+            self._remove_unpublished_store()
+            with suppress(FileNotFoundError):
+                os.remove(self._path(_META))
+            return
         # Interrupted right after publishing, a run must not take its data
         # away from the version that now uses it.
         data, segments = self._referenced()
@@ -358,7 +602,7 @@ class SnapshotStore(ProfileStore):
             shutil.rmtree(self._path("data", staging.execution_id), ignore_errors=True)
         segment = ledger.segment_path(staging.execution_id)
         if segment not in segments:
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.remove(self._path(segment))
 
     def _referenced(self) -> tuple[set[str], set[str]]:
@@ -368,13 +612,34 @@ class SnapshotStore(ProfileStore):
             manifest = self._read_manifest(number)
             for shard in manifest["shards"]:
                 if shard is not None:
-                    data.add(shard.split("/")[1])
+                    data.add(Shard.from_json(shard).execution)
             segments.update(manifest.get("ledger", []))
         return data, segments
 
+    def _remove_unpublished_versions(self, current: int | None) -> None:
+        """Manifests above CURRENT: left by runs killed during their publish."""
+        for number in self._manifest_numbers():
+            if current is None or number > current:
+                os.remove(self._manifest_path(number))
+
+    def _remove_unpublished_store(self) -> None:
+        """What a first run that never published left (but its meta and the lock)."""
+        for name in os.listdir(self.root) if os.path.isdir(self.root) else ():
+            path = self._path(name)
+            if name in _STORE_NAMES[1:]:
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+            elif name.endswith(".tmp") and name.startswith(_STORE_NAMES[:2]):
+                os.remove(path)
+
     def _collect_garbage(self) -> None:
         """Removes what killed runs left behind (called under the lock)."""
+        self._remove_unpublished_versions(self._current_number())
         data, segments = self._referenced()
+        for folder in ("data", "staging"):
+            os.makedirs(self._path(folder), exist_ok=True)
         for name in os.listdir(self._path("data")):
             if name not in data:
                 shutil.rmtree(self._path("data", name), ignore_errors=True)
@@ -384,9 +649,10 @@ class SnapshotStore(ProfileStore):
                 os.remove(os.path.join(ledger_folder, name))
         for name in os.listdir(self._path("staging")):
             shutil.rmtree(self._path("staging", name), ignore_errors=True)
-        for name in os.listdir(self._path("versions")):
-            if name.endswith(".tmp"):
-                os.remove(self._path("versions", name))
+        for folder in (self.root, self._path("versions")):
+            for name in os.listdir(folder):
+                if name.endswith(".tmp"):
+                    os.remove(os.path.join(folder, name))
 
     # --- maintenance (callers hold the lock) -------------------------------
 
@@ -396,13 +662,15 @@ class SnapshotStore(ProfileStore):
         target = self._read_manifest(number)
         current = self.current()
         execution = {"rollback_to": number, "started_at": clock.iso(clock.now())}
+        shards = [None if s is None else Shard.from_json(s) for s in target["shards"]]
+        self._check_sizes(shards)
         return self._publish(
             current,
-            target["shards"],
+            shards,
             target["profiles"],
             execution,
             target.get("ledger", []),
-            self._next_number(),
+            (self._current_number() or 0) + 1,
         )
 
     def prune(self, keep: int) -> list[int]:
@@ -420,11 +688,21 @@ class SnapshotStore(ProfileStore):
     # --- reading ------------------------------------------------------------
 
     def _keyed(self, source: SnapshotBucketSource, bucket: int) -> Iterator[tuple[bytes, bytes]]:
-        for line in source.read_bucket(bucket):
-            yield records.split(line)
+        lines = source.read_bucket(bucket)
+        for n, line in enumerate(lines, 1):
+            try:
+                key, record = records.split(line)
+            except ValueError:
+                for _ in lines:  # read on: a file that differs from its record says so
+                    pass
+                shard = source.shards[bucket]
+                where = shard.path if shard else f"bucket {bucket}"
+                raise _damaged(self.url, f"{where} line {n} is not a store line") from None
+            yield key, record
 
     def export(self) -> Iterator[bytes]:
         source = self.source(self.current())
+        self._check_sizes(source.shards)
         streams = [self._keyed(source, b) for b in range(self.buckets) if source.shards[b]]
         for _key, record in heapq.merge(*streams):
             yield record
@@ -432,12 +710,81 @@ class SnapshotStore(ProfileStore):
     def get(self, identifier: Identifier) -> bytes | None:
         key = identifier.key
         source = self.source(self.current())
+        found = None
+        # Read to the end of the bucket, so its count and checksum are checked.
         for line_key, record in self._keyed(source, bucket_of(key, self.buckets)):
             if line_key == key:
-                return record
-            if line_key > key:
-                break
-        return None
+                found = record
+        return found
+
+    def verify(self, number: int | None = None) -> Verification:
+        published = self._version_numbers()
+        if not published:
+            raise StoreError(f"store {self.url} has no published version")
+        if number is None:
+            number = published[-1]  # the current version
+        if number not in published:
+            raise StoreError(f"store {self.url} has no version {number} (see `versions`)")
+        manifest = self._read_manifest(number)
+        shards = manifest.get("shards")
+        problems: list[str] = []
+        if not isinstance(shards, list) or len(shards) != self.buckets:
+            problems.append(f"version {number}: its manifest does not list {self.buckets} buckets")
+            return Verification(number, 0, 0, tuple(problems))
+        files = lines = 0
+        for bucket, entry in enumerate(shards):
+            if entry is None:
+                continue
+            shard = Shard.from_json(entry)
+            files += 1
+            found, count = self._verify_file(bucket, shard)
+            problems += found
+            lines += count
+        if lines != manifest["profiles"] and not any("is missing" in p for p in problems):
+            problems.append(
+                f"version {number} records {manifest['profiles']:,} profiles, "
+                f"its files hold {lines:,}"
+            )
+        return Verification(number, files, lines, tuple(problems))
+
+    def _verify_file(self, bucket: int, shard: Shard) -> tuple[list[str], int]:
+        """The problems of one bucket file, and its line count."""
+        name = os.path.basename(shard.path)
+        if name != f"bucket-{bucket:05d}{_DATA_SUFFIX}" and not (
+            shard.lines is None and name == f"bucket-{bucket:05d}{_LEGACY_DATA_SUFFIX}"
+        ):
+            return [f"{shard.path}: listed as bucket {bucket}"], 0
+        try:
+            raw = open(self._path(shard.path), "rb", buffering=0)  # noqa: SIM115
+        except OSError as e:
+            what = "is missing" if isinstance(e, FileNotFoundError) else f"cannot be read: {e}"
+            return [f"{shard.path} {what}"], 0
+        problems: list[str] = []
+        bad = 0
+        previous = b""
+        n = 0
+        with raw:
+            summing = _Summing(raw, writing=False)
+            for n, line in enumerate(io.BufferedReader(summing, _BLOCK), 1):
+                problem = records.problem(line)
+                if problem is None:
+                    key = records.split(line)[0]
+                    if key <= previous:
+                        problem = "is out of key order"
+                    elif bucket_of(key, self.buckets) != bucket:
+                        problem = f"belongs in bucket {bucket_of(key, self.buckets)}"
+                    previous = key
+                if problem is not None:
+                    bad += 1
+                    if bad <= _MAX_PROBLEMS_PER_FILE:
+                        problems.append(f"{shard.path} line {n}: {problem}")
+        if bad > _MAX_PROBLEMS_PER_FILE:
+            problems.append(f"{shard.path}: {bad - _MAX_PROBLEMS_PER_FILE:,} more bad lines")
+        complete = n - (summing.last != b"\n")  # lines with their newline
+        mismatch = shard.mismatch(complete, summing.bytes, summing.crc32)
+        if mismatch:
+            problems.append(mismatch)
+        return problems, n
 
     def version(self, number: int) -> Version | None:
         if number not in self._version_numbers():
@@ -455,7 +802,7 @@ class SnapshotStore(ProfileStore):
             "its profiles cannot be read"
         )
 
-    def _version_shards(self, version: Version) -> list[str | None]:
+    def _version_shards(self, version: Version) -> list[Shard | None]:
         if version.number not in self._version_numbers():
             raise self._gone(version)
         return self._shards(version)
@@ -477,7 +824,7 @@ class SnapshotStore(ProfileStore):
 
         # Each bucket is filtered on its own, so only kept records reach the merge.
         streams = [
-            sorted_files.keyed_lines(self._path(shard), after, keep, gone)
+            sorted_files.keyed_lines(self._path(shard.path), after, keep, gone)
             for shard in shards
             if shard is not None
         ]
@@ -494,7 +841,7 @@ class SnapshotStore(ProfileStore):
             if shard is None:
                 continue
             try:
-                f = open(self._path(shard), "rb")  # noqa: SIM115 - closed by the `with`
+                f = open(self._path(shard.path), "rb")  # noqa: SIM115 - closed by the `with`
             except FileNotFoundError as e:
                 raise self._gone(version) from e
             with f:

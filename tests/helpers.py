@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -13,6 +16,7 @@ from typing import Any
 from profile_import.core.numbering import first_lines
 from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES, InputSplit, list_inputs, split_ranges
 from profile_import.inputs.scan import ContentHash, count_range, hash_content
+from profile_import.runners import cli
 
 CLI = [sys.executable, "-m", "profile_import.runners.cli"]
 SYSTEM_FIELDS = ("created_at", "last_modified_at")
@@ -27,6 +31,26 @@ def run_cli(
     if args and args[0] == "run":
         argv += list(beam)
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def read_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`profile-import ARGS` for the commands that read a store, in this process
+    (~0.25 s less each than a new interpreter)."""
+    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
+    saved, sigterm = (sys.stdout, sys.stderr), signal.getsignal(signal.SIGTERM)
+    sys.stdout, sys.stderr = out, err
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.stdout, sys.stderr = saved
+        # main() sets these for the whole process.
+        signal.signal(signal.SIGTERM, sigterm)
+        logging.disable(logging.NOTSET)
+    out.flush()
+    stdout = out.buffer.getvalue().decode()
+    return subprocess.CompletedProcess(list(args), code, stdout, err.getvalue())
 
 
 def write_lines(path: Path, lines: Iterable[str | dict[str, Any]]) -> Path:

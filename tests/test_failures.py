@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import time
@@ -12,7 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import CLI, export, run_cli, upsert, write_big_input, write_lines
+from profile_import.stores import failpoints
+
+from .helpers import (
+    CLI,
+    ONE_WORKER,
+    export,
+    run_cli,
+    upsert,
+    without_times,
+    write_big_input,
+    write_lines,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +110,7 @@ def _alive(pgid: int) -> bool:
 
 def test_a_run_that_fails_midway_leaves_the_store_unchanged(tmp_path: Path) -> None:
     store, current, before = seeded_store(tmp_path)
-    (shard,) = store.glob("data/*/bucket-*.ndjson")
+    (shard,) = store.glob("data/*/bucket-*.kv")
     shard.unlink()  # damage: the version's bucket is gone
     report = tmp_path / "report.json"
     path = write_lines(tmp_path / "in.ndjson", [upsert({"email_hash": "seed"}, {"v": 2})])
@@ -166,3 +178,124 @@ def test_progress_is_shown_on_a_terminal_only(tmp_path: Path, big_input: Path) -
     assert "lines/s" in shown and "/150,000 lines" in shown
     piped = run_cli("run", "--store", tmp_path / "s2", "--rejects", tmp_path / "r", big_input)
     assert "lines/s" not in piped.stderr
+
+
+# --- kills during the publish (stores/failpoints.py) -------------------------
+
+
+def run_killed_at(point: str, store: Path, path: Path) -> None:
+    """A real run, killed (SIGKILL) at `point` of its publish."""
+    argv = [*CLI, "run", "--quiet", "--store", str(store), "--report", os.devnull]
+    argv += ["--rejects", os.devnull, *ONE_WORKER, str(path)]
+    env = {**os.environ, failpoints.ENV: point}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+
+
+def store_state(store: Path) -> tuple[list[dict[str, object]], list[str]]:
+    """What a user sees of a store: its profiles and its versions; and it verifies."""
+    versions = run_cli("versions", "--store", store)
+    assert versions.returncode == 0, versions.stderr
+    verify = run_cli("verify", "--store", store)
+    assert verify.returncode == 0, verify.stdout
+    listed = [line.split()[0] for line in versions.stdout.replace("*", " ").splitlines()]
+    return without_times(export(store)), listed
+
+
+def assert_no_leftovers(store: Path) -> None:
+    current = int((store / "CURRENT").read_text())
+    manifests = sorted(p.name for p in (store / "versions").iterdir())
+    assert manifests == [f"{n:08d}.json" for n in range(1, current + 1)]
+    referenced = {
+        (s if isinstance(s, str) else s["path"]).split("/")[1]
+        for name in manifests
+        for s in json.loads((store / "versions" / name).read_text())["shards"]
+        if s is not None
+    }
+    assert {p.name for p in (store / "data").iterdir()} == referenced
+    assert list((store / "staging").iterdir()) == []
+    assert not [p for p in store.rglob("*") if p.suffix in (".tmp", ".stats")]
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("seeded")
+    lines = [upsert({"email_hash": f"h{n}"}, {"n": n, "tags": ["s"]}) for n in range(200)]
+    path = write_lines(folder / "seed.ndjson", lines)
+    assert (
+        run_cli("run", "--store", folder / "store", "--rejects", os.devnull, path).returncode == 0
+    )
+    return folder / "store"
+
+
+def killed_input(folder: Path) -> Path:
+    """Merges onto seeded profiles and creates new ones: a reapplied input would show."""
+    merges = [
+        upsert({"email_hash": f"h{n}"}, {"tags": ["k"]}, merge_objects=True)
+        for n in range(0, 200, 3)
+    ]
+    creates = [upsert({"user_agent_id": f"u{n}"}, {"n": n}) for n in range(50)]
+    return write_lines(folder / "killed.ndjson", [*merges, *creates])
+
+
+@pytest.mark.parametrize(
+    ("point", "published"),
+    [
+        (failpoints.DATA_WRITTEN, False),
+        (failpoints.BEFORE_POINTER, False),
+        (failpoints.AFTER_POINTER, True),
+    ],
+)
+def test_a_kill_during_the_publish_leaves_the_before_or_the_after_state(
+    tmp_path: Path, seeded: Path, point: str, published: bool
+) -> None:
+    path = killed_input(tmp_path)
+    after = tmp_path / "after"
+    shutil.copytree(seeded, after)
+    assert run_cli("run", "--store", after, "--rejects", os.devnull, path).returncode == 0
+    store = tmp_path / "store"
+    shutil.copytree(seeded, store)
+    before_state, after_state = store_state(store), store_state(after)
+
+    run_killed_at(point, store, path)
+    # Killed where it was meant to be: its data written; its manifest too, past that point.
+    assert len(list((store / "data").iterdir())) == 2
+    assert (store / "versions" / "00000002.json").exists() == (point != failpoints.DATA_WRITTEN)
+    assert (store / "CURRENT").read_text() == ("2\n" if published else "1\n")
+    assert store_state(store) == (after_state if published else before_state)
+    if not published:  # a manifest written but never published is not a version
+        refused = run_cli("rollback", "--store", store, "--to", "2")
+        assert refused.returncode == 1 and "has no version 2" in refused.stderr
+
+    # The next run cleans what the dead one left and completes.
+    late = write_lines(tmp_path / "late.ndjson", [upsert({"email_hash": "late"}, {"n": 1})])
+    assert run_cli("run", "--store", store, "--rejects", os.devnull, late).returncode == 0
+    assert_no_leftovers(store)
+    # And the killed input, run again, is applied exactly once in all.
+    again = run_cli("run", "--store", store, "--report", tmp_path / "r.json", path)
+    assert again.returncode == 0, again.stderr
+    status = json.loads((tmp_path / "r.json").read_text())["status"]
+    assert status == ("ALREADY_APPLIED" if published else "SUCCEEDED")
+    profiles, versions = store_state(store)
+    assert versions == ["1", "2", "3"]  # seed, then the killed input and late in some order
+    late_profile = {"email_hash": "late", "user_profile": {"n": 1}}
+    assert sorted(map(json.dumps, profiles)) == sorted(
+        map(json.dumps, [*after_state[0], late_profile])
+    )
+    assert_no_leftovers(store)
+
+
+@pytest.mark.parametrize("point", [failpoints.BEFORE_POINTER, failpoints.AFTER_POINTER])
+def test_a_first_run_killed_during_its_publish_leaves_no_store(tmp_path: Path, point: str) -> None:
+    store = tmp_path / "store"
+    first = write_lines(tmp_path / "first.ndjson", [upsert({"email_hash": "first"}, {})])
+    run_killed_at(point, store, first)
+    for command in ("export", "versions"):
+        result = run_cli(command, "--store", store)
+        assert result.returncode == 1 and f"no profile store at {store}" in result.stderr
+    # The next run starts the store afresh, with its own bucket count.
+    result = run_cli("run", "--store", store, "--buckets", "8", "--rejects", os.devnull, first)
+    assert result.returncode == 0, result.stderr
+    assert store_state(store) == ([{"email_hash": "first", "user_profile": {}}], ["1"])
+    assert json.loads((store / "profile-store.json").read_text())["buckets"] == 8
+    assert_no_leftovers(store)

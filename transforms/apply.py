@@ -85,14 +85,22 @@ class ApplyBucketFn(beam.DoFn):
         commands = {key: map(load_accepted, raw) for key, raw in lines_by_key.items()}
 
         tally: Counter[str] = Counter()
-        lines = apply_to_bucket(self._source.read_bucket(bucket), commands, self._now, tally)
+        stored = self._source.read_bucket(bucket)
+        lines = apply_to_bucket(stored, commands, self._now, tally)
         written = 0
-        if self._sink is not None:
-            profiles = self._sink.write_bucket(bucket, lines)
-            written = 1
-            self._buckets_written.inc()
-        else:
-            profiles = sum(1 for _ in lines)
+        try:
+            if self._sink is not None:
+                profiles = self._sink.write_bucket(bucket, lines)
+                written = 1
+                self._buckets_written.inc()
+            else:
+                profiles = sum(1 for _ in lines)
+        except ValueError:
+            # A stored line that does not parse: read the bucket on to its end,
+            # where the source checks it and names the damage (StoreError).
+            for _ in stored:
+                pass
+            raise
 
         self._applied.inc(applied)
         for outcome, counter in self._outcomes.items():
