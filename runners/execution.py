@@ -16,10 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -39,9 +36,9 @@ from profile_import.inputs import plan as input_plan
 from profile_import.pipelines import import_profiles
 from profile_import.stores import ProfileStore, StoreError, open_store
 from profile_import.stores.base import BucketSource, Staging, Version
-from profile_import.transforms import metrics, progress
+from profile_import.transforms import metrics
 
-from . import local
+from . import local, logs, progress_display
 
 FIRST_ERRORS = 20
 
@@ -158,40 +155,6 @@ def _gather_rejects(
     return path, written, first
 
 
-@contextlib.contextmanager
-def _progress_display(
-    enabled: bool, progress_dir: str | None, total_lines: int, stream: TextIO
-) -> Iterator[None]:
-    """While the pipeline runs, shows lines read and lines/s on a terminal."""
-    if not enabled or progress_dir is None:
-        yield
-        return
-    stop = threading.Event()
-    started = time.monotonic()
-
-    def show() -> None:
-        while not stop.wait(1.0):
-            _, lines = progress.read(progress_dir, "read-")
-            buckets, _ = progress.read(progress_dir, "apply-")
-            elapsed = time.monotonic() - started
-            rate = lines / elapsed if elapsed else 0.0
-            stream.write(
-                f"\rread {lines:,}/{total_lines:,} lines ({rate:,.0f} lines/s), "
-                f"applied {buckets:,} buckets "
-            )
-            stream.flush()
-
-    thread = threading.Thread(target=show, name="progress", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        stream.write("\r\033[K")
-        stream.flush()
-
-
 class Execution:
     """One run of `profile-import run`."""
 
@@ -283,8 +246,11 @@ class Execution:
         try:
             self._check_usage()
             profile_schema, profile_schema_sha = _load_profile_schema(s.profile_schema_path)
-            paths = input_plan.expand(s.inputs)
-            self.inputs, splits = input_plan.plan(paths, split_bytes=s.split_bytes)
+            with logs.phase("planning inputs") as end:
+                paths = input_plan.expand(s.inputs)
+                self.inputs, splits = input_plan.plan(paths, split_bytes=s.split_bytes)
+                lines = sum(f.lines for f in self.inputs)
+                end["detail"] = f"{len(self.inputs)} input(s), {lines:,} lines"
             store = open_store(s.store, buckets=s.buckets)
         except (UsageError, input_plan.InputError, StoreError) as e:
             return self._usage_error(e)
@@ -305,7 +271,9 @@ class Execution:
         try:
             if s.dry_run:
                 return self._run_planned(store, splits, check)
-            with store.lock(s.lock_timeout):
+            with contextlib.ExitStack() as held:
+                with logs.phase("waiting for the store lock"):
+                    held.enter_context(store.lock(s.lock_timeout))
                 # The execution starts when it holds the store, so the times it
                 # stamps on profiles follow the order in which runs publish.
                 self.started = clock.now()
@@ -313,6 +281,11 @@ class Execution:
         except (StoreError, OSError) as e:
             failure = str(e) if isinstance(e, StoreError) else f"store {s.store}: {e}"
             return Outcome(self._report(Status.FAILED, reports.empty_counts(), failure=failure), 1)
+
+    def _pipeline_detail(self) -> str:
+        if local.is_local(self.options):
+            return f"{self.runner}, {local.workers(self.options)} worker(s)"
+        return self.runner
 
     def _run_planned(
         self, store: ProfileStore, splits: list[input_plan.InputSplit], check: CheckSettings
@@ -384,11 +357,14 @@ class Execution:
         try:
             runner = local.create_runner(self.options, self.settings.beam_args)
             pipeline = import_profiles.build(beam.Pipeline(runner, options=self.options), job)
-            with _progress_display(
-                show, job.progress_dir, sum(f.lines for f in self.inputs), self.stderr
+            total_lines = sum(f.lines for f in self.inputs)
+            with (
+                logs.phase("pipeline", self._pipeline_detail()) as end,
+                progress_display.shown(show, job.progress_dir, total_lines, self.stderr),
             ):
                 result = pipeline.run()
                 result.wait_until_finish()
+                end["detail"] = f"{total_lines:,} lines"
             values = _counters(result)
         except Exception as e:  # noqa: BLE001 - any pipeline failure fails the run cleanly
             crash = f"the pipeline failed: {_root_message(e)} (--verbose shows Beam's log)"
@@ -403,9 +379,11 @@ class Execution:
             if values.get(metrics.REJECTED_PREFIX + code)
         }
         try:
-            rejects_path, rejects_written, first_errors = _gather_rejects(
-                job.rejects_dir, s.rejects_path, self.execution_id
-            )
+            with logs.phase("gathering rejects") as end:
+                rejects_path, rejects_written, first_errors = _gather_rejects(
+                    job.rejects_dir, s.rejects_path, self.execution_id
+                )
+                end["detail"] = f"{rejects_written:,} in {rejects_path}" if rejects_path else "none"
         except OSError as e:
             unwritable = f"cannot write the rejects file: {e}"
             report = self._report(Status.FAILED, reports.empty_counts(), failure=unwritable)
@@ -445,7 +423,9 @@ class Execution:
             }
             delta = counts["profiles_created"] - counts["profiles_deleted"]
             written = values.get(metrics.BUCKETS_WRITTEN, 0)
-            version = store.commit(staging, execution, delta, written).number
+            with logs.phase("publishing") as end:
+                version = store.commit(staging, execution, delta, written).number
+                end["detail"] = f"store version {version}"
         report = self._report(
             status,
             counts,
