@@ -47,7 +47,9 @@ class ImportJob:
     source: BucketSource  # the parent version's buckets
     work_dir: str
     split_bytes: int = DEFAULT_SPLIT_BYTES
-    progress: bool = False
+    # Where local workers drop progress markers for the display (None: none);
+    # the launcher's own folder, which outlives the run's staging.
+    progress_dir: str | None = None
     spill: bool = False  # shuffle batches through files in work_dir (transforms.batches)
     transport_params: dict[str, Any] = field(default_factory=dict)
 
@@ -58,10 +60,6 @@ class ImportJob:
     @property
     def spill_dir(self) -> str | None:
         return os.path.join(self.work_dir, "shuffle") if self.spill else None
-
-    @property
-    def progress_dir(self) -> str | None:
-        return os.path.join(self.work_dir, "progress") if self.progress else None
 
 
 def build(pipeline: beam.Pipeline, job: ImportJob) -> beam.Pipeline:

@@ -18,4 +18,4 @@ class ImportOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser: Any) -> None:
-        add_run_options(parser, with_inputs=True)
+        add_run_options(parser, command_line=False)

@@ -12,7 +12,9 @@
 
 Exit status: 0 done (SUCCEEDED, SUCCEEDED_WITH_ERRORS, ALREADY_APPLIED; a
 profile found; a sound store), 1 failed (FAILED; no such profile; a damaged
-store), 2 bad usage or unreadable input. Errors are one clear line on stderr, never a traceback.
+store), 2 bad usage or unreadable input, 130 interrupted (Ctrl-C, SIGTERM).
+Errors are one clear line on stderr, cause first, never a traceback or a
+usage dump.
 """
 
 from __future__ import annotations
@@ -23,39 +25,50 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from profile_import.core.commands import DEFAULT_MAX_LINE_BYTES
+from profile_import import __version__
 from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier, normalise_value
 from profile_import.core.ids import AskedIds, IdsError, read_ids
-from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES
 from profile_import.stores import DEFAULT_STORE, ProfileStore, StoreError, open_store
 
-from . import read_commands
-from .local_worker import VERBOSE_ENV
+from . import logs, read_commands
+from .local_worker import VERBOSE_ENV, stop_workers
+from .options import add_run_options
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROG = "profile-import"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_STATUS = """exit status:
+  0    done: SUCCEEDED, SUCCEEDED_WITH_ERRORS or ALREADY_APPLIED (get: the profile was found;
+       verify: the version is sound)
+  1    failed: FAILED, the store is unchanged (get: no such profile; a damaged or missing store)
+  2    bad usage or an unreadable input: nothing ran
+  130  interrupted (Ctrl-C, SIGTERM): the store is unchanged"""
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (cause first) rather than a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (see {self.prog} --help)", EXIT_USAGE)
+
+
+def _subcommand(commands: Any, name: str, help: str, description: str | None = None) -> Any:
+    return commands.add_parser(
+        name,
+        help=help,
+        description=description or help[0].upper() + help[1:] + ".",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-def _ratio(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
     return value
 
 
@@ -69,60 +82,55 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="profile-import",
+    parser = ArgumentParser(
+        prog=PROG,
         description="Import user profile commands (NDJSON) into a profile store.",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the version and exit",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser(
+    run = _subcommand(
+        commands,
         "run",
-        help="apply import files to the store",
-        description=(
-            "Apply NDJSON import commands to the store. Options this command does not "
-            "know are passed to Apache Beam as pipeline options, in --name=value form "
-            "(for example --direct_num_workers=2); --runner picks another Beam runner."
-        ),
+        "apply import files to the store",
+        "Apply NDJSON import commands to the store. Options this command does not "
+        "know are passed to Apache Beam as pipeline options, in --name=value form "
+        "(for example --direct_num_workers=2).",
     )
     run.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="files, globs or URLs (.gz .bz2 .xz .zst .lz4 decompressed); - is standard input",
+        help="files, globs or URLs, applied in the order given (.gz .bz2 .xz .zst .lz4 are "
+        "decompressed); - is standard input",
     )
-    _store_option(run)
+    # The options of a run, declared once (runners.options): Beam and a Flex
+    # Template know them by the same names.
+    add_run_options(run, command_line=True)
     run.add_argument(
-        "--rejects", metavar="FILE", help="where rejected lines go (NDJSON); - is standard output"
-    )
-    run.add_argument(
-        "--report", metavar="FILE", help="where the JSON report goes (default and -: stdout)"
-    )
-    run.add_argument("--default-compartment-id", metavar="ID")
-    run.add_argument("--max-rejects", type=_non_negative_int, metavar="N")
-    run.add_argument("--max-reject-ratio", type=_ratio, metavar="R")
-    run.add_argument("--allow-reapply", action="store_true")
-    run.add_argument("--redact-rejects", action="store_true")
-    run.add_argument("--profile-schema", metavar="FILE")
-    run.add_argument(
-        "--properties-file",
-        metavar="FILE",
-        help="typed declarations of user_profile properties (JSON array, see README)",
+        "--runner",
+        help="the Beam runner: FnApiRunner (the default) or DirectRunner run here; "
+        "the folder store refuses the others",
     )
     run.add_argument(
-        "--allow-undeclared-properties",
+        "--quiet",
         action="store_true",
-        help="with --properties-file: accept properties it does not declare",
+        help="errors only: no progress, no log, no summary line",
     )
-    run.add_argument("--dry-run", action="store_true")
-    run.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS")
-    run.add_argument("--max-line-bytes", type=_positive_int, default=DEFAULT_MAX_LINE_BYTES)
-    run.add_argument("--split-bytes", type=_positive_int, default=DEFAULT_SPLIT_BYTES)
-    run.add_argument("--buckets", type=_positive_int, help="buckets of a new store")
-    run.add_argument("--runner", help="the Beam runner (default: the local FnApiRunner)")
-    run.add_argument("--quiet", action="store_true", help="no progress, no summary line")
-    run.add_argument("--verbose", action="store_true", help="show Beam's own log")
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show Beam's own log and its workers' output",
+    )
 
-    export = commands.add_parser("export", help="write every profile, by identifier")
+    export = _subcommand(commands, "export", "write every profile, by identifier")
     _store_option(export)
     export.add_argument(
         "--format",
@@ -136,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write (default: stdout; required for parquet); written whole or not at all",
     )
 
-    verify = commands.add_parser(
-        "verify", help="check every file and line of a version against its manifest"
+    verify = _subcommand(
+        commands, "verify", "check every file and line of a version against its manifest"
     )
     _store_option(verify)
     verify.add_argument(
@@ -148,12 +156,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="the version to check (default: the current one)",
     )
 
-    get = commands.add_parser("get", help="print one profile as JSON")
+    get = _subcommand(
+        commands,
+        "get",
+        "print one profile as JSON",
+        "Print one profile as JSON. Give one identifier: --email-hash, --user-agent-id, "
+        "or --compartment-id with --user-account-id.",
+    )
     _store_option(get)
-    get.add_argument("--email-hash")
-    get.add_argument("--user-agent-id")
-    get.add_argument("--compartment-id")
-    get.add_argument("--user-account-id")
+    get.add_argument("--email-hash", metavar="H", help="the profile's email_hash")
+    get.add_argument("--user-agent-id", metavar="U", help="the profile's user_agent_id")
+    get.add_argument(
+        "--compartment-id",
+        metavar="C",
+        help="the profile's compartment_id (with --user-account-id)",
+    )
+    get.add_argument(
+        "--user-account-id",
+        metavar="A",
+        help="the profile's user_account_id (with --compartment-id)",
+    )
     get.add_argument(
         "--ids",
         metavar="FILE",
@@ -161,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.add_argument("--properties", metavar="A,B.C", help="with --ids: only these properties")
 
-    listing = commands.add_parser(
-        "list", help="print a page of profiles, by identifier, filtered on their properties"
+    listing = _subcommand(
+        commands, "list", "print a page of profiles, by identifier, filtered on their properties"
     )
     _store_option(listing)
     listing.add_argument(
@@ -187,55 +209,101 @@ def build_parser() -> argparse.ArgumentParser:
         "--cursor", metavar="C", help="the next_cursor of the previous page (on stderr)"
     )
 
-    versions = commands.add_parser("versions", help="list the store's kept versions")
+    versions = _subcommand(commands, "versions", "list the store's kept versions")
     _store_option(versions)
 
-    rollback = commands.add_parser("rollback", help="publish an older version again")
+    rollback = _subcommand(commands, "rollback", "publish an older version again")
     _store_option(rollback)
-    rollback.add_argument("--to", type=_positive_int, required=True, metavar="VERSION")
+    rollback.add_argument(
+        "--to",
+        type=_positive_int,
+        required=True,
+        metavar="VERSION",
+        help="the version to publish again (see versions)",
+    )
 
-    prune = commands.add_parser("prune", help="drop old versions and their files")
+    prune = _subcommand(commands, "prune", "drop old versions and their files")
     _store_option(prune)
-    prune.add_argument("--keep", type=_positive_int, required=True, metavar="N")
+    prune.add_argument(
+        "--keep",
+        type=_positive_int,
+        required=True,
+        metavar="N",
+        help="how many of the newest versions to keep",
+    )
     return parser
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    print(f"profile-import: {message}", file=sys.stderr)
+    """Exits with one line on stderr: `profile-import: error: CAUSE...`."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+class _Interrupt:
+    """Ctrl-C and SIGTERM (what cron, Airflow and `kill` send) unwind the run
+    as KeyboardInterrupt, so a staged run is discarded and the lock released."""
+
+    signal: str | None = None  # the first one received
+    quiet_threads = True
+
+    @classmethod
+    def install(cls, quiet_threads: bool) -> None:
+        cls.quiet_threads = quiet_threads
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, cls.handle)
+
+    @classmethod
+    def handle(cls, signum: int, frame: object) -> None:
+        if cls.signal is None:
+            cls.signal = signal.Signals(signum).name
+            if cls.quiet_threads:
+                # Beam's threads watching the workers report their end as
+                # errors; the one-line message below says what happened.
+                threading.excepthook = lambda _: None
+            # Beam waits for its worker processes while unwinding; they would
+            # never finish without the runner, so they are stopped first.
+            stop_workers()
+        raise KeyboardInterrupt
+
+    @classmethod
+    def exit(cls) -> NoReturn:
+        print(
+            f"{PROG}: interrupted ({cls.signal or 'SIGINT'}); the store is unchanged",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_INTERRUPTED)
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     # Imported here: Beam takes a second to import, and only `run` needs it.
+    from . import local
     from .execution import Execution, RunSettings
 
     if args.default_compartment_id is not None and not args.default_compartment_id:
         _fail("--default-compartment-id must not be empty", EXIT_USAGE)
     if args.runner:
         beam_args = [f"--runner={args.runner}", *beam_args]
-    settings = RunSettings(
+    try:
+        local.check_options(beam_args)
+    except local.OptionError as e:
+        _fail(str(e), EXIT_USAGE)
+    settings = RunSettings.from_options(
+        args,
+        beam_args,
         inputs=args.inputs,
-        store=args.store,
-        rejects_path=args.rejects,
-        report_path=args.report,
-        default_compartment_id=args.default_compartment_id,
-        max_rejects=args.max_rejects,
-        max_reject_ratio=args.max_reject_ratio,
-        allow_reapply=args.allow_reapply,
-        redact_rejects=args.redact_rejects,
-        profile_schema_path=args.profile_schema,
-        properties_path=args.properties_file,
-        allow_undeclared_properties=args.allow_undeclared_properties,
-        dry_run=args.dry_run,
-        lock_timeout=args.lock_timeout,
-        max_line_bytes=args.max_line_bytes,
-        split_bytes=args.split_bytes,
-        buckets=args.buckets,
         show_progress=not args.quiet and sys.stderr.isatty(),
-        beam_args=beam_args,
     )
     execution = Execution(settings)
+    logs.log.info(
+        "execution %s: %d input(s) into store %s",
+        execution.execution_id,
+        len(args.inputs),
+        args.store,
+    )
     outcome = execution.run()
+    if _Interrupt.signal is not None and outcome.report["version"] is None:
+        _Interrupt.exit()  # the pipeline failed because it was interrupted
     text = (json.dumps(outcome.report, indent=2) + "\n").encode()
     try:
         if not outcome.report_written:
@@ -245,16 +313,23 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         # run's outcome stands, published or not, and the report goes to
         # stdout instead, so a retry does not fail forever on a done import.
         print(
-            f"profile-import: warning: cannot write the report to "
+            f"{PROG}: warning: cannot write the report to "
             f"{execution.report_output}: {e}; it follows on standard output",
             file=sys.stderr,
         )
         sys.stdout.buffer.write(text)
         sys.stdout.flush()
-    if not args.quiet or outcome.exit_code:
-        print(f"profile-import: {outcome.report['message']}", file=sys.stderr)
-        if outcome.report.get("rejects_file"):
-            print(f"profile-import: rejects in {outcome.report['rejects_file']}", file=sys.stderr)
+    report = outcome.report
+    if outcome.exit_code:
+        # Cause first; the counts are in the report.
+        cause = report.get("failure") or report["message"]
+        unchanged = "; the store is unchanged" if outcome.exit_code == EXIT_FAILED else ""
+        rejects = f"; rejects in {report['rejects_file']}" if report.get("rejects_file") else ""
+        print(f"{PROG}: error: {cause}{unchanged}{rejects}", file=sys.stderr)
+    elif not args.quiet:
+        print(f"{PROG}: {report['message']}", file=sys.stderr)
+        if report.get("rejects_file"):
+            print(f"{PROG}: rejects in {report['rejects_file']}", file=sys.stderr)
     return outcome.exit_code
 
 
@@ -353,17 +428,6 @@ def _verify(store: ProfileStore, number: int | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Beam logs its plumbing (optional cloud clients missing, ...) and, on a
-    # failure, whole worker tracebacks: noise for a command-line user, who gets
-    # our one-line summary instead. --verbose shows it all.
-    verbose = "--verbose" in (argv if argv is not None else sys.argv)
-    if verbose:
-        os.environ[VERBOSE_ENV] = "1"  # for the worker processes too
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    else:
-        logging.disable(logging.ERROR)
-    # SIGTERM (cron, Airflow, kill) unwinds like Ctrl-C, so a staged run is discarded.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command != "run" and extra:
@@ -374,6 +438,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"unrecognized arguments: {' '.join(stray)} "
             "(Beam options are written --name=value, before or after the inputs)"
         )
+    # `run` logs its phases with their times (INFO) unless --quiet; Beam's own
+    # log, worker start-up and whole worker tracebacks, is noise for a
+    # command-line user, who gets our one-line summary instead: --verbose shows it.
+    verbose = args.command == "run" and args.verbose
+    quiet = args.command != "run" or args.quiet
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # for the worker processes too
+    logs.setup(sys.stderr, level=logging.WARNING if quiet else logging.INFO, beam_log=verbose)
+    _Interrupt.install(quiet_threads=not verbose)
     try:
         if args.command == "run":
             return _run(args, extra)
@@ -426,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         _fail(f"store {args.store}: {e}", EXIT_FAILED)
     except KeyboardInterrupt:
-        _fail("interrupted; the store is unchanged", 130)
+        _Interrupt.exit()
 
 
 if __name__ == "__main__":

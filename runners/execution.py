@@ -20,10 +20,7 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
@@ -40,11 +37,11 @@ from profile_import.core.validation import InvalidSchema, SchemaValidator
 from profile_import.inputs import plan as input_plan
 from profile_import.pipelines import import_profiles
 from profile_import.stores import ProfileStore, StoreError, open_store
-from profile_import.transforms import outputs, progress
+from profile_import.transforms import outputs
 from profile_import.transforms.commit import Finalizer, RunContext, build_report
 from profile_import.transforms.outputs import Output, OutputError
 
-from . import beam_options, local
+from . import local, logs, progress_display
 from .options import split_inputs
 
 
@@ -159,37 +156,6 @@ def _load_declarations(path: str | None, allow_undeclared: bool) -> Declarations
         raise UsageError(f"--properties-file {path}: {e}") from e
 
 
-@contextlib.contextmanager
-def _progress_display(enabled: bool, progress_dir: str | None, stream: TextIO) -> Iterator[None]:
-    """While the pipeline runs, shows lines read and lines/s on a terminal."""
-    if not enabled or progress_dir is None:
-        yield
-        return
-    stop = threading.Event()
-    started = time.monotonic()
-
-    def show() -> None:
-        while not stop.wait(1.0):
-            _, lines = progress.read(progress_dir, "read-")
-            buckets, _ = progress.read(progress_dir, "apply-")
-            elapsed = time.monotonic() - started
-            rate = lines / elapsed if elapsed else 0.0
-            stream.write(
-                f"\rread {lines:,} lines ({rate:,.0f} lines/s), applied {buckets:,} buckets "
-            )
-            stream.flush()
-
-    thread = threading.Thread(target=show, name="progress", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        stream.write("\r\033[K")
-        stream.flush()
-
-
 class Execution:
     """One run of `profile-import run`."""
 
@@ -266,16 +232,23 @@ class Execution:
             self._check_usage()
             profile_schema, profile_schema_sha = _load_profile_schema(s.profile_schema_path)
             declarations = _load_declarations(s.properties_path, s.allow_undeclared_properties)
-            paths = input_plan.expand(s.inputs)
-            sources = {}
-            if input_plan.STDIN in paths:
-                sources[input_plan.STDIN] = input_plan.spool_stdin(sys.stdin.buffer, scratch)
-            self.inputs = input_plan.list_inputs(paths, sources=sources)
+            with logs.phase("listing inputs") as end:
+                paths = input_plan.expand(s.inputs)
+                sources = {}
+                if input_plan.STDIN in paths:
+                    sources[input_plan.STDIN] = input_plan.spool_stdin(sys.stdin.buffer, scratch)
+                self.inputs = input_plan.list_inputs(paths, sources=sources)
+                end["detail"] = f"{len(self.inputs)} input(s), {_size(self.inputs)}"
             store = open_store(s.store, buckets=s.buckets)
             placeholder = json.dumps(
                 {"execution_id": self.execution_id, "status": "RUNNING", "store": s.store}
             )
-            self.report_output.check(placeholder.encode() + b"\n")
+            try:
+                self.report_output.check(placeholder.encode() + b"\n")
+            except OutputError:
+                # Nothing ran: the report saying so goes to standard output.
+                self.report_output = Output("--report", outputs.STDOUT)
+                raise
             self.rejects_output.check(b"")
         except (UsageError, input_plan.InputError, StoreError, OutputError) as e:
             return self._usage_error(e)
@@ -299,13 +272,20 @@ class Execution:
                 # A job nobody waits for cannot hold the lock: its publish is
                 # a compare-and-swap on the version it started from.
                 return self._launch(store, check, semantics, scratch)
-            with store.lock(s.lock_timeout):
+            with contextlib.ExitStack() as held:
+                with logs.phase("waiting for the store lock"):
+                    held.enter_context(store.lock(s.lock_timeout))
                 # The execution starts when it holds the store, so the times it
                 # stamps on profiles follow the order in which runs publish.
                 self.started = clock.now()
                 return self._launch(store, check, semantics, scratch)
         except (StoreError, OSError) as e:
             return self._failed(str(e) if isinstance(e, StoreError) else f"store {s.store}: {e}", 1)
+
+    def _pipeline_detail(self) -> str:
+        if local.is_local(self.options):
+            return f"{self.runner}, {local.workers(self.options)} worker(s)"
+        return self.runner
 
     def _submitted(self, staged: bool) -> Outcome:
         """A job launched with nobody waiting: its final step writes the report."""
@@ -345,7 +325,7 @@ class Execution:
             source=staging.source if staging is not None else store.source(parent),
             work_dir=work_dir,
             split_bytes=s.split_bytes,
-            progress=show,
+            progress_dir=os.path.join(scratch, "progress") if show else None,
             spill=local.is_local(self.options) if s.spill is None else s.spill,
         )
         for folder in (job.progress_dir, job.rejects_dir):
@@ -362,10 +342,16 @@ class Execution:
                 pipeline.run()
                 submitted = True
                 return self._submitted(staging is not None)
-            with _progress_display(show, job.progress_dir, self.stderr):
+            total_bytes = sum(f.size or 0 for f in self.inputs)
+            with (
+                logs.phase("pipeline", self._pipeline_detail()) as end,
+                progress_display.shown(show, job.progress_dir, total_bytes, self.stderr),
+            ):
                 pipeline.run().wait_until_finish()
-            with open(ctx.result_path or "", "rb") as f:
-                report: dict[str, Any] = json.load(f)
+                with open(ctx.result_path or "", "rb") as f:
+                    report: dict[str, Any] = json.load(f)
+                # The final step, inside the pipeline, checked, published or discarded.
+                end["detail"] = report["message"]
         except Exception as e:  # noqa: BLE001 - any pipeline failure fails the run cleanly
             crash = f"the pipeline failed: {_root_message(e)} (--verbose shows Beam's log)"
             return self._failed(crash, 1)
@@ -377,6 +363,12 @@ class Execution:
         written = s.report_path not in (None, outputs.STDOUT) and not unwritten
         exit_code = 1 if report["status"] == Status.FAILED else 0
         return Outcome(report, exit_code, report_written=written)
+
+
+def _size(inputs: list[input_plan.InputFile]) -> str:
+    known = [f.size for f in inputs if f.size is not None]
+    text = f"{sum(known):,} bytes"
+    return text if len(known) == len(inputs) else f"{text} and {len(inputs) - len(known)} unsized"
 
 
 def _root_message(error: BaseException) -> str:

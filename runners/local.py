@@ -1,11 +1,13 @@
 """The local runner: Beam's FnApiRunner, chosen explicitly.
 
-`DirectRunner` first tries the Prism runner, which downloads a binary at run
-time: offline it fails over to the FnApiRunner, online it silently runs on
-another engine. A nightly job must not depend on the network or change engine
-under its users, so a run with no `--runner` gets the FnApiRunner by name.
-Any other `--runner` (Dataflow, Flink, Spark, Portable...) is passed to Beam
-as given.
+Beam's `DirectRunner` first tries the Prism runner, which downloads a binary
+at run time: offline it fails over to the FnApiRunner, online it silently runs
+on another engine. A nightly job must not depend on the network or change
+engine under its users, so a run with no `--runner`, `--runner=FnApiRunner` or
+`--runner=DirectRunner` (Beam's usual name for "run it here") gets the
+FnApiRunner by name. Any other runner Beam knows (Dataflow, Flink, Spark,
+Portable...) is passed to Beam as given; a name Beam does not know is refused
+before anything runs.
 
 The local run uses every core without being asked: one SDK worker process per
 core (`local_worker`), each reading splits and applying buckets.
@@ -19,23 +21,79 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from apache_beam.options.pipeline_options import (
     DirectOptions,
     PipelineOptions,
     PortableOptions,
     StandardOptions,
+    _BeamArgumentParser,
 )
 
 LOCAL_RUNNER = "FnApiRunner"
+# The names that mean the local runner, as Beam matches them: any case, with
+# or without the "Runner" suffix.
+LOCAL_RUNNER_NAMES = ("FnApiRunner", "DirectRunner")
+
+
+class OptionError(ValueError):
+    """A Beam option the run cannot take: unknown, a bad value, an unknown runner."""
+
+
+class _CheckingParser(_BeamArgumentParser):
+    # Beam's parser prints its whole usage (140 lines) and exits on a bad
+    # value; here the error is raised, for a one-line message.
+    def error(self, message: str) -> NoReturn:
+        raise OptionError(message.removeprefix("argument "))
+
+
+def _runner_key(name: str) -> str:
+    key = name.lower()
+    return key if key.endswith("runner") else f"{key}runner"
+
+
+def is_local_name(name: str | None) -> bool:
+    """Whether a `--runner` value means the local runner (None: not given)."""
+    return not name or _runner_key(name) in {n.lower() for n in LOCAL_RUNNER_NAMES}
+
+
+def check_options(beam_args: Sequence[str]) -> None:
+    """Raises OptionError, naming the option, for a flag no Beam option knows
+    (Beam would drop it without a word, so a misspelled `--max_rejects=0` would
+    let a run go ahead unchecked), a value Beam refuses, or a runner name Beam
+    does not know."""
+    parser = _CheckingParser(allow_abbrev=False)
+    # The same option classes Beam itself parses with (PipelineOptions.get_all_options).
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    known, unknown = parser.parse_known_args(list(beam_args))
+    flags = [arg for arg in unknown if arg.startswith("-")]
+    if flags:
+        raise OptionError(f"unknown option(s): {' '.join(flags)} (see --help)")
+    runner = known.runner
+    if not isinstance(runner, str) or is_local_name(runner) or "." in runner:
+        return  # a dotted name is a runner class, as Beam allows
+    known_names = {_runner_key(n): n for n in StandardOptions.KNOWN_RUNNER_NAMES}
+    if _runner_key(runner) not in known_names:
+        others = ", ".join(
+            n
+            for n in known_names.values()
+            if n not in LOCAL_RUNNER_NAMES and not n.startswith("Test")
+        )
+        raise OptionError(
+            f"--runner={runner}: not a Beam runner; the local runner is FnApiRunner "
+            f"(the default) or DirectRunner, Beam also knows {others}"
+        )
 
 
 def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
     """Beam options from the command line's Beam flags, local by default."""
     options = PipelineOptions(list(beam_args))
     standard = options.view_as(StandardOptions)
-    if not standard.runner:
+    if standard.runner is None or (
+        isinstance(standard.runner, str) and is_local_name(standard.runner)
+    ):
         standard.runner = LOCAL_RUNNER
     if is_local(options) and not any(a.startswith("--direct_num_workers") for a in beam_args):
         options.view_as(DirectOptions).direct_num_workers = os.cpu_count() or 1
@@ -43,12 +101,8 @@ def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
 
 
 def unknown_options(beam_args: Sequence[str]) -> list[str]:
-    """The flags no Beam option knows. Beam drops them without a word, so a
-    misspelled option (`--max_rejects=0`) would let a run go ahead unchecked."""
-    from apache_beam.options.pipeline_options import _BeamArgumentParser
-
+    """The flags no Beam option knows (check_options says more)."""
     parser = _BeamArgumentParser(allow_abbrev=False)
-    # The same option classes Beam itself parses with (PipelineOptions.get_all_options).
     for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
         cls._add_argparse_args(parser)
     _, unknown = parser.parse_known_args(list(beam_args))

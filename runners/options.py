@@ -9,8 +9,9 @@ command line's reading commands start without it. Each
 option has its Beam spelling (`--max_rejects`) and its command-line one
 (`--max-rejects`); both work everywhere.
 
-Flags take an optional value (`--dry-run`, `--dry_run=true`) because a
-template passes every parameter as `--name=value`.
+For Beam and a template, flags take an optional value (`--allow_reapply`,
+`--allow_reapply=true`), because a template passes every parameter as
+`--name=value`; on the command line they take none.
 """
 
 from __future__ import annotations
@@ -79,10 +80,15 @@ class Option:
     def cli_name(self) -> str:
         return self.cli or "--" + self.name.replace("_", "-")
 
-    def add_to(self, parser: Any) -> None:
+    def add_to(self, parser: Any, *, command_line: bool) -> None:
         names = [self.cli_name]
         if self.cli_name != f"--{self.name}":
             names.append(f"--{self.name}")
+        if self.flag and command_line:
+            # On the command line a flag takes no value, so that it never
+            # swallows the INPUT after it.
+            parser.add_argument(*names, dest=self.name, action="store_true", help=self.help)
+            return
         if self.flag:
             parser.add_argument(
                 *names,
@@ -194,12 +200,13 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
-def add_run_options(parser: Any, *, with_inputs: bool) -> None:
-    """Adds the options of `run` to an argparse parser (the command line's,
-    or Beam's when it parses pipeline options)."""
+def add_run_options(parser: Any, *, command_line: bool) -> None:
+    """Adds the options of `run` to an argparse parser: the command line's
+    (its inputs are INPUT arguments, its flags take no value), or one that
+    parses Beam's or a template's `--name=value` options."""
     for option in OPTIONS:
-        if option.name != "inputs" or with_inputs:
-            option.add_to(parser)
+        if option.name != "inputs" or not command_line:
+            option.add_to(parser, command_line=command_line)
 
 
 def split_inputs(text: str | None) -> list[str]:
@@ -210,7 +217,7 @@ def split_inputs(text: str | None) -> list[str]:
 def parse_run_args(args: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """The options of `run` in `args`, and the rest (Beam's own options)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    add_run_options(parser, with_inputs=True)
+    add_run_options(parser, command_line=False)
     return parser.parse_known_args(list(args))
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import logging
+import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -123,3 +128,28 @@ def plan(
         numbers = first_lines(count_range(r) for r in ranges if r.end is not None)
         splits += [replace(r, first_line=numbers.get(r.start, 1)) for r in ranges]
     return [hash_content(f) for f in files], splits
+
+
+def message_lines(stderr: str) -> list[str]:
+    """The command's own lines on stderr (`profile-import: ...`), without the run's log."""
+    return [line for line in stderr.splitlines() if line.startswith("profile-import: ")]
+
+
+def on_terminal(argv: list[str], columns: int = 0, rows: int = 0) -> tuple[int, str]:
+    """Runs `argv` with stderr on a new terminal of that size (0x0: one that
+    reports no size); returns (status, what it drew)."""
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    process = subprocess.Popen(argv, stderr=secondary, stdout=subprocess.DEVNULL)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the terminal closed: the process is over
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    return process.wait(timeout=300), b"".join(chunks).decode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import pty
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +19,7 @@ from .helpers import (
     CLI,
     ONE_WORKER,
     export,
+    on_terminal,
     run_cli,
     upsert,
     without_times,
@@ -92,12 +93,56 @@ def test_a_terminated_run_discards_its_work(tmp_path: Path, big_input: Path) -> 
     wait_for(lambda: staged(store))
     process.send_signal(signal.SIGTERM)  # what cron, Airflow and `kill` send
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode != 0
-    assert "interrupted; the store is unchanged" in stderr and "Traceback" not in stderr
+    assert process.returncode == 130
+    assert stderr == "profile-import: interrupted (SIGTERM); the store is unchanged\n"
     assert (store / "CURRENT").read_bytes() == current and export(store) == before
     assert list((store / "staging").iterdir()) == []
     assert len(list((store / "data").iterdir())) == 1
     os.killpg(process.pid, signal.SIGKILL) if _alive(process.pid) else None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_interrupted_as_its_workers_start_exits_130(
+    tmp_path: Path, big_input: Path, signum: signal.Signals
+) -> None:
+    """Beam waits for its worker processes when a run unwinds; they must not hang it."""
+    store, current, before = seeded_store(tmp_path)
+    argv = [*CLI, "run", "--store", str(store), "--report", os.devnull, str(big_input)]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "INFO profile_import: pipeline: started" in line:
+            break
+    time.sleep(0.3)  # the worker processes are starting
+    process.send_signal(signum)  # to the launcher only, as `kill PID` does
+    try:
+        _, rest = process.communicate(timeout=60)  # before the fix: hung for ever
+        status = process.returncode
+        wait_for(lambda: not _running_in_group(process.pid), timeout=10)  # no worker left
+    finally:
+        os.killpg(process.pid, signal.SIGKILL) if _alive(process.pid) else None
+    assert status == 130
+    name = signal.Signals(signum).name
+    assert rest.splitlines()[-1] == f"profile-import: interrupted ({name}); the store is unchanged"
+    assert "Traceback" not in rest and "Exception" not in rest
+    assert (store / "CURRENT").read_bytes() == current and export(store) == before
+    assert list((store / "staging").iterdir()) == []
+
+
+def _running_in_group(pgid: int) -> list[int]:
+    """The processes of a group that still run (not zombies waiting to be reaped)."""
+    running = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                state, _, group = f.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state != "Z":
+            running.append(int(entry))
+    return running
 
 
 def _alive(pgid: int) -> bool:
@@ -150,7 +195,6 @@ def test_concurrent_runs_never_lose_an_update(tmp_path: Path, big_input: Path) -
 
 
 def test_progress_is_shown_on_a_terminal_only(tmp_path: Path, big_input: Path) -> None:
-    primary, secondary = pty.openpty()
     argv = [
         *CLI,
         "run",
@@ -162,22 +206,17 @@ def test_progress_is_shown_on_a_terminal_only(tmp_path: Path, big_input: Path) -
         str(tmp_path / "r"),
         str(big_input),
     ]
-    process = subprocess.Popen(argv, stderr=secondary, stdout=subprocess.DEVNULL)
-    os.close(secondary)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(primary, 4096)
-        except OSError:  # the terminal closed: the run is over
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert process.wait(timeout=300) == 0
-    shown = b"".join(chunks).decode()
-    assert "lines/s" in shown and "/150,000 lines" in shown
+    status, shown = on_terminal(argv)
+    assert status == 0
+    # A terminal that reports no size (this one) still gets the line; the
+    # final state is drawn once before the line is cleared.
+    # The inputs' bytes as listed (the launcher reads no content), lines beside them.
+    size = f"{big_input.stat().st_size / 1e6:.1f}M"
+    assert re.search(rf"read +\d+%\|.*\| [\d.]+[kM]?/{size}B \[\d\d:\d\d<", shown), shown
+    assert re.search(r"\| 64/64 buckets \[\d\d:\d\d<00:00, +[\d.]+ buckets/s, 150,000 lines", shown)
+    assert "B/s" in shown
     piped = run_cli("run", "--store", tmp_path / "s2", "--rejects", tmp_path / "r", big_input)
-    assert "lines/s" not in piped.stderr
+    assert "B/s" not in piped.stderr and "buckets" not in piped.stderr
 
 
 # --- kills during the publish (stores/failpoints.py) -------------------------
@@ -299,3 +338,31 @@ def test_a_first_run_killed_during_its_publish_leaves_no_store(tmp_path: Path, p
     assert store_state(store) == ([{"email_hash": "first", "user_profile": {}}], ["1"])
     assert json.loads((store / "profile-store.json").read_text())["buckets"] == 8
     assert_no_leftovers(store)
+
+
+PORTABLE = ("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK")
+
+
+@pytest.mark.parametrize("moment", ["reading", "applying"])
+def test_a_killed_run_on_the_portable_runner_leaves_the_store_unchanged(
+    tmp_path: Path, big_input: Path, moment: str
+) -> None:
+    store, current, before = seeded_store(tmp_path)
+    process = start_run(store, big_input, *PORTABLE)
+    work = store / "staging"
+    if moment == "reading":
+        wait_for(lambda: any(work.glob("*/rejects")))  # staged, the pipeline under way
+        time.sleep(0.5)
+    else:
+        wait_for(lambda: any(store.glob("data/*/bucket-*")))  # buckets being written
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (store / "CURRENT").read_bytes() == current
+    assert export(store) == before
+    # The next run, on the same runner, cleans up and applies the killed input in full.
+    rerun = start_run(store, big_input, *PORTABLE)
+    _, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr
+    assert list((store / "staging").iterdir()) == []
+    assert len(export(store)) > len(before)
+    assert run_cli("verify", "--store", store).returncode == 0

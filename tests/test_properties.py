@@ -15,7 +15,7 @@ from profile_import.core.commands import CheckSettings
 from profile_import.core.idempotency import input_fingerprint
 from profile_import.core.properties import Declaration, DeclarationError, Declarations
 
-from .helpers import read_ndjson, run_cli, upsert, write_lines
+from .helpers import message_lines, read_ndjson, run_cli, upsert, write_lines
 
 F16 = 65504.0
 F32 = 3.4028234663852886e38
@@ -246,8 +246,8 @@ def test_invalid_declarations_are_a_usage_error(tmp_path: Path, content: str, re
     commands = write_lines(tmp_path / "in.ndjson", [upsert({"email_hash": "a"}, {})])
     result = run_cli("run", "--store", tmp_path / "s", "--properties-file", declarations, commands)
     assert result.returncode == 2 and not (tmp_path / "s").exists()
-    [line] = result.stderr.splitlines()
-    assert line.startswith("profile-import: FAILED")
+    [line] = message_lines(result.stderr)
+    assert line.startswith("profile-import: error: ")
     assert f"--properties-file {declarations}: {reason}" in line
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -107,6 +108,7 @@ def import_run(
     files: int,
     split_bytes: int,
     spill: bool,
+    beam_args: tuple[str, ...] = ("--direct_num_workers=1",),
 ) -> dict[str, Any]:
     paths = []
     size = max(1, -(-len(lines) // files))
@@ -122,7 +124,7 @@ def import_run(
         split_bytes=split_bytes,
         buckets=3,
         allow_reapply=True,
-        beam_args=["--direct_num_workers=1"],
+        beam_args=list(beam_args),
         spill=spill,
     )
     outcome = Execution(settings_).run()
@@ -166,3 +168,28 @@ def test_pipeline_equals_sequential_fold(
             expected
         )
         assert counts["lines"] == counts["blank"] + counts["accepted"] + counts["rejected"]
+
+
+PORTABLE = ("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK")
+
+
+@pytest.mark.slow
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=st.lists(commands(), max_size=30),
+    second=st.lists(commands(), max_size=30),
+    files=st.integers(1, 3),
+    split_bytes=st.sampled_from([1, 90, 1 << 20]),
+)
+def test_pipeline_equals_sequential_fold_on_the_portable_runner(
+    first: list[str], second: list[str], files: int, split_bytes: int
+) -> None:
+    """The job-submission path Flink and Spark take, with an embedded job service."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, store = Path(tmp), Path(tmp) / "store"
+        expected: dict[tuple[str, ...], Any] = {}
+        for name, lines in (("first", first), ("second", second)):
+            report = import_run(folder, store, name, lines, files, split_bytes, False, PORTABLE)
+            sequential_fold(expected, lines)
+            assert report["runner"] == "PortableRunner"
+            assert exported(store) == expected

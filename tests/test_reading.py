@@ -202,7 +202,7 @@ def test_a_cursor_after_prune_fails_clearly(tmp_path: Path) -> None:
     result = run_cli("list", "--store", root, "--cursor", info["next_cursor"])
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == (
-        "profile-import: the cursor's store version 1 is no longer kept (pruned); "
+        "profile-import: error: the cursor's store version 1 is no longer kept (pruned); "
         "start the listing again without --cursor\n"
     )
 
@@ -230,7 +230,7 @@ def test_a_cursor_with_other_filters_is_refused(tmp_path: Path) -> None:
     result = run_cli("list", "--store", tmp_path / "store", "--cursor", info["next_cursor"])
     assert result.returncode == 2
     assert result.stderr == (
-        "profile-import: --cursor was made for other --where filters; give the same ones\n"
+        "profile-import: error: --cursor was made for other --where filters; give the same ones\n"
     )
 
 
@@ -311,7 +311,7 @@ def test_get_ids_bad_lines(tmp_path: Path, line: str, message: str) -> None:
     ids.write_text('{"email_hash": "h0001"}\n' + line + "\n")
     result = run_cli("get", "--store", tmp_path / "store", "--ids", ids)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith(f"profile-import: --ids {ids}: {message}")
+    assert result.stderr.startswith(f"profile-import: error: --ids {ids}: {message}")
     assert len(result.stderr.splitlines()) == 1
 
 

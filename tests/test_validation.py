@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from profile_import.core.validation import InvalidSchema, SchemaValidator
 
-from .helpers import read_ndjson, run_cli, write_lines
+from .helpers import message_lines, read_ndjson, run_cli, write_lines
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 # From the official JSON-Schema-Test-Suite (optional/ecmascript-regex.json): valid
@@ -214,7 +214,7 @@ def test_the_cli_refuses_a_remote_ref_in_one_line(tmp_path: Path, schema_server:
     inputs = write_lines(tmp_path / "in.ndjson", [{"operation": "DELETE", "email_hash": "h"}])
     result = run_cli("run", inputs, "--store", tmp_path / "store", "--profile-schema", schema)
     assert result.returncode == 2
-    [line] = result.stderr.splitlines()
+    [line] = message_lines(result.stderr)
     assert f"--profile-schema {schema}: $ref {schema_server}/profile.json is not part" in line
     assert _Recorder.requests == []
     assert not (tmp_path / "store").exists()

@@ -27,10 +27,14 @@ def main() -> int:
     real_paths: dict[str, str] = {}
     for name, folder in mapping.items():
         copy = view / name.replace(".", "/")
-        shutil.copytree(ROOT / folder, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / folder, copy, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True
+        )
         real_paths[f"{copy.relative_to(ROOT)}/"] = f"{folder}/"
     env = dict(os.environ, MYPYPATH=str(view))
-    packages = [arg for name in mapping for arg in ("-p", name)]
+    # A package checks its subpackages too: name only the outermost ones.
+    outermost = [n for n in mapping if not any(n.startswith(f"{p}.") for p in mapping)]
+    packages = [arg for name in outermost for arg in ("-p", name)]
     status = 0
     # mypy takes either packages or files in one call.
     for targets in (packages, ["tests", "bench", "tools"]):
@@ -43,8 +47,9 @@ def main() -> int:
             check=False,
         )
         output = result.stdout + result.stderr
-        for copied, real in real_paths.items():
-            output = output.replace(copied, real)
+        # The deepest copies first: profile_import/core/ is core/, not package/core/.
+        for copied in sorted(real_paths, key=len, reverse=True):
+            output = output.replace(copied, real_paths[copied])
         print(output, end="")
         status = status or result.returncode
     return status

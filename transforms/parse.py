@@ -142,7 +142,11 @@ class ParseSplitFn(beam.DoFn):
         self._deletes.inc(accepted_count - upserts)
         for code, count in rejected_by_code.items():
             self._by_code[code].inc(count)
-        progress.mark(self._progress_dir, f"read-{split.input_index}-{split.first_line}", lines)
+        split_name = f"{split.input_index}-{split.first_line}"
+        progress.mark_members(self._progress_dir, f"buckets-{split_name}", per_bucket)
+        progress.mark(self._progress_dir, f"read-{split_name}", lines)
+        if split.end is not None:  # the bytes of a range; a compressed input's are unknown
+            progress.mark(self._progress_dir, f"bytes-{split_name}", split.end - split.start)
 
 
 Splits = beam.pvalue.PCollection[InputSplit]
