@@ -14,17 +14,23 @@ from typing import Any
 
 import pytest
 
-from .helpers import SYSTEM_FIELDS, run_cli
+from .helpers import ONE_WORKER, SYSTEM_FIELDS, run_cli
 
 CASES = sorted((Path(__file__).parent / "conformance").glob("*.json"))
+RUNNERS = {
+    "local": ONE_WORKER,
+    # The job-submission path Flink and Spark take, with an embedded job service.
+    "portable": ("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"),
+}
 
 
 def canon(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False)
 
 
+@pytest.mark.parametrize("runner", list(RUNNERS))
 @pytest.mark.parametrize("case_path", CASES, ids=[p.stem for p in CASES])
-def test_conformance_case(case_path: Path, tmp_path: Path) -> None:
+def test_conformance_case(case_path: Path, runner: str, tmp_path: Path) -> None:
     case = json.loads(case_path.read_text(encoding="utf-8"))
     store = tmp_path / "store"
     options: list[str] = []
@@ -50,6 +56,7 @@ def test_conformance_case(case_path: Path, tmp_path: Path) -> None:
             *options,
             *run.get("args", []),
             *(folder / n for n in order),
+            beam=RUNNERS[runner],
         )
         want_status = run.get("expect_status")
         if want_status == "FAILED":

@@ -4,6 +4,7 @@ job translates for the Dataflow service (`--dry_run`: built whole, never submitt
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import apache_beam as beam
@@ -14,11 +15,12 @@ from profile_import.inputs.plan import InputFile
 from profile_import.pipelines import import_profiles
 from profile_import.runners import cli
 from profile_import.runners.beam_options import ImportOptions
+from profile_import.runners.dataflow import launch
 from profile_import.runners.options import OPTIONS, parse_run_args, template_metadata
 from profile_import.stores.snapshot import SnapshotStore
 from profile_import.transforms.commit import Finalizer, RunContext
 
-from .helpers import run_cli
+from .helpers import export, read_ndjson, run_cli, upsert, write_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "runners" / "dataflow"
@@ -122,3 +124,35 @@ def test_a_folder_store_is_refused_for_dataflow_before_anything_runs(tmp_path: P
     assert result.returncode == 2
     assert "is on this machine, where its workers cannot write" in result.stderr.splitlines()[-1]
     assert not (tmp_path / "s").exists()
+
+
+def test_a_launch_that_does_not_wait_completes_the_import(tmp_path: Path) -> None:
+    """What a Flex Template does: submit and return; the job's final step
+    publishes and writes the report with nobody waiting (on the portable
+    runner, whose loopback workers are threads of this process)."""
+    src = write_lines(
+        tmp_path / "a.ndjson",
+        [upsert({"email_hash": "h"}, {"v": 1}), "{oops", upsert({"email_hash": "g"}, {})],
+    )
+    store, report, rejects = tmp_path / "store", tmp_path / "report.json", tmp_path / "r.ndjson"
+    status = launch.main(
+        [
+            f"--inputs={src}",
+            f"--store={store}",
+            f"--report={report}",
+            f"--rejects={rejects}",
+            "--runner=PortableRunner",
+            "--job_endpoint=embed",
+            "--environment_type=LOOPBACK",
+        ]
+    )
+    assert status == 0
+    deadline = time.monotonic() + 120
+    while json.loads(report.read_text() or "{}").get("status") in (None, "RUNNING"):
+        assert time.monotonic() < deadline, "the job never wrote its report"
+        time.sleep(0.2)
+    final = json.loads(report.read_text())
+    assert final["status"] == "SUCCEEDED_WITH_ERRORS" and final["version"] == 1
+    assert final["counts"]["accepted"] == 2 and final["rejects_file"] == str(rejects)
+    assert [r["line"] for r in read_ndjson(rejects)] == [2]
+    assert {p["email_hash"] for p in export(store)} == {"g", "h"}
