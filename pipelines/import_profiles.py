@@ -1,10 +1,10 @@
 """The profile import pipeline, from the listed inputs to the final report.
 
     inputs ──NumberSplits──► splits ──ParseCommands──► (bucket, batch) ──ApplyCommands──┐
-      │                                  │   └─ counts per split ─────────────────────┤
-      │                                  └─ rejects ──WriteRejects──► reject files ───┤
+      │                               ▲  │   └─ counts per split ─────────────────────┤
+      │                               │  └─ rejects ──WriteRejects──► reject files ───┤
       └──HashInputs──► content hashes ──DecideInputs──► decided ──────────────────────┤
-                                              (ApplyCommands skips what it skips)      │
+                          (ParseCommands reads only the inputs the run applies)        │
                                                                     CommitImport ◄─────┘
                                                      check, publish or discard, report
 
@@ -81,11 +81,11 @@ def build(pipeline: beam.Pipeline, job: ImportJob) -> beam.Pipeline:
         )
     )
     parsed = splits | "ParseCommands" >> ParseCommands(
-        job.check, job.buckets, job.progress_dir, params, job.spill_dir
+        job.check, job.buckets, job.progress_dir, params, job.spill_dir, decided
     )
     sink = finalizer.staging.sink if finalizer.staging is not None else None
     buckets = parsed.commands | "ApplyCommands" >> ApplyCommands(
-        job.source, sink, finalizer.ctx.started_at, job.progress_dir, decided
+        job.source, sink, finalizer.ctx.started_at, job.progress_dir
     )
     reject_files = parsed.rejects | "WriteRejects" >> WriteRejects(job.rejects_dir)
     _ = pipeline | "CommitImport" >> CommitImport(

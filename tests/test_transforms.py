@@ -20,7 +20,6 @@ from profile_import.core.commands import CheckSettings
 from profile_import.core.fold import StoredProfile
 from profile_import.core.idempotency import ALREADY_APPLIED, AppliedInput, InputDecision
 from profile_import.core.identifiers import Identifier, bucket_of
-from profile_import.inputs.scan import ContentHash
 from profile_import.stores.snapshot import SnapshotStore
 from profile_import.transforms import batches, metrics
 from profile_import.transforms.apply import ApplyCommands
@@ -235,35 +234,33 @@ def test_write_rejects_writes_one_file_per_split(tmp_path: Path) -> None:
     ][1]
 
 
-def test_apply_commands_skips_the_batches_of_skipped_inputs(tmp_path: Path) -> None:
-    """What DecideInputs decided: a skipped input's commands apply nothing, and a
-    bucket that only they touch is not rewritten."""
-    store = SnapshotStore(str(tmp_path / "store"), buckets=BUCKETS)
-    kept, skipped = Identifier.email_hash("kept"), Identifier.email_hash("skipped")
+def test_parse_commands_reads_no_split_of_a_skipped_input(tmp_path: Path) -> None:
+    """What DecideInputs decided: an input the store applied before is not read
+    at all, so an unchanged re-run parses and applies nothing."""
     line = {"operation": "UPSERT", "force_replace": True, "user_profile": {"v": 1}}
-
-    def batch(ident: Identifier, input_index: int) -> tuple[int, batches.CommandBatch]:
-        bucket = bucket_of(ident.key, BUCKETS)
-        content = orjson.dumps({**line, **ident.fields()})
-        return bucket, batches.encode(bucket, input_index, 1, [batches.keyed(ident.key, content)])
-
+    kept = write_lines(tmp_path / "kept.ndjson", [{**line, "email_hash": "kept"}, "{oops"])
+    skipped = write_lines(tmp_path / "skipped.ndjson", [{**line, "email_hash": "skipped"}, "{x"])
+    hashes, splits = plan([str(kept), str(skipped)], split_bytes=20)
+    assert {s.input_index for s in splits} == {0, 1}
     decided = Decided(
-        (ContentHash(0, "a" * 64, 10, 1), ContentHash(1, "b" * 64, 10, 1)),
+        tuple(hashes),
         (
             InputDecision(0, "fp-a"),
             InputDecision(1, "fp-b", ALREADY_APPLIED, AppliedInput("fp-b", "e", 1, NOW)),
         ),
     )
-    staging = store.begin("run", None)
     p = pipeline()
     decisions = p | "Decided" >> beam.Create([decided])
-    out = (
-        p
-        | beam.Create([batch(kept, 0), batch(skipped, 1)])
-        | ApplyCommands(staging.source, staging.sink, NOW, decided=decisions)
+    parsed = p | beam.Create(splits) | ParseCommands(CheckSettings(), BUCKETS, decided=decisions)
+    assert_that(
+        parsed.commands | beam.Map(lambda e: decoded([e])[0][1]),
+        equal_to(["kept"]),
+        label="OnlyKeptCommands",
     )
-    assert_that(out | beam.Keys(), equal_to([bucket_of(kept.key, BUCKETS)]))
+    assert_that(
+        parsed.rejects | beam.Map(lambda e: e[0][0]), equal_to([0]), label="OnlyKeptRejects"
+    )
+    assert_that(
+        parsed.counts | beam.Keys() | beam.Distinct(), equal_to([0]), label="OnlyKeptCounts"
+    )
     p.run().wait_until_finish()
-    assert bucket_of(kept.key, BUCKETS) != bucket_of(skipped.key, BUCKETS)
-    store.commit(staging, {"fingerprint": "run"}, 1, 1, ["fp-a"])
-    assert store.get(kept) is not None and store.get(skipped) is None

@@ -16,16 +16,13 @@ from profile_import.stores.base import BucketSink, BucketSource
 from . import metrics, progress
 from .batches import CommandBatch, in_input_order
 from .gc_pause import paused
-from .idempotency import Decided
 
 
 class ApplyBucketFn(beam.DoFn):
     """Applies one bucket's commands, in input order, onto its stored profiles.
 
-    Input: `(bucket, [CommandBatch, ...])`, and as a side input what
-    `DecideInputs` decided: the batches of inputs this run skips apply nothing
-    (a bucket they alone touch is not rewritten). Writes the bucket's new
-    content to the sink (none in a dry run) and outputs `(bucket, results)`:
+    Input: `(bucket, [CommandBatch, ...])`. Writes the bucket's new content
+    to the sink (none in a dry run) and outputs `(bucket, results)`:
     the outcome counts, commands applied, profiles in the bucket, and
     `buckets_written` (1 or 0), as data for the final step.
     """
@@ -58,14 +55,9 @@ class ApplyBucketFn(beam.DoFn):
             self._sink.open()
 
     def process(
-        self, element: tuple[int, Iterable[CommandBatch]], decided: Decided | None = None
+        self, element: tuple[int, Iterable[CommandBatch]]
     ) -> Iterator[tuple[int, dict[str, int]]]:
         bucket, batches = element
-        if decided is not None:
-            applied = decided.applied
-            batches = [batch for batch in batches if batch[0] in applied]
-            if not batches:
-                return
         with paused():
             result = self._apply(bucket, batches)
         yield bucket, result
@@ -127,8 +119,6 @@ class ApplyCommands(beam.PTransform[Batches, BucketResults]):
     """Groups the command batches by bucket and applies them (SPEC §2).
 
     Output: `(bucket, results)` for every bucket the run applied commands to.
-    `decided` (one `Decided` element, from `DecideInputs`) leaves out the
-    inputs the run skips; without it every batch applies.
     """
 
     def __init__(
@@ -137,17 +127,12 @@ class ApplyCommands(beam.PTransform[Batches, BucketResults]):
         sink: BucketSink | None,
         now: str,
         progress_dir: str | None = None,
-        decided: beam.pvalue.PCollection[Decided] | None = None,
     ) -> None:
         super().__init__()
         self._fn = ApplyBucketFn(source, sink, now, progress_dir)
-        self._decided = decided
 
     def expand(self, batches: Batches) -> BucketResults:
-        side = {} if self._decided is None else {"decided": beam.pvalue.AsSingleton(self._decided)}
         results: BucketResults = (
-            batches
-            | "GroupByBucket" >> beam.GroupByKey()
-            | "ApplyToBucket" >> beam.ParDo(self._fn, **side)
+            batches | "GroupByBucket" >> beam.GroupByKey() | "ApplyToBucket" >> beam.ParDo(self._fn)
         )
         return results

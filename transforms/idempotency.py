@@ -3,8 +3,8 @@
     (input, sha256, lines) per input ──CollectHashes──► DecideFromLedger ──► Decided
 
 One element comes out, `Decided`: every input's content hash and decision,
-read by ApplyCommands (whose batches of skipped inputs apply nothing) and by
-the final step (which reports the skipped inputs and records the applied ones
+read by ParseCommands (which reads no split of a skipped input) and by the
+final step (which reports the skipped inputs and records the applied ones
 in the ledger, as it publishes).
 """
 

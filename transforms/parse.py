@@ -19,6 +19,7 @@ from profile_import.inputs.plan import InputSplit
 
 from . import batches, metrics, progress
 from .gc_pause import paused
+from .idempotency import Decided
 
 COMMANDS = "commands"
 REJECTS = "rejects"
@@ -66,7 +67,9 @@ class ParseSplitFn(beam.DoFn):
         if self._spill_dir is not None:
             os.makedirs(self._spill_dir, exist_ok=True)
 
-    def process(self, split: InputSplit) -> Iterator[Any]:
+    def process(self, split: InputSplit, decided: Decided | None = None) -> Iterator[Any]:
+        if decided is not None and split.input_index not in decided.applied:
+            return  # an input the store applied before (or given twice): not read at all
         with paused():
             outputs = list(self._parse(split))
         yield from outputs
@@ -157,7 +160,9 @@ class ParseCommands(beam.PTransform[Splits, beam.pvalue.DoOutputsTuple]):
 
     Returns a tuple-like result: `.commands` are `(bucket, CommandBatch)`,
     `.rejects` are `((input index, first line), NDJSON reject lines)`,
-    `.counts` are `(input index, counts)` per split.
+    `.counts` are `(input index, counts)` per split. With `decided` (one
+    `Decided` element, from `DecideInputs`), the splits of the inputs the run
+    skips are not read: an unchanged re-run parses and applies nothing.
     """
 
     def __init__(
@@ -167,12 +172,15 @@ class ParseCommands(beam.PTransform[Splits, beam.pvalue.DoOutputsTuple]):
         progress_dir: str | None = None,
         transport_params: dict[str, Any] | None = None,
         spill_dir: str | None = None,
+        decided: beam.pvalue.PCollection[Decided] | None = None,
     ) -> None:
         super().__init__()
         self._fn = ParseSplitFn(settings, buckets, progress_dir, transport_params, spill_dir)
+        self._decided = decided
 
     def expand(self, splits: Splits) -> beam.pvalue.DoOutputsTuple:
+        side = {} if self._decided is None else {"decided": beam.pvalue.AsSingleton(self._decided)}
         outputs: beam.pvalue.DoOutputsTuple = splits | "CheckLines" >> beam.ParDo(
-            self._fn
+            self._fn, **side
         ).with_outputs(REJECTS, COUNTS, main=COMMANDS)
         return outputs
