@@ -50,7 +50,7 @@ from .base import (
     Verification,
     Version,
 )
-from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, failpoint
+from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, STAGED, failpoint
 from .migrations import latest, pending
 from .migrations.sqlite import MIGRATIONS
 
@@ -167,6 +167,7 @@ class SqliteBucketSink(_Connected, BucketSink):
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        failpoint(STAGED)
 
 
 def _version(row: Sequence[Any]) -> Version:
@@ -493,6 +494,8 @@ class SqliteStore(ProfileStore):
             conn.close()
 
     def export(self) -> Iterator[bytes]:
+        if not self.exists():
+            return
         for (record,) in self._rows("SELECT record FROM profiles ORDER BY key", (), None):
             yield record.encode()
 

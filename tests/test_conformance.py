@@ -23,10 +23,18 @@ def canon(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False)
 
 
+# Each store, as `run_cases.py --store TEMPLATE` names it.
+STORES = {
+    "folder": lambda tmp: str(tmp / "store"),
+    "sqlite": lambda tmp: f"sqlite:///{tmp / 'p.db'}",
+}
+
+
+@pytest.mark.parametrize("store_kind", sorted(STORES))
 @pytest.mark.parametrize("case_path", CASES, ids=[p.stem for p in CASES])
-def test_conformance_case(case_path: Path, tmp_path: Path) -> None:
+def test_conformance_case(case_path: Path, store_kind: str, tmp_path: Path) -> None:
     case = json.loads(case_path.read_text(encoding="utf-8"))
-    store = tmp_path / "store"
+    store = STORES[store_kind](tmp_path)
     options: list[str] = []
     if case.get("options", {}).get("default_compartment_id") is not None:
         options += ["--default-compartment-id", str(case["options"]["default_compartment_id"])]
