@@ -6,7 +6,7 @@ store module implements it. `open_store` picks one from a `--store` URL.
 
 from __future__ import annotations
 
-from . import sqlite
+from . import postgres, sqlite
 from .base import ProfileStore, StoreError
 from .snapshot import SnapshotStore
 
@@ -17,7 +17,10 @@ DEFAULT_STORE = "profile-store"
 
 def open_store(url: str, *, buckets: int | None = None) -> ProfileStore:
     """The store at `url`: a folder path (or `file://` URL) is a snapshot store;
-    `sqlite:///relative.db` or `sqlite:////absolute.db` a SQLite store."""
+    `sqlite:///relative.db` or `sqlite:////absolute.db` a SQLite store;
+    `postgresql://...?table=T&schema=S` a PostgreSQL store."""
+    if url.startswith(postgres.SCHEMES):
+        return postgres.PostgresStore(url, buckets=buckets)
     if url.startswith(sqlite.SCHEME):
         return sqlite.SqliteStore(url, buckets=buckets)
     if url.startswith("file://"):
