@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,22 @@ def canon(obj: Any) -> str:
 
 # Each store, as `run_cases.py --store TEMPLATE` names it.
 STORES = {
-    "folder": lambda tmp: str(tmp / "store"),
-    "sqlite": lambda tmp: f"sqlite:///{tmp / 'p.db'}",
+    "folder": lambda tmp, case: str(tmp / "store"),
+    "sqlite": lambda tmp, case: f"sqlite:///{tmp / 'p.db'}",
+    # One table a case, in the suite's own server (tests/postgres_server.py).
+    "postgresql": lambda tmp, case: f"postgresql:///postgres?table=c_{case}_{uuid.uuid4().hex[:8]}",
 }
 
 
 @pytest.mark.parametrize("store_kind", sorted(STORES))
 @pytest.mark.parametrize("case_path", CASES, ids=[p.stem for p in CASES])
-def test_conformance_case(case_path: Path, store_kind: str, tmp_path: Path) -> None:
+def test_conformance_case(
+    case_path: Path, store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     case = json.loads(case_path.read_text(encoding="utf-8"))
-    store = STORES[store_kind](tmp_path)
+    if store_kind == "postgresql":
+        request.getfixturevalue("postgres")
+    store = STORES[store_kind](tmp_path, case_path.stem)
     options: list[str] = []
     if case.get("options", {}).get("default_compartment_id") is not None:
         options += ["--default-compartment-id", str(case["options"]["default_compartment_id"])]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,23 @@ def test_pipeline_equals_sequential_fold_on_sqlite(
     the result must still be the whole sequential fold."""
     with tempfile.TemporaryDirectory() as tmp:
         store = f"sqlite:///{Path(tmp) / 'p.db'}"
+        check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=st.lists(commands(), max_size=40),
+    second=st.lists(commands(), max_size=40),
+    files=st.integers(1, 3),
+    split_bytes=st.sampled_from([1, 90, 400, 1 << 20]),
+    spill=st.booleans(),
+)
+def test_pipeline_equals_sequential_fold_on_postgresql(
+    postgres: str, first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
+) -> None:
+    """The same on PostgreSQL (jsonb, COPY staging, the merge transaction)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"postgresql:///{postgres}?table=p_{uuid.uuid4().hex[:12]}"
         check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill)
 
 
