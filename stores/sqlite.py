@@ -115,19 +115,24 @@ class SqliteBucketSource(_Connected, BucketSource):
 
     touched_only = True
 
-    def __init__(self, path: str, buckets: int) -> None:
+    def __init__(self, path: str, buckets: int, exists: bool) -> None:
         self.path = path
         self.buckets = buckets
+        self.exists = exists  # False: no version yet (a dry run must not create the file)
+
+    def open(self) -> None:
+        if self.exists:
+            super().open()
 
     def read_keys(self, bucket: int, keys: Sequence[bytes]) -> Iterator[bytes]:
-        if not os.path.exists(self.path):
+        if not self.exists:
             return
         for key, record in _lookup(self.conn, keys):
             yield key + records.SEPARATOR + record.encode() + b"\n"
 
     def read_bucket(self, bucket: int) -> Iterator[bytes]:
         # Not a run's path (runs read `read_keys`): a whole-table scan.
-        if not os.path.exists(self.path):
+        if not self.exists:
             return
         for key, record in self.conn.execute("SELECT key, record FROM profiles ORDER BY key"):
             if bucket_of(key, self.buckets) == bucket:
@@ -321,7 +326,7 @@ class SqliteStore(ProfileStore):
         return found
 
     def source(self, version: Version | None) -> SqliteBucketSource:
-        return SqliteBucketSource(self.path, self.buckets)
+        return SqliteBucketSource(self.path, self.buckets, version is not None)
 
     def _work_root(self) -> str:
         return f"{self.path}.work"

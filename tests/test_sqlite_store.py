@@ -334,3 +334,12 @@ def test_a_kill_leaves_the_before_or_the_after_state(
     assert len(final[0]) == 50 + 15 - 7  # 15 new even keys h50..h78, 7 deleted
     db = sqlite3.connect(tmp_path / "p.db")
     assert db.execute("SELECT count(*) FROM staging").fetchone() == (0,)
+
+
+def test_a_dry_run_on_a_new_store_creates_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    path = write_lines(tmp_path / "in.ndjson", [upsert({"email_hash": "a"}, {"x": 1})])
+    result = run_cli("run", "--dry-run", "--store", url, "--report", "-", path)
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["counts"]["profiles_created"] == 1
+    assert not (tmp_path / "p.db").exists()
