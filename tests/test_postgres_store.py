@@ -204,3 +204,10 @@ def test_a_kill_leaves_the_before_or_the_after_state(
     assert final[1] == ["1", "2"] and len(final[0]) == 50 + 15 - 7
     table = parse_url(url)[2]
     assert sql(f"SELECT count(*) FROM pg_tables WHERE tablename LIKE '{table}_stage_%'") == [(0,)]
+
+
+def test_an_unreachable_server_is_one_line() -> None:
+    result = run_cli("export", "--store", "postgresql://nohost.invalid/db?table=p")
+    assert result.returncode == 1
+    assert result.stderr.startswith("profile-import: error: store postgresql://nohost.invalid")
+    assert "cannot connect" in result.stderr and len(result.stderr.splitlines()) == 1
