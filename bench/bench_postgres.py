@@ -41,6 +41,7 @@ from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier
 _spec = importlib.util.spec_from_file_location("bench_main", Path(__file__).with_name("bench.py"))
 assert _spec is not None and _spec.loader is not None
 bench_main = importlib.util.module_from_spec(_spec)
+sys.modules["bench_main"] = bench_main  # its dataclasses look their module up
 _spec.loader.exec_module(bench_main)
 
 ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
