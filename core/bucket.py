@@ -51,3 +51,24 @@ def apply_to_bucket(
             yield line
     for key in touched[i:]:
         yield from apply(key, None, None)
+
+
+def bucket_changes(
+    stored_lines: Iterable[bytes],
+    commands: Mapping[bytes, Iterable[Command]],
+    now: str,
+    tally: Counter[str],
+) -> tuple[list[bytes], list[bytes]]:
+    """What a run changes in a bucket, given only the stored lines of the keys it
+    touches (in key order): the new lines of changed profiles, and the keys of
+    deleted ones. Same outcomes and counts as `apply_to_bucket` on the whole bucket.
+    """
+    stored = {records.split(line)[0]: line for line in stored_lines}
+    changed: list[bytes] = []
+    after: set[bytes] = set()
+    for line in apply_to_bucket(stored.values(), commands, now, tally):
+        key = line[: line.index(records.SEPARATOR)]
+        after.add(key)
+        if stored.get(key) != line:
+            changed.append(line)
+    return changed, [key for key in stored if key not in after]

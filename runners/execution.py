@@ -36,7 +36,7 @@ from profile_import.core.report import Status
 from profile_import.core.validation import InvalidSchema, SchemaValidator
 from profile_import.inputs import plan as input_plan
 from profile_import.pipelines import import_profiles
-from profile_import.stores import ProfileStore, StoreError, open_store
+from profile_import.stores import ProfileStore, StoreError, open_store, reachable_from_anywhere
 from profile_import.transforms import outputs
 from profile_import.transforms.commit import Finalizer, RunContext, build_report
 from profile_import.transforms.outputs import Output, OutputError
@@ -206,11 +206,11 @@ class Execution:
         unknown = local.unknown_options(s.beam_args)
         if unknown:
             raise UsageError(f"unknown option(s): {' '.join(unknown)} (see --help)")
-        if not local.on_this_machine(self.options):
+        if not local.on_this_machine(self.options) and not reachable_from_anywhere(s.store):
             # The folder store lives on this machine: workers elsewhere could not
             # write it, and a publish would miss their buckets.
             raise UsageError(
-                f"--runner={self.runner}: the folder store {s.store} is on this machine, where "
+                f"--runner={self.runner}: the store {s.store} is on this machine, where "
                 "its workers cannot write; use the local runner, or the portable runner with "
                 "--job_endpoint=embed --environment_type=LOOPBACK"
             )

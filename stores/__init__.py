@@ -6,19 +6,32 @@ store module implements it. `open_store` picks one from a `--store` URL.
 
 from __future__ import annotations
 
+from . import postgres, sqlite
 from .base import ProfileStore, StoreError
 from .snapshot import SnapshotStore
 
-__all__ = ["ProfileStore", "StoreError", "open_store"]
+__all__ = ["ProfileStore", "StoreError", "open_store", "reachable_from_anywhere"]
 
 DEFAULT_STORE = "profile-store"
 
 
 def open_store(url: str, *, buckets: int | None = None) -> ProfileStore:
-    """The store at `url`: a folder path (or `file://` URL) is a snapshot store."""
+    """The store at `url`: a folder path (or `file://` URL) is a snapshot store;
+    `sqlite:///relative.db` or `sqlite:////absolute.db` a SQLite store;
+    `postgresql://...?table=T&schema=S` a PostgreSQL store."""
+    if url.startswith(postgres.SCHEMES):
+        return postgres.PostgresStore(url, buckets=buckets)
+    if url.startswith(sqlite.SCHEME):
+        return sqlite.SqliteStore(url, buckets=buckets)
     if url.startswith("file://"):
         url = url[len("file://") :]
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise StoreError(f"store {url}: the {scheme}:// scheme is not supported yet")
     return SnapshotStore(url, buckets=buckets)
+
+
+def reachable_from_anywhere(url: str) -> bool:
+    """Whether workers on other machines can reach the store at `url`: a database
+    server can; a folder or a SQLite file lives on this machine."""
+    return url.split("://", 1)[0] in ("postgresql", "postgres")

@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from profile_import.core import records
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import Identifier
 
@@ -41,6 +42,11 @@ class StoreLocked(StoreError):
 class BucketSource(abc.ABC):
     """Reads the buckets of one store version (picklable; `open` on workers)."""
 
+    # True for a store that reads only the profiles a run touches (a database):
+    # the pipeline then calls `read_keys`, and gives its sink only the changes
+    # (`BucketSink.write_changes`). A folder store reads and rewrites whole buckets.
+    touched_only: bool = False
+
     def open(self) -> None:  # noqa: B027 - optional hook
         """Acquires what reading needs (connections); called once per worker."""
 
@@ -51,6 +57,16 @@ class BucketSource(abc.ABC):
         Raises `StoreError` when what it reads is not what the version
         recorded (by the time the bucket is read to its end, at the latest).
         """
+
+    def read_keys(self, bucket: int, keys: Sequence[bytes]) -> Iterator[bytes]:
+        """The store lines of those of `keys` (sorted) that `bucket` holds, in key order.
+
+        A store with `touched_only` reads them in batches, never the whole bucket.
+        """
+        wanted = set(keys)
+        for line in self.read_bucket(bucket):
+            if records.split(line)[0] in wanted:
+                yield line
 
 
 class BucketSink(abc.ABC):
@@ -67,6 +83,15 @@ class BucketSink(abc.ABC):
         sink also keeps what the commit needs to record the bucket's content
         (the folder store: a small stats file beside each bucket file).
         """
+
+    def write_changes(self, bucket: int, lines: Sequence[bytes], deleted: Sequence[bytes]) -> None:
+        """Stages the changes of `bucket` (for a source with `touched_only`): the
+        new store lines of its changed profiles and the keys of its deleted ones.
+
+        Must be idempotent: a retried bundle stages the same bucket again,
+        replacing what it staged before.
+        """
+        raise NotImplementedError(f"{type(self).__name__} writes whole buckets")
 
 
 @dataclass(frozen=True)

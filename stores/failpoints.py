@@ -18,6 +18,8 @@ DATA_WRITTEN = "publish:data-written"  # every bucket file is written, nothing p
 BEFORE_POINTER = "publish:before-pointer"  # the manifest is written, CURRENT not replaced
 AFTER_POINTER = "publish:after-pointer"  # CURRENT is replaced
 POINTS = (DATA_WRITTEN, BEFORE_POINTER, AFTER_POINTER)
+# A database store's worker, once it has staged a bucket's changes (stores/sqlite.py).
+STAGED = "stage:bucket-staged"
 
 _ARMED = os.environ.get(ENV)
 

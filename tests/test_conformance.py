@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,27 @@ def canon(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False)
 
 
-@pytest.mark.parametrize("runner", list(RUNNERS))
+# Each store, as `run_cases.py --store TEMPLATE` names it.
+STORES = {
+    "folder": lambda tmp, case: str(tmp / "store"),
+    "sqlite": lambda tmp, case: f"sqlite:///{tmp / 'p.db'}",
+    # One table a case, in the suite's own server (tests/postgres_server.py).
+    "postgresql": lambda tmp, case: f"postgresql:///postgres?table=c_{case}_{uuid.uuid4().hex[:8]}",
+}
+# Every store on the local runner; the portable runner (whose path does not
+# depend on the store) on the folder store.
+COMBINATIONS = [(store, "local") for store in sorted(STORES)] + [("folder", "portable")]
+
+
+@pytest.mark.parametrize(("store_kind", "runner"), COMBINATIONS)
 @pytest.mark.parametrize("case_path", CASES, ids=[p.stem for p in CASES])
-def test_conformance_case(case_path: Path, runner: str, tmp_path: Path) -> None:
+def test_conformance_case(
+    case_path: Path, store_kind: str, runner: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     case = json.loads(case_path.read_text(encoding="utf-8"))
-    store = tmp_path / "store"
+    if store_kind == "postgresql":
+        request.getfixturevalue("postgres")
+    store = STORES[store_kind](tmp_path, case_path.stem)
     options: list[str] = []
     if case.get("options", {}).get("default_compartment_id") is not None:
         options += ["--default-compartment-id", str(case["options"]["default_compartment_id"])]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from profile_import.core.merge import upsert
 from profile_import.runners.execution import Execution, RunSettings
-from profile_import.stores.snapshot import SnapshotStore
+from profile_import.stores import open_store
 
 IDENTIFIERS: list[dict[str, Any]] = [
     {"compartment_id": "1000", "user_account_id": "u1"},
@@ -102,7 +103,7 @@ def sequential_fold(state: dict[tuple[str, ...], Any], lines: list[str]) -> None
 
 def import_run(
     folder: Path,
-    store: Path,
+    store: Path | str,
     name: str,
     lines: list[str],
     files: int,
@@ -132,11 +133,9 @@ def import_run(
     return outcome.report
 
 
-def exported(store: Path) -> dict[tuple[str, ...], Any]:
-    return {
-        identity(obj): obj["user_profile"]
-        for obj in map(orjson.loads, SnapshotStore(str(store)).export())
-    }
+def exported(store: Path | str) -> dict[tuple[str, ...], Any]:
+    records = open_store(str(store)).export()
+    return {identity(obj): obj["user_profile"] for obj in map(orjson.loads, records)}
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -151,23 +150,68 @@ def test_pipeline_equals_sequential_fold(
     first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        folder, store = Path(tmp), Path(tmp) / "store"
-        expected: dict[tuple[str, ...], Any] = {}
+        check_two_runs(Path(tmp), Path(tmp) / "store", first, second, files, split_bytes, spill)
 
-        report = import_run(folder, store, "first", first, files, split_bytes, spill)
-        sequential_fold(expected, first)
-        assert exported(store) == expected
-        assert report["counts"]["profiles_created"] == len(expected)
 
-        before = dict(expected)
-        report = import_run(folder, store, "second", second, files, split_bytes, spill)
-        sequential_fold(expected, second)
-        assert exported(store) == expected
-        counts = report["counts"]
-        assert len(before) + counts["profiles_created"] - counts["profiles_deleted"] == len(
-            expected
-        )
-        assert counts["lines"] == counts["blank"] + counts["accepted"] + counts["rejected"]
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=st.lists(commands(), max_size=40),
+    second=st.lists(commands(), max_size=40),
+    files=st.integers(1, 3),
+    split_bytes=st.sampled_from([1, 90, 400, 1 << 20]),
+    spill=st.booleans(),
+)
+def test_pipeline_equals_sequential_fold_on_sqlite(
+    first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
+) -> None:
+    """The SQLite store reads only the touched profiles and stages only changes:
+    the result must still be the whole sequential fold."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"sqlite:///{Path(tmp) / 'p.db'}"
+        check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=st.lists(commands(), max_size=40),
+    second=st.lists(commands(), max_size=40),
+    files=st.integers(1, 3),
+    split_bytes=st.sampled_from([1, 90, 400, 1 << 20]),
+    spill=st.booleans(),
+)
+def test_pipeline_equals_sequential_fold_on_postgresql(
+    postgres: str, first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
+) -> None:
+    """The same on PostgreSQL (jsonb, COPY staging, the merge transaction)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"postgresql:///{postgres}?table=p_{uuid.uuid4().hex[:12]}"
+        check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill)
+
+
+def check_two_runs(
+    folder: Path,
+    store: Path | str,
+    first: list[str],
+    second: list[str],
+    files: int,
+    split_bytes: int,
+    spill: bool,
+) -> None:
+    """Two runs into `store`, each checked against the sequential fold."""
+    expected: dict[tuple[str, ...], Any] = {}
+
+    report = import_run(folder, store, "first", first, files, split_bytes, spill)
+    sequential_fold(expected, first)
+    assert exported(store) == expected
+    assert report["counts"]["profiles_created"] == len(expected)
+
+    before = dict(expected)
+    report = import_run(folder, store, "second", second, files, split_bytes, spill)
+    sequential_fold(expected, second)
+    assert exported(store) == expected
+    counts = report["counts"]
+    assert len(before) + counts["profiles_created"] - counts["profiles_deleted"] == len(expected)
+    assert counts["lines"] == counts["blank"] + counts["accepted"] + counts["rejected"]
 
 
 PORTABLE = ("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK")

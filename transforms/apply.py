@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 
-from profile_import.core.bucket import apply_to_bucket
+from profile_import.core.bucket import apply_to_bucket, bucket_changes
 from profile_import.core.commands import load_accepted
 from profile_import.core.fold import Outcome
 from profile_import.stores.base import BucketSink, BucketSource
@@ -77,9 +77,19 @@ class ApplyBucketFn(beam.DoFn):
         commands = {key: map(load_accepted, raw) for key, raw in lines_by_key.items()}
 
         tally: Counter[str] = Counter()
+        written = 0
+        if self._source.touched_only:
+            # A database: read only the touched profiles, stage only the changes.
+            touched = self._source.read_keys(bucket, sorted(commands))
+            changed, deleted = bucket_changes(touched, commands, self._now, tally)
+            profiles = len(changed)
+            if self._sink is not None:
+                self._sink.write_changes(bucket, changed, deleted)
+                written = 1
+                self._buckets_written.inc()
+            return self._results(bucket, applied, tally, written, profiles)
         stored = self._source.read_bucket(bucket)
         lines = apply_to_bucket(stored, commands, self._now, tally)
-        written = 0
         try:
             if self._sink is not None:
                 profiles = self._sink.write_bucket(bucket, lines)
@@ -93,7 +103,11 @@ class ApplyBucketFn(beam.DoFn):
             for _ in stored:
                 pass
             raise
+        return self._results(bucket, applied, tally, written, profiles)
 
+    def _results(
+        self, bucket: int, applied: int, tally: Counter[str], written: int, profiles: int
+    ) -> dict[str, int]:
         self._applied.inc(applied)
         for outcome, counter in self._outcomes.items():
             counter.inc(tally[outcome])

@@ -1,0 +1,610 @@
+"""The PostgreSQL store: profiles in a table other services read.
+
+`--store postgresql://user@host:5432/db?table=profiles&schema=public` (through
+psycopg 3; the password from libpq's environment, `PGPASSWORD` or
+`~/.pgpass`, never needed in the URL; `postgresql:///db` with `PGHOST` set
+works too). `table` (default `profiles`) and `schema` (default `public`) name
+the store; its other tables are named after the profiles table:
+
+    <table>                  key (bytea, `export`'s order), the identifier
+                             columns, user_profile (jsonb), created_at and
+                             last_modified_at (timestamptz)
+    <table>_executions       one row a published execution (its version)
+    <table>_ledger           the input fingerprints each execution applied
+    <table>_meta             bucket count and the current version
+    <table>_schema_version   the migrations applied (`migrations/postgres.py`)
+    <table>_staging_buckets  the buckets a run staged
+    <table>_stage_<run>      a run's staged changes (UNLOGGED, one table a run)
+
+A run holds a session advisory lock (`pg_try_advisory_lock`, released by the
+server if the run dies), reads only the profiles its commands touch
+(`key = ANY(...)`, one query a bucket), stages only what changed with `COPY`,
+and publishes in ONE transaction: a compare-and-swap on the current version,
+`INSERT ... ON CONFLICT` and `DELETE` from its stage table, its execution and
+ledger rows. Readers see the old state until that transaction commits, then
+the new one; it locks only the rows it changes. A stage table left by a dead
+run is dropped by the next run.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import orjson
+
+from profile_import.core import clock, records
+from profile_import.core.fold import StoredProfile
+from profile_import.core.idempotency import AppliedInput
+from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier
+
+from .base import (
+    BucketSink,
+    BucketSource,
+    ProfileStore,
+    Staging,
+    StoreError,
+    StoreLocked,
+    Verification,
+    Version,
+)
+from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, STAGED, failpoint
+from .migrations import latest, pending
+from .migrations.postgres import MIGRATIONS
+
+SCHEMES = ("postgresql://", "postgres://")
+DEFAULT_BUCKETS = 64
+_POLL_SECONDS = 0.2
+_MAX_PROBLEMS = 20
+_ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+_COLUMNS = (
+    "key, user_profile::text, " + _ISO.format("created_at") + ", " + _ISO.format("last_modified_at")
+)
+_TABLES = ("meta", "executions", "ledger", "staging_buckets", "schema_version")
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as e:
+        raise StoreError(
+            "the PostgreSQL store needs psycopg: pip install 'profile-import[postgresql]'"
+        ) from e
+    return psycopg
+
+
+def parse_url(url: str) -> tuple[str, str, str]:
+    """(libpq connection URI, schema, table) of a store URL."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    table = query.pop("table", "profiles")
+    schema = query.pop("schema", "public")
+    for name, value in (("table", table), ("schema", schema)):
+        if not value or len(value) > 63 or not value.replace("_", "a").isalnum():
+            raise StoreError(f"store {url}: {name} must be 1 to 63 letters, digits or _")
+    # Rebuilt by hand: urlunsplit drops the empty host of `postgresql:///db`.
+    rest = urlencode(query)
+    conninfo = url.split("?", 1)[0] + (f"?{rest}" if rest else "")
+    return conninfo, schema, table
+
+
+def _line(key: bytes, profile: str, created_at: str, modified_at: str) -> bytes:
+    return records.encode(bytes(key), StoredProfile(orjson.loads(profile), created_at, modified_at))
+
+
+class _Names:
+    """The store's tables, quoted: `{profiles}`, `{ledger}`, ... in SQL templates."""
+
+    def __init__(self, schema: str, table: str) -> None:
+        self.schema = schema
+        self.table = table
+
+    def ident(self, suffix: str | None = None) -> str:
+        name = self.table if suffix is None else f"{self.table}_{suffix}"
+        if len(name) > 63:  # PostgreSQL's limit: a long table's own tables get a short name
+            short = f"{self.table[:30]}_{zlib.crc32(self.table.encode()):08x}"
+            name = f"{short}_{suffix}"
+        return f'"{self.schema}"."{name}"'
+
+    def stage(self, execution_id: str) -> str:
+        return self.ident(f"stage_{zlib.crc32(execution_id.encode()):08x}")
+
+    def sql(self, template: str) -> str:
+        return template.format(profiles=self.ident(), **{t: self.ident(t) for t in _TABLES})
+
+
+class _Connected:
+    """Opens its connection on the worker (`open`), never pickles it."""
+
+    conninfo: str
+    _conn: Any = None
+
+    def open(self) -> None:
+        if self._conn is None:
+            self._conn = _psycopg().connect(self.conninfo, autocommit=True)
+
+    @property
+    def conn(self) -> Any:
+        self.open()
+        return self._conn
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_conn"}
+
+
+class PostgresBucketSource(_Connected, BucketSource):
+    """Reads the current profiles: only the touched keys, one query a bucket."""
+
+    touched_only = True
+
+    def __init__(self, conninfo: str, names: _Names, exists: bool) -> None:
+        self.conninfo = conninfo
+        self.names = names
+        self.exists = exists
+
+    def read_keys(self, bucket: int, keys: Sequence[bytes]) -> Iterator[bytes]:
+        if not self.exists:
+            return
+        sql = self.names.sql(
+            f"SELECT {_COLUMNS} FROM {{profiles}} WHERE key = ANY(%s) ORDER BY key"
+        )
+        for row in self.conn.execute(sql, (list(keys),)):
+            yield _line(*row)
+
+    def read_bucket(self, bucket: int) -> Iterator[bytes]:
+        raise NotImplementedError("the PostgreSQL store reads the touched keys (read_keys)")
+
+
+class PostgresBucketSink(_Connected, BucketSink):
+    """Stages a bucket's changes with COPY into the run's stage table."""
+
+    def __init__(self, conninfo: str, names: _Names, execution_id: str) -> None:
+        self.conninfo = conninfo
+        self.names = names
+        self.execution_id = execution_id
+
+    def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
+        raise NotImplementedError("the PostgreSQL store stages changes (write_changes)")
+
+    def write_changes(self, bucket: int, lines: Sequence[bytes], deleted: Sequence[bytes]) -> None:
+        stage = self.names.stage(self.execution_id)
+        conn = self.conn
+        with conn.transaction():
+            # A retried bundle replaces what the bucket staged before.
+            conn.execute(f"DELETE FROM {stage} WHERE bucket = %s", (bucket,))
+            columns = ", ".join(IDENTIFIER_FIELDS)
+            copy_sql = (
+                f"COPY {stage} (bucket, key, {columns}, user_profile, created_at, "
+                "last_modified_at) FROM STDIN"
+            )
+            with conn.cursor().copy(copy_sql) as copy:
+                for line in lines:
+                    key, record = records.split(line)
+                    obj = orjson.loads(record)
+                    ident = [obj.get(name) for name in IDENTIFIER_FIELDS]
+                    profile = orjson.dumps(obj["user_profile"]).decode()
+                    copy.write_row(
+                        (bucket, key, *ident, profile, obj["created_at"], obj["last_modified_at"])
+                    )
+                for key in deleted:
+                    nones = [None] * len(IDENTIFIER_FIELDS)
+                    copy.write_row((bucket, key, *nones, None, None, None))
+            conn.execute(
+                self.names.sql(
+                    "INSERT INTO {staging_buckets} VALUES (%s, %s) ON CONFLICT DO NOTHING"
+                ),
+                (self.execution_id, bucket),
+            )
+        failpoint(STAGED)
+
+
+def _version(row: Sequence[Any]) -> Version:
+    number, parent, created_at, profiles, execution = row
+    return Version(number, parent, created_at, profiles, execution)
+
+
+_VERSION_SQL = (
+    f"SELECT version, parent, {_ISO.format('created_at')}, profiles, execution FROM {{executions}}"
+)
+
+
+class PostgresStore(ProfileStore):
+    def __init__(self, url: str, *, buckets: int | None = None) -> None:
+        self.url = url
+        self.conninfo, schema, table = parse_url(url)
+        self.names = _Names(schema, table)
+        if buckets is not None and not 1 <= buckets <= 65536:
+            raise StoreError(f"a store has 1 to 65536 buckets, not {buckets}")
+        self._requested_buckets = buckets
+        self._conn: Any = None
+        self.buckets = buckets or DEFAULT_BUCKETS
+        if self.exists():
+            self._load_buckets()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_conn": None}
+
+    # --- the database -------------------------------------------------------
+
+    @property
+    def conn(self) -> Any:
+        if self._conn is None:
+            psycopg = _psycopg()
+            try:
+                self._conn = psycopg.connect(self.conninfo, autocommit=True)
+            except psycopg.Error as e:
+                reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                raise StoreError(f"store {self.url}: cannot connect: {reason}") from e
+        return self._conn
+
+    def _sql(self, template: str, params: Sequence[Any] = ()) -> list[Any]:
+        psycopg = _psycopg()
+        try:
+            cursor = self.conn.execute(self.names.sql(template), params)
+            return cursor.fetchall() if cursor.description else []
+        except psycopg.Error as e:
+            raise StoreError(f"store {self.url}: {str(e).strip().splitlines()[0]}") from e
+
+    def _schema_version(self) -> int:
+        found = self._sql("SELECT to_regclass(%s)", (self.names.ident("schema_version"),))[0][0]
+        if found is None:
+            if self._sql("SELECT to_regclass(%s)", (self.names.ident(),))[0][0] is not None:
+                raise StoreError(
+                    f"store {self.url}: table {self.names.ident()} exists but is not a "
+                    f"profile store (no {self.names.table}_schema_version table)"
+                )
+            return 0
+        number = self._sql("SELECT max(version) FROM {schema_version}")[0][0] or 0
+        if number > latest(MIGRATIONS):
+            raise StoreError(
+                f"store {self.url} has schema version {number}; this profile-import knows "
+                f"versions up to {latest(MIGRATIONS)}: upgrade profile-import"
+            )
+        return int(number)
+
+    def _migrate(self) -> None:
+        conn = self.conn
+        self._sql(f'CREATE SCHEMA IF NOT EXISTS "{self.names.schema}"')
+        self._sql(
+            "CREATE TABLE IF NOT EXISTS {schema_version} (version integer PRIMARY KEY, "
+            "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for migration in pending(MIGRATIONS, self._schema_version()):
+            with conn.transaction():
+                for statement in migration.statements:
+                    conn.execute(self.names.sql(statement))
+                conn.execute(
+                    self.names.sql("INSERT INTO {schema_version} VALUES (%s, %s)"),
+                    (migration.version, migration.description),
+                )
+
+    def _readable(self) -> bool:
+        found = self._schema_version()
+        if 0 < found < latest(MIGRATIONS):
+            raise StoreError(
+                f"store {self.url} has schema version {found}; a run migrates it to "
+                f"{latest(MIGRATIONS)}"
+            )
+        return found == latest(MIGRATIONS)
+
+    def _meta(self, name: str) -> str | None:
+        rows = self._sql("SELECT value FROM {meta} WHERE name = %s", (name,))
+        return rows[0][0] if rows else None
+
+    def _current_number(self) -> int:
+        return int(self._meta("current_version") or 0)
+
+    def _load_buckets(self) -> None:
+        stored = int(self._meta("buckets") or DEFAULT_BUCKETS)
+        requested = self._requested_buckets
+        if requested is not None and requested != stored:
+            raise StoreError(
+                f"store {self.url} has {stored} buckets; --buckets {requested} "
+                "only applies when a store is created"
+            )
+        self.buckets = stored
+
+    # --- the run ------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self._readable() and self._current_number() > 0
+
+    def lock(self, timeout: float = 0.0) -> AbstractContextManager[None]:
+        return self._locked(timeout)
+
+    @contextmanager
+    def _locked(self, timeout: float) -> Iterator[None]:
+        # A session lock on a connection of its own: the server releases it
+        # when the run's process dies.
+        psycopg = _psycopg()
+        try:
+            session = psycopg.connect(self.conninfo, autocommit=True)
+        except psycopg.Error as e:
+            raise StoreError(f"store {self.url}: cannot connect: {e}") from e
+        lock_id = zlib.crc32(f"profile-import:{self.names.ident()}".encode())
+        deadline = time.monotonic() + timeout
+        try:
+            while not session.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)).fetchone()[0]:
+                if time.monotonic() >= deadline:
+                    holder = session.execute(
+                        "SELECT pid, client_addr, backend_start FROM pg_locks "
+                        "JOIN pg_stat_activity USING (pid) "
+                        "WHERE locktype = 'advisory' AND objid::text::bigint = %s",
+                        (lock_id,),
+                    ).fetchone()
+                    who = f" (server process {holder[0]}, since {holder[2]:%Y-%m-%dT%H:%M:%SZ})"
+                    raise StoreLocked(
+                        f"store {self.url} is locked by another run{who if holder else ''}; "
+                        "wait for it or pass --lock-timeout SECONDS"
+                    )
+                time.sleep(_POLL_SECONDS)
+            yield
+        finally:
+            with suppress(psycopg.Error):
+                session.close()
+
+    def current(self) -> Version | None:
+        if not self.exists():
+            return None
+        return self.version(self._current_number())
+
+    def applied_inputs(
+        self, version: Version | None, fingerprints: Collection[str]
+    ) -> dict[str, AppliedInput]:
+        if version is None or not fingerprints:
+            return {}
+        rows = self._sql(
+            f"SELECT fingerprint, execution_id, version, {_ISO.format('finished_at')} "
+            "FROM {ledger} WHERE version <= %s AND fingerprint = ANY(%s) ORDER BY version",
+            (version.number, sorted(set(fingerprints))),
+        )
+        return {fp: AppliedInput(fp, execution, number, at) for fp, execution, number, at in rows}
+
+    def source(self, version: Version | None) -> PostgresBucketSource:
+        return PostgresBucketSource(self.conninfo, self.names, version is not None)
+
+    def begin(self, execution_id: str, parent: Version | None) -> Staging:
+        import tempfile
+
+        self._migrate()
+        conn = self.conn
+        columns = ", ".join(f"{name} text" for name in IDENTIFIER_FIELDS)
+        with conn.transaction():
+            if self._current_number() == 0:
+                conn.execute(
+                    self.names.sql(
+                        "INSERT INTO {meta} VALUES ('buckets', %s) "
+                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                    ),
+                    (str(self.buckets),),
+                )
+            else:
+                self._load_buckets()
+            # What dead runs staged: they never published it.
+            self._drop_stages()
+            conn.execute(
+                f"CREATE UNLOGGED TABLE {self.names.stage(execution_id)} (bucket integer NOT NULL, "
+                f"key bytea NOT NULL, {columns}, user_profile jsonb, created_at timestamptz, "
+                "last_modified_at timestamptz, PRIMARY KEY (bucket, key))"
+            )
+        return Staging(
+            execution_id=execution_id,
+            parent=parent,
+            source=self.source(parent),
+            sink=PostgresBucketSink(self.conninfo, self.names, execution_id),
+            work_dir=tempfile.mkdtemp(prefix=f"profile-import-{execution_id}-"),
+        )
+
+    def _drop_stages(self, execution_id: str | None = None) -> None:
+        """Drops the stage tables of dead runs (or of one execution)."""
+        if execution_id is not None:
+            self._sql(f"DROP TABLE IF EXISTS {self.names.stage(execution_id)}")
+            self._sql("DELETE FROM {staging_buckets} WHERE execution_id = %s", (execution_id,))
+            return
+        # `<table>_stage_` and 8 hex digits: never another store's table.
+        prefix = self.names.ident("stage_00000000").split(".", 1)[1].strip('"')[:-8]
+        rows = self._sql(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s AND starts_with(tablename, %s)",
+            (self.names.schema, prefix),
+        )
+        for (name,) in rows:
+            tail = name[len(prefix) :]
+            if len(tail) == 8 and all(c in "0123456789abcdef" for c in tail):
+                self._sql(f'DROP TABLE IF EXISTS "{self.names.schema}"."{name}"')
+        self._sql("DELETE FROM {staging_buckets}")
+
+    def commit(
+        self,
+        staging: Staging,
+        execution: dict[str, Any],
+        profiles_delta: int,
+        buckets_written: int,
+        fingerprints: Sequence[str],
+    ) -> Version:
+        import shutil
+
+        failpoint(DATA_WRITTEN)
+        execution_id = staging.execution_id
+        parent = staging.parent
+        stage = self.names.stage(execution_id)
+        conn = self.conn
+        psycopg = _psycopg()
+        columns = ", ".join(IDENTIFIER_FIELDS)
+        try:
+            with conn.transaction():
+                done = self._sql(_VERSION_SQL + " WHERE execution_id = %s", (execution_id,))
+                if done:  # a retry of this step, after its publish
+                    return _version(done[0])
+                current = self._sql(
+                    "SELECT value FROM {meta} WHERE name = 'current_version' FOR UPDATE"
+                )
+                number = int(current[0][0]) if current else 0
+                if number != (parent.number if parent else 0):
+                    raise StoreError(
+                        f"store {self.url} changed during the run (another writer without the "
+                        "lock?); nothing was published"
+                    )
+                staged = self._sql(
+                    "SELECT count(*) FROM {staging_buckets} WHERE execution_id = %s",
+                    (execution_id,),
+                )[0][0]
+                if staged != buckets_written:
+                    raise StoreError(
+                        f"store {self.url}: the run wrote {buckets_written} buckets but {staged} "
+                        "are staged; nothing was published"
+                    )
+                self._sql(
+                    f"INSERT INTO {{profiles}} (key, {columns}, user_profile, created_at, "
+                    f"last_modified_at) SELECT key, {columns}, user_profile, created_at, "
+                    f"last_modified_at FROM {stage} WHERE user_profile IS NOT NULL "
+                    "ON CONFLICT (key) DO UPDATE SET user_profile = excluded.user_profile, "
+                    "created_at = excluded.created_at, last_modified_at = excluded.last_modified_at"
+                )
+                self._sql(
+                    f"DELETE FROM {{profiles}} p USING {stage} s "
+                    "WHERE s.user_profile IS NULL AND p.key = s.key"
+                )
+                number += 1
+                now = clock.iso(clock.now())
+                profiles = (parent.profiles if parent else 0) + profiles_delta
+                self._sql(
+                    "INSERT INTO {executions} VALUES (%s, %s, %s, %s, %s, %s)",
+                    (number, parent.number if parent else None, execution_id, now, profiles,
+                     orjson.dumps(execution).decode()),
+                )  # fmt: skip
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        self.names.sql("INSERT INTO {ledger} VALUES (%s, %s, %s, %s)"),
+                        [(fp, number, execution_id, now) for fp in dict.fromkeys(fingerprints)],
+                    )
+                self._sql(
+                    "INSERT INTO {meta} VALUES ('current_version', %s) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (str(number),),
+                )
+                self._sql("DELETE FROM {staging_buckets} WHERE execution_id = %s", (execution_id,))
+                self._sql(f"DROP TABLE {stage}")
+                failpoint(BEFORE_POINTER)
+        except psycopg.Error as e:
+            raise StoreError(f"store {self.url}: {e}; nothing was published") from e
+        failpoint(AFTER_POINTER)
+        shutil.rmtree(staging.work_dir, ignore_errors=True)
+        return Version(number, parent.number if parent else None, now, profiles, execution)
+
+    def abort(self, staging: Staging) -> None:
+        import shutil
+
+        shutil.rmtree(staging.work_dir, ignore_errors=True)
+        with suppress(StoreError):
+            if self._schema_version() > 0:
+                self._drop_stages(staging.execution_id)
+
+    # --- versions -----------------------------------------------------------
+
+    def versions(self) -> list[Version]:
+        if not self.exists():
+            return []
+        return [_version(row) for row in self._sql(_VERSION_SQL + " ORDER BY version")]
+
+    def version(self, number: int) -> Version | None:
+        if not self._readable() or number != self._current_number():
+            return None  # only the current state is kept
+        rows = self._sql(_VERSION_SQL + " WHERE version = %s", (number,))
+        return _version(rows[0]) if rows else None
+
+    def rollback(self, number: int) -> Version:
+        raise StoreError(
+            f"store {self.url}: a PostgreSQL store keeps only its current state; "
+            "there is no version to roll back to"
+        )
+
+    def prune(self, keep: int) -> list[int]:
+        if keep < 1:
+            raise StoreError("prune keeps at least one version")
+        return []
+
+    # --- reading ------------------------------------------------------------
+
+    def _rows(self, where: str, params: Sequence[Any], version: Version | None) -> Iterator[Any]:
+        """(key, profile, created, modified) rows in key order, from one snapshot
+        (REPEATABLE READ), checked to be `version` (None: the current one)."""
+        psycopg = _psycopg()
+        conn = psycopg.connect(self.conninfo)
+        try:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction():
+                current = conn.execute(
+                    self.names.sql("SELECT value FROM {meta} WHERE name = 'current_version'")
+                ).fetchone()
+                if version is not None and (current is None or int(current[0]) != version.number):
+                    raise StoreError(
+                        f"store {self.url}: version {version.number} is no longer the current "
+                        "state, and a PostgreSQL store keeps no other"
+                    )
+                sql = self.names.sql(f"SELECT {_COLUMNS} FROM {{profiles}} {where} ORDER BY key")
+                with conn.cursor(name="profile_import_read") as cursor:
+                    cursor.itersize = 10_000
+                    cursor.execute(sql, params)
+                    yield from cursor
+        except psycopg.Error as e:
+            raise StoreError(f"store {self.url}: {e}") from e
+        finally:
+            conn.close()
+
+    def export(self) -> Iterator[bytes]:
+        if not self.exists():
+            return
+        for row in self._rows("", (), None):
+            yield records.split(_line(*row))[1]
+
+    def get(self, identifier: Identifier) -> bytes | None:
+        rows = self._sql(f"SELECT {_COLUMNS} FROM {{profiles}} WHERE key = %s", (identifier.key,))
+        return records.split(_line(*rows[0]))[1] if rows else None
+
+    def scan(
+        self,
+        version: Version,
+        after: bytes | None = None,
+        keep: Callable[[bytes], bool] | None = None,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        for row in self._rows("WHERE key > %s", (after or b"",), version):
+            key, record = records.split(_line(*row))
+            if keep is None or keep(record):
+                yield key, record
+
+    def get_many(self, version: Version, keys: Collection[bytes]) -> dict[bytes, bytes]:
+        if version.number != self._current_number():
+            raise StoreError(
+                f"store {self.url}: version {version.number} is no longer the current state"
+            )
+        rows = self._sql(
+            f"SELECT {_COLUMNS} FROM {{profiles}} WHERE key = ANY(%s)", (sorted(set(keys)),)
+        )
+        return dict(records.split(_line(*row)) for row in rows)
+
+    def verify(self, number: int | None = None) -> Verification:
+        current = self.current()
+        if current is None:
+            raise StoreError(f"store {self.url} has no published version")
+        if number is not None and number != current.number:
+            raise StoreError(
+                f"store {self.url}: a PostgreSQL store keeps only its current version "
+                f"({current.number}), not {number}"
+            )
+        problems: list[str] = []
+        lines = 0
+        for row in self._rows("", (), current):
+            lines += 1
+            problem = records.problem(_line(*row))
+            if problem is not None and len(problems) < _MAX_PROBLEMS:
+                problems.append(f"profile {bytes(row[0])[:80]!r} {problem}")
+        if lines != current.profiles:
+            problems.append(
+                f"version {current.number} records {current.profiles:,} profiles, "
+                f"the profiles table holds {lines:,}"
+            )
+        return Verification(current.number, 1, lines, tuple(problems))
