@@ -63,7 +63,7 @@ from .base import (
     Verification,
     Version,
 )
-from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, failpoint
+from .failpoints import AFTER_POINTER, BEFORE_POINTER, BUCKET_WRITTEN, DATA_WRITTEN, failpoint
 from .files import Files, PointerMoved, open_files
 
 FORMAT = "profile-import/snapshot-store"
@@ -232,6 +232,7 @@ class SnapshotBucketSink(BucketSink):
             f.detach()
         stats = {"lines": count, "bytes": summing.bytes, "crc32": summing.crc32}
         self.files.write_atomic(path + _STATS_SUFFIX, json.dumps(stats).encode())
+        failpoint(BUCKET_WRITTEN)
         return count
 
 
