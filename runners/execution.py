@@ -327,8 +327,8 @@ class Execution:
             work_dir=work_dir,
             split_bytes=s.split_bytes,
             progress_dir=os.path.join(scratch, "progress") if show else None,
-            spill=(local.is_local(self.options) if s.spill is None else s.spill)
-            and not input_plan.is_remote(work_dir),
+            spill=local.is_local(self.options) if s.spill is None else s.spill,
+            spill_root=os.path.join(scratch, "work") if input_plan.is_remote(work_dir) else None,
         )
         for folder in (job.progress_dir, job.rejects_dir):
             if folder is not None and not input_plan.is_remote(folder):
