@@ -33,7 +33,7 @@ def offset_of(f: BinaryIO, key: bytes, *, strictly_after: bool, start: int = 0) 
 
     `start` must be a line start.
     """
-    size = os.fstat(f.fileno()).st_size
+    size = f.seek(0, os.SEEK_END)  # a local file or a bucket's object alike
 
     def before(line_key: bytes) -> bool:  # the line comes before the answer
         return line_key <= key if strictly_after else line_key < key
@@ -96,7 +96,7 @@ def find_sorted(
     if not keys:
         return
     if size is None:
-        size = os.fstat(f.fileno()).st_size
+        size = f.seek(0, os.SEEK_END)
     if len(keys) * DENSE_BYTES > size:
         yield from _merge_sorted(f, keys)
         return

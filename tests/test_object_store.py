@@ -47,7 +47,20 @@ def test_runs_publish_versions_a_reader_sees_whole(object_scheme: str, tmp_path:
     opened = open_store(store)
     assert [v.number for v in opened.versions()] == [1, 2]
     assert opened.verify().sound
-    assert read_cli("get", "--store", store, "--email-hash", "b").returncode == 0
+    got = read_cli("get", "--store", store, "--email-hash", "b")
+    assert json.loads(got.stdout)["user_profile"] == {"n": 2}
+    # Paging by a cursor and reading by identifiers: seeks and range reads.
+    page = read_cli("list", "--store", store, "--limit", "1")
+    assert page.returncode == 0, page.stderr
+    assert [json.loads(x)["email_hash"] for x in page.stdout.splitlines()] == ["a"]
+    cursor = json.loads(page.stderr.splitlines()[-1])["next_cursor"]
+    rest = read_cli("list", "--store", store, "--cursor", cursor)
+    assert [json.loads(x)["email_hash"] for x in rest.stdout.splitlines()] == ["b"]
+    ids = tmp_path / "ids.ndjson"
+    ids.write_text('{"email_hash": "b"}\n{"email_hash": "zz"}\n{"email_hash": "a"}\n')
+    by_ids = read_cli("get", "--store", store, "--ids", ids)
+    assert by_ids.returncode == 0, by_ids.stderr
+    assert sorted(json.loads(x)["email_hash"] for x in by_ids.stdout.splitlines()) == ["a", "b"]
 
 
 def test_the_pointer_is_replaced_only_over_the_version_read(object_scheme: str) -> None:
