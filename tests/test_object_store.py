@@ -194,3 +194,27 @@ def test_two_runs_at_once_one_publishes_the_other_waits_or_fails(
         assert waiting.poll() is None  # waits for the lease
     assert waiting.wait(timeout=120) == 0
     assert {p["email_hash"] for p in export_url(store)} == {"seed", "two"}
+
+
+def test_a_run_whose_lease_was_taken_over_publishes_nothing(object_scheme: str) -> None:
+    from profile_import.core.identifiers import Identifier
+    from profile_import.stores.base import StoreError
+    from profile_import.stores.snapshot import SnapshotStore
+
+    from .test_snapshot_store import commit_profiles
+
+    url = f"{object_scheme}://{new_bucket(object_scheme)}/s"
+    store = SnapshotStore(url, buckets=2)
+    with store.lock():
+        commit_profiles(store, "r1", {Identifier.email_hash("a"): {"n": 1}})
+    with store.lock():
+        # Another run takes the lease over (as after this one's had ended).
+        bucket = store.files.bucket  # type: ignore[attr-defined]
+        data, _ = bucket.get("s/.lock")
+        bucket.put("s/.lock", data.replace(b'"owner": "', b'"owner": "other-'))
+        with pytest.raises(StoreError, match=r"lease was taken over.*nothing was published"):
+            commit_profiles(store, "r2", {Identifier.email_hash("b"): {"n": 2}})
+    reopened = SnapshotStore(url)
+    assert [v.number for v in reopened.versions()] == [1]
+    assert len(list(reopened.export())) == 1
+    assert reopened.files.listdir("versions") == ["00000001.json"]  # its manifest withdrawn
