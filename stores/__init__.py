@@ -15,9 +15,15 @@ DEFAULT_STORE = "profile-store"
 
 
 def open_store(url: str, *, buckets: int | None = None) -> ProfileStore:
-    """The store at `url`: a folder path (or `file://` URL) is a snapshot store."""
+    """The store at `url`: a folder path (or `file://` URL), or an `s3://` or
+    `gs://` bucket and prefix, is a snapshot store."""
     if url.startswith("file://"):
         url = url[len("file://") :]
+    if url.startswith(("s3://", "gs://")):
+        bucket = url.split("://", 1)[1].split("/", 1)[0]
+        if not bucket:
+            raise StoreError(f"store {url}: no bucket name (s3://BUCKET/PREFIX)")
+        return SnapshotStore(url, buckets=buckets)
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise StoreError(f"store {url}: the {scheme}:// scheme is not supported yet")

@@ -18,6 +18,8 @@ DATA_WRITTEN = "publish:data-written"  # every bucket file is written, nothing p
 BEFORE_POINTER = "publish:before-pointer"  # the manifest is written, CURRENT not replaced
 AFTER_POINTER = "publish:after-pointer"  # CURRENT is replaced
 POINTS = (DATA_WRITTEN, BEFORE_POINTER, AFTER_POINTER)
+# While the pipeline writes: one bucket file is written, the others not yet.
+BUCKET_WRITTEN = "write:bucket-written"
 
 _ARMED = os.environ.get(ENV)
 

@@ -14,25 +14,35 @@ from typing import Any
 
 import pytest
 
-from .helpers import ONE_WORKER, SYSTEM_FIELDS, run_cli
+from .helpers import SYSTEM_FIELDS, run_cli
+from .object_servers import new_bucket, put
 
 CASES = sorted((Path(__file__).parent / "conformance").glob("*.json"))
-RUNNERS = {
-    "local": ONE_WORKER,
-    # The job-submission path Flink and Spark take, with an embedded job service.
-    "portable": ("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"),
-}
 
 
 def canon(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False)
 
 
-@pytest.mark.parametrize("runner", list(RUNNERS))
+# Where the store and the inputs are: this machine, or a bucket on the suite's
+# own S3 or GCS server (tests/object_servers.py).
+PLACES = [
+    "local",
+    pytest.param("s3", marks=pytest.mark.slow),
+    pytest.param("gs", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("place", PLACES)
 @pytest.mark.parametrize("case_path", CASES, ids=[p.stem for p in CASES])
-def test_conformance_case(case_path: Path, runner: str, tmp_path: Path) -> None:
+def test_conformance_case(
+    case_path: Path, place: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     case = json.loads(case_path.read_text(encoding="utf-8"))
-    store = tmp_path / "store"
+    store: Path | str = tmp_path / "store"
+    if place != "local":
+        request.getfixturevalue("s3_endpoint" if place == "s3" else "gcs_endpoint")
+        store = f"{place}://{new_bucket(place)}/{case_path.stem}"
     options: list[str] = []
     if case.get("options", {}).get("default_compartment_id") is not None:
         options += ["--default-compartment-id", str(case["options"]["default_compartment_id"])]
@@ -43,7 +53,10 @@ def test_conformance_case(case_path: Path, runner: str, tmp_path: Path) -> None:
         files |= {n: base64.b64decode(b) for n, b in run.get("files_b64", {}).items()}
         for name, data in files.items():
             (folder / name).write_bytes(data)
+            if place != "local":
+                put(f"{store}-inputs/run{i}/{name}", data)
         order = run.get("order") or sorted(files)
+        inputs = [folder / n if place == "local" else f"{store}-inputs/run{i}/{n}" for n in order]
         rejects, report = folder / "rejects.ndjson", folder / "report.json"
         result = run_cli(
             "run",
@@ -55,8 +68,7 @@ def test_conformance_case(case_path: Path, runner: str, tmp_path: Path) -> None:
             report,
             *options,
             *run.get("args", []),
-            *(folder / n for n in order),
-            beam=RUNNERS[runner],
+            *inputs,
         )
         want_status = run.get("expect_status")
         if want_status == "FAILED":
