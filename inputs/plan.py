@@ -29,6 +29,8 @@ from typing import Any, BinaryIO
 
 import smart_open
 
+from . import remote
+
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".xz": "xz", ".lz4": "lz4"}
 # Archives and compressions smart-open does not read: refused by name.
 UNREADABLE = {
@@ -125,6 +127,15 @@ def expand(patterns: Sequence[str]) -> list[str]:
     if sum(1 for p in patterns if p == STDIN) > 1:
         raise InputError("input -: standard input can be read only once")
     for pattern in patterns:
+        if remote.has_magic(pattern):
+            try:
+                matches = remote.expand_glob(pattern)
+            except Exception as e:
+                raise InputError(f"input {pattern}: cannot be listed: {e}") from e
+            if not matches:
+                raise InputError(f"input {pattern}: the pattern matches no object")
+            paths.extend(matches)
+            continue
         # An existing file is taken as named, even if its name looks like a glob.
         if (
             pattern == STDIN
@@ -199,6 +210,12 @@ def _list_one(index: int, name: str, path: str, params: dict[str, Any] | None) -
     if not is_remote(path):
         stat = os.stat(path)
         size, modified_ns = stat.st_size, stat.st_mtime_ns
+    else:
+        try:
+            info = remote.stat(path)
+        except remote.NotFound as e:
+            raise InputError(f"input {name}: not found") from e
+        size, modified_ns = info.size, info.modified_ns
     with open_raw(path, params) as stream:
         refuse_unreadable(name, stream.read(16))
     source = "" if name == path else path

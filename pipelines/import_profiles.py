@@ -52,6 +52,9 @@ class ImportJob:
     progress_dir: str | None = None
     spill: bool = False  # shuffle batches through files in work_dir (transforms.batches)
     transport_params: dict[str, Any] = field(default_factory=dict)
+    # Where the spill goes when the work folder is in a bucket (a store there)
+    # and the workers share this machine's disk: a local folder.
+    spill_root: str | None = None
 
     @property
     def rejects_dir(self) -> str:
@@ -59,7 +62,7 @@ class ImportJob:
 
     @property
     def spill_dir(self) -> str | None:
-        return os.path.join(self.work_dir, "shuffle") if self.spill else None
+        return os.path.join(self.spill_root or self.work_dir, "shuffle") if self.spill else None
 
 
 def build(pipeline: beam.Pipeline, job: ImportJob) -> beam.Pipeline:

@@ -206,6 +206,7 @@ class Execution:
         unknown = local.unknown_options(s.beam_args)
         if unknown:
             raise UsageError(f"unknown option(s): {' '.join(unknown)} (see --help)")
+        # A database server or a bucket is reachable from any runner's workers.
         if not local.on_this_machine(self.options) and not reachable_from_anywhere(s.store):
             # The folder store lives on this machine: workers elsewhere could not
             # write it, and a publish would miss their buckets.
@@ -327,9 +328,10 @@ class Execution:
             split_bytes=s.split_bytes,
             progress_dir=os.path.join(scratch, "progress") if show else None,
             spill=local.is_local(self.options) if s.spill is None else s.spill,
+            spill_root=os.path.join(scratch, "work") if input_plan.is_remote(work_dir) else None,
         )
         for folder in (job.progress_dir, job.rejects_dir):
-            if folder is not None:
+            if folder is not None and not input_plan.is_remote(folder):
                 os.makedirs(folder, exist_ok=True)
         if not s.wait:
             ctx = replace(ctx, result_path=None)

@@ -16,15 +16,21 @@ DEFAULT_STORE = "profile-store"
 
 
 def open_store(url: str, *, buckets: int | None = None) -> ProfileStore:
-    """The store at `url`: a folder path (or `file://` URL) is a snapshot store;
-    `sqlite:///relative.db` or `sqlite:////absolute.db` a SQLite store;
-    `postgresql://...?table=T&schema=S` a PostgreSQL store."""
+    """The store at `url`: a folder path (or `file://` URL), or an `s3://` or
+    `gs://` bucket and prefix, is a snapshot store; `sqlite:///relative.db` or
+    `sqlite:////absolute.db` a SQLite store; `postgresql://...?table=T&schema=S`
+    a PostgreSQL store."""
     if url.startswith(postgres.SCHEMES):
         return postgres.PostgresStore(url, buckets=buckets)
     if url.startswith(sqlite.SCHEME):
         return sqlite.SqliteStore(url, buckets=buckets)
     if url.startswith("file://"):
         url = url[len("file://") :]
+    if url.startswith(("s3://", "gs://")):
+        bucket = url.split("://", 1)[1].split("/", 1)[0]
+        if not bucket:
+            raise StoreError(f"store {url}: no bucket name (s3://BUCKET/PREFIX)")
+        return SnapshotStore(url, buckets=buckets)
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise StoreError(f"store {url}: the {scheme}:// scheme is not supported yet")
@@ -33,5 +39,5 @@ def open_store(url: str, *, buckets: int | None = None) -> ProfileStore:
 
 def reachable_from_anywhere(url: str) -> bool:
     """Whether workers on other machines can reach the store at `url`: a database
-    server can; a folder or a SQLite file lives on this machine."""
-    return url.split("://", 1)[0] in ("postgresql", "postgres")
+    server or a bucket can; a folder or a SQLite file lives on this machine."""
+    return url.split("://", 1)[0] in ("postgresql", "postgres", "s3", "gs")

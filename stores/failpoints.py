@@ -20,6 +20,8 @@ AFTER_POINTER = "publish:after-pointer"  # CURRENT is replaced
 POINTS = (DATA_WRITTEN, BEFORE_POINTER, AFTER_POINTER)
 # A database store's worker, once it has staged a bucket's changes (stores/sqlite.py).
 STAGED = "stage:bucket-staged"
+# While the pipeline writes: one bucket file is written, the others not yet.
+BUCKET_WRITTEN = "write:bucket-written"
 
 _ARMED = os.environ.get(ENV)
 

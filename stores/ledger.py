@@ -11,12 +11,13 @@ files, a few MB at most, to check a run's inputs (100 bytes or so an entry).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection, Iterable, Sequence
 
 import orjson
 
 from profile_import.core.idempotency import AppliedInput
+
+from .files import Files
 
 FOLDER = "ledger"
 MAX_SEGMENTS = 32
@@ -41,29 +42,29 @@ def encode(entries: Iterable[AppliedInput]) -> bytes:
     )
 
 
-def read_segment(root: str, segment: str) -> list[AppliedInput]:
-    with open(os.path.join(root, segment), "rb") as f:
-        return [AppliedInput(**orjson.loads(line)) for line in f if line.strip()]
+def read_segment(files: Files, segment: str) -> list[AppliedInput]:
+    data = files.read_bytes(segment)
+    return [AppliedInput(**orjson.loads(line)) for line in data.splitlines() if line.strip()]
 
 
-def read(root: str, segments: Sequence[str]) -> dict[str, AppliedInput]:
+def read(files: Files, segments: Sequence[str]) -> dict[str, AppliedInput]:
     """Every entry of a ledger; a later segment's entry wins (a re-application)."""
     entries: dict[str, AppliedInput] = {}
     for segment in segments:
-        for entry in read_segment(root, segment):
+        for entry in read_segment(files, segment):
             entries[entry.fingerprint] = entry
     return entries
 
 
 def lookup(
-    root: str, segments: Sequence[str], fingerprints: Collection[str]
+    files: Files, segments: Sequence[str], fingerprints: Collection[str]
 ) -> dict[str, AppliedInput]:
     wanted = set(fingerprints)
-    return {fp: entry for fp, entry in read(root, segments).items() if fp in wanted}
+    return {fp: entry for fp, entry in read(files, segments).items() if fp in wanted}
 
 
 def next_segments(
-    root: str, parent_segments: Sequence[str], execution_id: str, entries: list[AppliedInput]
+    files: Files, parent_segments: Sequence[str], execution_id: str, entries: list[AppliedInput]
 ) -> tuple[list[str], bytes]:
     """The new version's segment list and the bytes of its one new segment.
 
@@ -73,7 +74,7 @@ def next_segments(
     own = segment_path(execution_id)
     if len(parent_segments) + 1 <= MAX_SEGMENTS:
         return [*parent_segments, own], encode(entries)
-    merged = read(root, parent_segments)
+    merged = read(files, parent_segments)
     for entry in entries:
         merged[entry.fingerprint] = entry
     return [own], encode(sorted(merged.values(), key=lambda e: e.fingerprint))

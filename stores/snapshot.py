@@ -43,8 +43,6 @@ import heapq
 import io
 import json
 import os
-import shutil
-import uuid
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -55,7 +53,7 @@ from profile_import.core import clock, records
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import Identifier, bucket_of
 
-from . import ledger, locking, sorted_files
+from . import ledger, sorted_files
 from .base import (
     BucketSink,
     BucketSource,
@@ -65,7 +63,8 @@ from .base import (
     Verification,
     Version,
 )
-from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, failpoint
+from .failpoints import AFTER_POINTER, BEFORE_POINTER, BUCKET_WRITTEN, DATA_WRITTEN, failpoint
+from .files import Files, PointerMoved, open_files
 
 FORMAT = "profile-import/snapshot-store"
 # 2: manifests record each file's lines, bytes and crc32; data files are `.kv`.
@@ -85,25 +84,6 @@ _LEGACY_DATA_SUFFIX = ".ndjson"
 _STORE_NAMES = (_META, _CURRENT, "versions", "data", "staging", ledger.FOLDER)
 _BLOCK = 1 << 20
 _MAX_PROBLEMS_PER_FILE = 10
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """Writes a file whole or not at all, durable before it becomes visible."""
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path))
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _bucket_file(execution_id: str, bucket: int) -> str:
@@ -158,7 +138,7 @@ class _Summing(io.RawIOBase):
     not one per line: checking a file costs a crc32 over its blocks (~3 GB/s).
     """
 
-    def __init__(self, raw: io.FileIO, *, writing: bool) -> None:
+    def __init__(self, raw: Any, *, writing: bool) -> None:
         super().__init__()
         self._raw = raw
         self._writing = writing
@@ -194,10 +174,10 @@ def _damaged(url: str, problem: str, *, verify: bool = True) -> StoreError:
     return StoreError(f"store {url} is damaged: {problem}{hint}")
 
 
-def _read_checked(root: str, url: str, shard: Shard) -> Iterator[bytes]:
+def _read_checked(files: Files, url: str, shard: Shard) -> Iterator[bytes]:
     """The lines of a bucket file; read to its end, checked against `shard`."""
     try:
-        raw = open(os.path.join(root, shard.path), "rb", buffering=0)  # noqa: SIM115
+        raw = files.open_read(shard.path)
     except FileNotFoundError as e:
         raise _damaged(url, f"{shard.path} is missing") from e
     lines = 0
@@ -217,52 +197,49 @@ class SnapshotBucketSource(BucketSource):
     """Reads the buckets of one version. A bucket file read to its end is
     checked (lines, size, crc32): a damaged one raises `StoreError` there."""
 
-    def __init__(self, root: str, shards: list[Shard | None], url: str | None = None) -> None:
-        self.root = root
-        self.url = url or root
+    def __init__(self, files: Files, shards: list[Shard | None], url: str | None = None) -> None:
+        self.files = files
+        self.url = url or files.url
         self.shards = shards
 
     def read_bucket(self, bucket: int) -> Iterator[bytes]:
         shard = self.shards[bucket]
         if shard is not None:
-            yield from _read_checked(self.root, self.url, shard)
+            yield from _read_checked(self.files, self.url, shard)
 
 
 class SnapshotBucketSink(BucketSink):
     """Writes a bucket file, and beside it what it holds (lines, bytes, crc32),
     summed while writing, for the commit to record in the manifest."""
 
-    def __init__(self, root: str, execution_id: str) -> None:
-        self.root = root
+    def __init__(self, files: Files, execution_id: str) -> None:
+        self.files = files
         self.execution_id = execution_id
 
     def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
-        path = os.path.join(self.root, _bucket_file(self.execution_id, bucket))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        path = _bucket_file(self.execution_id, bucket)
+        self.files.makedirs(os.path.dirname(path))
         count = 0
-        try:
-            with open(tmp, "wb", buffering=0) as raw:
-                summing = _Summing(raw, writing=True)
-                with io.BufferedWriter(summing, _BLOCK) as f:
-                    write = f.write
-                    for line in lines:
-                        write(line)
-                        count += 1
-                os.fsync(raw.fileno())
-        except BaseException:
-            with suppress(OSError):
-                os.remove(tmp)
-            raise
-        os.replace(tmp, path)  # a retried bundle replaces the same file
+        # Whole or not at all; a retried bundle replaces the same file.
+        with self.files.write_stream(path) as raw:
+            summing = _Summing(raw, writing=True)
+            f = io.BufferedWriter(summing, _BLOCK)
+            write = f.write
+            for line in lines:
+                write(line)
+                count += 1
+            f.flush()
+            f.detach()
         stats = {"lines": count, "bytes": summing.bytes, "crc32": summing.crc32}
-        _write_atomic(path + _STATS_SUFFIX, json.dumps(stats).encode())
+        self.files.write_atomic(path + _STATS_SUFFIX, json.dumps(stats).encode())
+        failpoint(BUCKET_WRITTEN)
         return count
 
 
 class SnapshotStore(ProfileStore):
     def __init__(self, root: str, *, buckets: int | None = None) -> None:
-        self.root = os.path.abspath(root)
+        self.files = open_files(root)
+        self.root = self.files.join()
         self.url = root
         self._requested_buckets = buckets
         if buckets is not None and not 1 <= buckets <= 65536:
@@ -291,12 +268,9 @@ class SnapshotStore(ProfileStore):
 
     def _read_meta(self) -> dict[str, Any] | None:
         try:
-            with open(self._path(_META), "rb") as f:
-                meta: dict[str, Any] = json.load(f)
+            meta: dict[str, Any] = json.loads(self.files.read_bytes(_META))
         except FileNotFoundError:
-            if os.path.isdir(self.root) and any(
-                not name.startswith(".") for name in os.listdir(self.root)
-            ):
+            if any(not name.startswith(".") for name in self.files.listdir("")):
                 raise StoreError(
                     f"{self.url} is a folder that is not a profile store (no {_META}); "
                     "give an empty or new folder"
@@ -324,7 +298,7 @@ class SnapshotStore(ProfileStore):
             meta["state"] = _NEW
         else:
             meta["created_at"] = (self._read_meta() or meta)["created_at"]
-        _write_atomic(self._path(_META), json.dumps(meta, indent=2).encode() + b"\n")
+        self.files.write_atomic(_META, json.dumps(meta, indent=2).encode() + b"\n")
 
     def _published(self) -> bool:
         """Whether the store's first version was published (else: no store)."""
@@ -332,7 +306,7 @@ class SnapshotStore(ProfileStore):
         if meta is None or meta.get("state") == _NEW:
             return False
         # A format-1 first run that failed left its meta with nothing else.
-        return os.path.exists(self._path(_CURRENT)) or bool(self._manifest_numbers())
+        return self.files.exists(_CURRENT) or bool(self._manifest_numbers())
 
     def exists(self) -> bool:
         return self._published()
@@ -342,11 +316,15 @@ class SnapshotStore(ProfileStore):
 
     @contextmanager
     def _locked(self, timeout: float) -> Iterator[None]:
+        if not self.files.is_local:
+            with self.files.lock(timeout, f"store {self.url}"):
+                yield
+            return
         created_root = not os.path.isdir(self.root)
         lock_path = self._path(_LOCK)
         created_lock = not os.path.exists(lock_path)
         os.makedirs(self.root, exist_ok=True)
-        with locking.exclusive(lock_path, timeout, f"store {self.url}"):
+        with self.files.lock(timeout, f"store {self.url}"):
             try:
                 yield
             finally:
@@ -361,12 +339,13 @@ class SnapshotStore(ProfileStore):
     # --- versions -----------------------------------------------------------
 
     def _manifest_path(self, number: int) -> str:
-        return self._path("versions", f"{number:08d}.json")
+        return f"versions/{number:08d}.json"
 
     def _read_manifest(self, number: int) -> dict[str, Any]:
         try:
-            with open(self._manifest_path(number), "rb") as f:
-                manifest: dict[str, Any] = json.load(f)
+            manifest: dict[str, Any] = json.loads(
+                self.files.read_bytes(self._manifest_path(number))
+            )
         except (OSError, ValueError) as e:
             raise _damaged(self.url, f"version {number} is unreadable: {e}", verify=False) from e
         return manifest
@@ -377,8 +356,7 @@ class SnapshotStore(ProfileStore):
         if not self._published():
             return None
         try:
-            with open(self._path(_CURRENT), "rb") as f:
-                return int(f.read().strip())
+            return int(self.files.read_bytes(_CURRENT).strip())
         except FileNotFoundError:
             problem = f"{_CURRENT} is missing"
         except (OSError, ValueError) as e:
@@ -393,10 +371,7 @@ class SnapshotStore(ProfileStore):
 
     def _manifest_numbers(self) -> list[int]:
         """Every manifest in versions/, published or left by a killed run."""
-        try:
-            names = os.listdir(self._path("versions"))
-        except FileNotFoundError:
-            return []
+        names = self.files.listdir("versions")
         return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
 
     def _version_numbers(self) -> list[int]:
@@ -436,14 +411,14 @@ class SnapshotStore(ProfileStore):
             return {}
         segments = self._read_manifest(version.number).get("ledger", [])
         try:
-            return ledger.lookup(self.root, segments, fingerprints)
+            return ledger.lookup(self.files, segments, fingerprints)
         except (OSError, ValueError, TypeError) as e:
             raise StoreError(
                 f"store {self.url}: the ledger of version {version.number} is unreadable: {e}"
             ) from e
 
     def source(self, version: Version | None) -> SnapshotBucketSource:
-        return SnapshotBucketSource(self.root, self._shards(version), self.url)
+        return SnapshotBucketSource(self.files, self._shards(version), self.url)
 
     def _check_sizes(self, shards: Iterable[Shard | None]) -> None:
         """Every file is there with its recorded size: a cheap check (one stat
@@ -452,7 +427,7 @@ class SnapshotStore(ProfileStore):
             if shard is None:
                 continue
             try:
-                size = os.stat(self._path(shard.path)).st_size
+                size = self.files.size(shard.path)
             except FileNotFoundError:
                 raise _damaged(self.url, f"{shard.path} is missing") from None
             if shard.bytes is not None and size != shard.bytes:
@@ -469,33 +444,32 @@ class SnapshotStore(ProfileStore):
         else:
             # A new store, or what a first run that never published left.
             self._remove_unpublished_store()
-            os.makedirs(self.root, exist_ok=True)
+            self.files.makedirs("")
             self._write_meta(new=True)
         for folder in ("versions", "data", "staging", ledger.FOLDER):
-            os.makedirs(self._path(folder), exist_ok=True)
+            self.files.makedirs(folder)
+        self.files.makedirs(f"staging/{execution_id}")
         work_dir = self._path("staging", execution_id)
-        os.makedirs(work_dir, exist_ok=True)
         return Staging(
             execution_id=execution_id,
             parent=parent,
             source=self.source(parent),
-            sink=SnapshotBucketSink(self.root, execution_id),
+            sink=SnapshotBucketSink(self.files, execution_id),
             work_dir=work_dir,
         )
 
     def _written_buckets(self, execution_id: str) -> dict[int, Shard]:
-        folder = self._path("data", execution_id)
+        folder = f"data/{execution_id}"
         written = {}
-        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        for name in self.files.listdir(folder):
             if name.endswith(".tmp"):  # a write that died; its bundle was retried
-                os.remove(os.path.join(folder, name))
+                self.files.remove(f"{folder}/{name}")
             if not (name.startswith("bucket-") and name.endswith(_DATA_SUFFIX)):
                 continue
             bucket = int(name[len("bucket-") : -len(_DATA_SUFFIX)])
             path = _bucket_file(execution_id, bucket)
             try:
-                with open(self._path(path + _STATS_SUFFIX), "rb") as f:
-                    stats = json.load(f)
+                stats = json.loads(self.files.read_bytes(path + _STATS_SUFFIX))
             except (OSError, ValueError) as e:
                 raise StoreError(
                     f"store {self.url}: {path} was written without its line count "
@@ -514,6 +488,10 @@ class SnapshotStore(ProfileStore):
         number: int,
     ) -> Version:
         current = self._current_number()
+        try:
+            pointer: Any = self.files.read_pointer(_CURRENT)[1]
+        except FileNotFoundError:
+            pointer = None
         if current != (parent.number if parent else None):
             raise StoreError(
                 f"store {self.url} changed during the run (another writer without the lock?); "
@@ -530,15 +508,22 @@ class SnapshotStore(ProfileStore):
             "ledger": ledger_segments,
         }
         path = self._manifest_path(number)
-        if os.path.exists(path):
+        if self.files.exists(path):
             raise StoreError(f"store {self.url}: version {number} exists already")
         meta = self._read_meta()
         first = meta is None or meta.get("state") == _NEW
         if not first and meta is not None and meta["format_version"] != FORMAT_VERSION:
             self._write_meta(new=False)  # so an older profile-import refuses what it cannot read
-        _write_atomic(path, json.dumps(manifest, indent=1).encode() + b"\n")
+        self.files.write_atomic(path, json.dumps(manifest, indent=1).encode() + b"\n")
         failpoint(BEFORE_POINTER)
-        _write_atomic(self._path(_CURRENT), f"{number}\n".encode())
+        try:
+            # Conditional on the pointer read above (object stores), and only
+            # while this run still holds the store's lock (a lease's fence).
+            self.files.write_pointer(_CURRENT, f"{number}\n".encode(), pointer, self.files.fence)
+        except (PointerMoved, StoreError):
+            with suppress(OSError):
+                self.files.remove(path)
+            raise
         failpoint(AFTER_POINTER)
         if first:
             self._write_meta(new=False)  # the store exists from here on
@@ -566,13 +551,13 @@ class SnapshotStore(ProfileStore):
             shards[bucket] = shard
         self._check_sizes(written.values())
         for shard in written.values():
-            os.remove(self._path(shard.path + _STATS_SUFFIX))  # in the manifest from now on
+            self.files.remove(shard.path + _STATS_SUFFIX)  # in the manifest from now on
         # Every bucket file is durable before a manifest can name it.
         if written:
-            _fsync_dir(self._path("data", staging.execution_id))
-            _fsync_dir(self._path("data"))
+            self.files.sync_dir(f"data/{staging.execution_id}")
+            self.files.sync_dir("data")
         # The scratch space goes first: once published, nothing may fail.
-        shutil.rmtree(staging.work_dir, ignore_errors=True)
+        self.files.remove_tree(f"staging/{staging.execution_id}")
         number = (self._current_number() or 0) + 1
         finished_at = clock.iso(clock.now())
         entries = [
@@ -581,29 +566,29 @@ class SnapshotStore(ProfileStore):
         ]
         parent_segments = self._read_manifest(parent.number).get("ledger", []) if parent else []
         segments, segment = ledger.next_segments(
-            self.root, parent_segments, staging.execution_id, entries
+            self.files, parent_segments, staging.execution_id, entries
         )
-        _write_atomic(self._path(ledger.segment_path(staging.execution_id)), segment)
+        self.files.write_atomic(ledger.segment_path(staging.execution_id), segment)
         profiles = (parent.profiles if parent else 0) + profiles_delta
         return self._publish(parent, shards, profiles, execution, segments, number)
 
     def abort(self, staging: Staging) -> None:
-        shutil.rmtree(staging.work_dir, ignore_errors=True)
+        self.files.remove_tree(f"staging/{staging.execution_id}")
         if not self._published():
             # A first run that failed leaves no store behind.
             self._remove_unpublished_store()
             with suppress(FileNotFoundError):
-                os.remove(self._path(_META))
+                self.files.remove(_META)
             return
         # Interrupted right after publishing, a run must not take its data
         # away from the version that now uses it.
         data, segments = self._referenced()
         if staging.execution_id not in data:
-            shutil.rmtree(self._path("data", staging.execution_id), ignore_errors=True)
+            self.files.remove_tree(f"data/{staging.execution_id}")
         segment = ledger.segment_path(staging.execution_id)
         if segment not in segments:
             with suppress(FileNotFoundError):
-                os.remove(self._path(segment))
+                self.files.remove(segment)
 
     def _referenced(self) -> tuple[set[str], set[str]]:
         """The data folders and the ledger segments that kept versions use."""
@@ -620,39 +605,34 @@ class SnapshotStore(ProfileStore):
         """Manifests above CURRENT: left by runs killed during their publish."""
         for number in self._manifest_numbers():
             if current is None or number > current:
-                os.remove(self._manifest_path(number))
+                self.files.remove(self._manifest_path(number))
 
     def _remove_unpublished_store(self) -> None:
         """What a first run that never published left (but its meta and the lock)."""
-        for name in os.listdir(self.root) if os.path.isdir(self.root) else ():
-            path = self._path(name)
+        for name in self.files.listdir(""):
             if name in _STORE_NAMES[1:]:
-                if os.path.isdir(path):
-                    shutil.rmtree(path)
-                else:
-                    os.remove(path)
+                self.files.remove_tree(name)
             elif name.endswith(".tmp") and name.startswith(_STORE_NAMES[:2]):
-                os.remove(path)
+                self.files.remove(name)
 
     def _collect_garbage(self) -> None:
         """Removes what killed runs left behind (called under the lock)."""
         self._remove_unpublished_versions(self._current_number())
         data, segments = self._referenced()
         for folder in ("data", "staging"):
-            os.makedirs(self._path(folder), exist_ok=True)
-        for name in os.listdir(self._path("data")):
+            self.files.makedirs(folder)
+        for name in self.files.listdir("data"):
             if name not in data:
-                shutil.rmtree(self._path("data", name), ignore_errors=True)
-        ledger_folder = self._path(ledger.FOLDER)
-        for name in os.listdir(ledger_folder) if os.path.isdir(ledger_folder) else ():
+                self.files.remove_tree(f"data/{name}")
+        for name in self.files.listdir(ledger.FOLDER):
             if f"{ledger.FOLDER}/{name}" not in segments:
-                os.remove(os.path.join(ledger_folder, name))
-        for name in os.listdir(self._path("staging")):
-            shutil.rmtree(self._path("staging", name), ignore_errors=True)
-        for folder in (self.root, self._path("versions")):
-            for name in os.listdir(folder):
+                self.files.remove(f"{ledger.FOLDER}/{name}")
+        for name in self.files.listdir("staging"):
+            self.files.remove_tree(f"staging/{name}")
+        for folder in ("", "versions"):
+            for name in self.files.listdir(folder):
                 if name.endswith(".tmp"):
-                    os.remove(os.path.join(folder, name))
+                    self.files.remove(f"{folder}/{name}" if folder else name)
 
     # --- maintenance (callers hold the lock) -------------------------------
 
@@ -680,8 +660,8 @@ class SnapshotStore(ProfileStore):
         current = self._current_number()
         dropped = [n for n in numbers[:-keep] if n != current]
         for number in dropped:
-            os.remove(self._manifest_path(number))
-        if os.path.isdir(self._path("data")):
+            self.files.remove(self._manifest_path(number))
+        if self.files.isdir("data"):
             self._collect_garbage()
         return dropped
 
@@ -755,7 +735,7 @@ class SnapshotStore(ProfileStore):
         ):
             return [f"{shard.path}: listed as bucket {bucket}"], 0
         try:
-            raw = open(self._path(shard.path), "rb", buffering=0)  # noqa: SIM115
+            raw = self.files.open_read(shard.path)
         except OSError as e:
             what = "is missing" if isinstance(e, FileNotFoundError) else f"cannot be read: {e}"
             return [f"{shard.path} {what}"], 0
@@ -824,7 +804,7 @@ class SnapshotStore(ProfileStore):
 
         # Each bucket is filtered on its own, so only kept records reach the merge.
         streams = [
-            sorted_files.keyed_lines(self._path(shard.path), after, keep, gone)
+            sorted_files.keyed_lines(shard.path, after, keep, gone, self.files.open_read)
             for shard in shards
             if shard is not None
         ]
@@ -841,9 +821,10 @@ class SnapshotStore(ProfileStore):
             if shard is None:
                 continue
             try:
-                f = open(self._path(shard.path), "rb")  # noqa: SIM115 - closed by the `with`
+                size = self.files.size(shard.path)
+                f = io.BufferedReader(self.files.open_read(shard.path), _BLOCK)
             except FileNotFoundError as e:
                 raise self._gone(version) from e
             with f:
-                found.update(sorted_files.find_sorted(f, sorted(wanted)))
+                found.update(sorted_files.find_sorted(f, sorted(wanted), size))
         return found

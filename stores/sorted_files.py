@@ -10,9 +10,10 @@ seeks instead of reading the bucket up to it.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from profile_import.core import records
 
@@ -32,7 +33,7 @@ def offset_of(f: BinaryIO, key: bytes, *, strictly_after: bool, start: int = 0) 
 
     `start` must be a line start.
     """
-    size = os.fstat(f.fileno()).st_size
+    size = f.seek(0, os.SEEK_END)  # a local file or a bucket's object alike
 
     def before(line_key: bytes) -> bool:  # the line comes before the answer
         return line_key <= key if strictly_after else line_key < key
@@ -65,11 +66,13 @@ def keyed_lines(
     after: bytes | None = None,
     keep: Callable[[bytes], bool] | None = None,
     on_missing: Callable[[], Exception] | None = None,
+    opener: Callable[[str], Any] | None = None,
 ) -> Iterator[tuple[bytes, bytes]]:
     """(key, record) of the lines of a sorted file with key > `after` that `keep`
     accepts (it sees the record), in key order."""
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed by the `with` below
+        # Buffered: a store's opener gives a raw stream.
+        f = open(path, "rb") if opener is None else io.BufferedReader(opener(path), 1 << 20)  # noqa: SIM115
     except FileNotFoundError as e:
         if on_missing is None:
             raise
@@ -84,13 +87,17 @@ def keyed_lines(
                 yield key, record
 
 
-def find_sorted(f: BinaryIO, keys: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
+def find_sorted(
+    f: BinaryIO, keys: Sequence[bytes], size: int | None = None
+) -> Iterator[tuple[bytes, bytes]]:
     """(key, record) of each of `keys` (sorted, distinct) found in a sorted file,
     in one forward pass: by bisecting what is left when the keys are sparse, by
     reading every line when they are dense."""
     if not keys:
         return
-    if len(keys) * DENSE_BYTES > os.fstat(f.fileno()).st_size:
+    if size is None:
+        size = f.seek(0, os.SEEK_END)
+    if len(keys) * DENSE_BYTES > size:
         yield from _merge_sorted(f, keys)
         return
     pos = 0

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from .helpers import ONE_WORKER, SYSTEM_FIELDS, run_cli
+from .object_servers import new_bucket, put
 
 CASES = sorted((Path(__file__).parent / "conformance").glob("*.json"))
 RUNNERS = {
@@ -29,16 +30,28 @@ def canon(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False)
 
 
-# Each store, as `run_cases.py --store TEMPLATE` names it.
+# Each store, as `run_cases.py --store TEMPLATE` names it: a folder; a SQLite
+# file; a table in the suite's own PostgreSQL server (tests/postgres_server.py);
+# a bucket on the suite's own S3 or GCS server (tests/object_servers.py), where
+# the inputs are put too.
 STORES = {
     "folder": lambda tmp, case: str(tmp / "store"),
     "sqlite": lambda tmp, case: f"sqlite:///{tmp / 'p.db'}",
-    # One table a case, in the suite's own server (tests/postgres_server.py).
     "postgresql": lambda tmp, case: f"postgresql:///postgres?table=c_{case}_{uuid.uuid4().hex[:8]}",
+    "s3": lambda tmp, case: f"s3://{new_bucket('s3')}/{case}",
+    "gs": lambda tmp, case: f"gs://{new_bucket('gs')}/{case}",
 }
+FIXTURES = {"postgresql": "postgres", "s3": "s3_endpoint", "gs": "gcs_endpoint"}
 # Every store on the local runner; the portable runner (whose path does not
 # depend on the store) on the folder store.
-COMBINATIONS = [(store, "local") for store in sorted(STORES)] + [("folder", "portable")]
+COMBINATIONS = [
+    ("folder", "local"),
+    ("sqlite", "local"),
+    ("postgresql", "local"),
+    pytest.param("s3", "local", marks=pytest.mark.slow),
+    pytest.param("gs", "local", marks=pytest.mark.slow),
+    ("folder", "portable"),
+]
 
 
 @pytest.mark.parametrize(("store_kind", "runner"), COMBINATIONS)
@@ -47,9 +60,10 @@ def test_conformance_case(
     case_path: Path, store_kind: str, runner: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     case = json.loads(case_path.read_text(encoding="utf-8"))
-    if store_kind == "postgresql":
-        request.getfixturevalue("postgres")
+    if store_kind in FIXTURES:
+        request.getfixturevalue(FIXTURES[store_kind])
     store = STORES[store_kind](tmp_path, case_path.stem)
+    in_bucket = store_kind in ("s3", "gs")
     options: list[str] = []
     if case.get("options", {}).get("default_compartment_id") is not None:
         options += ["--default-compartment-id", str(case["options"]["default_compartment_id"])]
@@ -60,7 +74,10 @@ def test_conformance_case(
         files |= {n: base64.b64decode(b) for n, b in run.get("files_b64", {}).items()}
         for name, data in files.items():
             (folder / name).write_bytes(data)
+            if in_bucket:
+                put(f"{store}-inputs/run{i}/{name}", data)
         order = run.get("order") or sorted(files)
+        inputs = [f"{store}-inputs/run{i}/{n}" if in_bucket else folder / n for n in order]
         rejects, report = folder / "rejects.ndjson", folder / "report.json"
         result = run_cli(
             "run",
@@ -72,7 +89,7 @@ def test_conformance_case(
             report,
             *options,
             *run.get("args", []),
-            *(folder / n for n in order),
+            *inputs,
             beam=RUNNERS[runner],
         )
         want_status = run.get("expect_status")

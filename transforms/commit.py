@@ -27,13 +27,14 @@ from typing import Any
 
 import apache_beam as beam
 import orjson
+import smart_open
 
 from profile_import.core import clock, idempotency
 from profile_import.core import rejects as reject_records
 from profile_import.core import report as reports
 from profile_import.core.codes import RejectCode
 from profile_import.core.report import Status
-from profile_import.inputs.plan import InputFile
+from profile_import.inputs.plan import InputFile, is_remote
 from profile_import.stores.base import ProfileStore, Staging, StoreError, Version
 
 from . import metrics
@@ -170,6 +171,12 @@ def build_report(
     )
 
 
+def _open_reject_file(path: str) -> Any:
+    if is_remote(path):  # the work folder of a store in a bucket
+        return smart_open.open(path, "rb", compression="disable")
+    return open(path, "rb")
+
+
 def gather_rejects(
     files: Iterable[RejectFile], target: Output, default: str
 ) -> tuple[str | None, int, list[str]]:
@@ -188,7 +195,7 @@ def gather_rejects(
     first: list[str] = []
     with target.open() as out:
         for file in ordered:
-            with open(file.path, "rb") as f:
+            with _open_reject_file(file.path) as f:
                 for line in f:
                     out.write(line)
                     written += 1

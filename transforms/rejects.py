@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
+import smart_open
+
+from profile_import.inputs.plan import is_remote
 
 
 class RejectFile(NamedTuple):
@@ -35,8 +38,13 @@ class WriteRejectFileFn(beam.DoFn):
 
     def process(self, element: tuple[tuple[int, int], bytes]) -> Iterator[RejectFile]:
         sequence, payload = element
-        os.makedirs(self._directory, exist_ok=True)
         path = os.path.join(self._directory, reject_file_name(sequence))
+        if is_remote(path):  # a store's work folder in a bucket: objects appear whole
+            with smart_open.open(path, "wb", compression="disable") as out:
+                out.write(payload)
+            yield RejectFile(sequence[0], sequence[1], path, payload.count(b"\n"))
+            return
+        os.makedirs(self._directory, exist_ok=True)
         tmp = f"{path}.tmp"
         with open(tmp, "wb") as f:
             f.write(payload)
