@@ -206,8 +206,19 @@ class Execution:
         unknown = local.unknown_options(s.beam_args)
         if unknown:
             raise UsageError(f"unknown option(s): {' '.join(unknown)} (see --help)")
-        # A database server or a bucket is reachable from any runner's workers.
-        if not local.on_this_machine(self.options) and not reachable_from_anywhere(s.store):
+        if not local.on_this_machine(self.options):
+            self._check_reachable()
+        if self.rejects_output.is_stdout and self.report_output.is_stdout:
+            raise UsageError(
+                "--rejects -: standard output already carries the report; give --report FILE"
+            )
+
+    def _check_reachable(self) -> None:
+        """Workers elsewhere reach nothing on this machine: the store, its work
+        folder (the reject files of each split), the rejects and the report
+        must all be where every worker reaches them."""
+        s = self.settings
+        if not reachable_from_anywhere(s.store):
             # The folder store lives on this machine: workers elsewhere could not
             # write it, and a publish would miss their buckets.
             raise UsageError(
@@ -215,10 +226,18 @@ class Execution:
                 "its workers cannot write; use the local runner, or the portable runner with "
                 "--job_endpoint=embed --environment_type=LOOPBACK"
             )
-        if self.rejects_output.is_stdout and self.report_output.is_stdout:
+        if not s.store.startswith(("s3://", "gs://")):
+            # A database store's work folder (the reject files) is a local folder.
             raise UsageError(
-                "--rejects -: standard output already carries the report; give --report FILE"
+                f"--runner={self.runner}: the store {s.store} keeps its run's work folder on "
+                "this machine; with workers elsewhere, use a store in a bucket (gs://, s3://)"
             )
+        for output in (self.report_output, self.rejects_output):
+            if output.location is None or not input_plan.is_remote(output.location):
+                raise UsageError(
+                    f"--runner={self.runner}: {output.option} must be an s3:// or gs:// URL, "
+                    "where the job's final step can write it"
+                )
 
     def run(self) -> Outcome:
         scratch = tempfile.mkdtemp(prefix="profile-import-")
@@ -315,7 +334,10 @@ class Execution:
         parent = store.current() if store.exists() else None
         staging = None if s.dry_run else store.begin(self.execution_id, parent)
         work_dir = staging.work_dir if staging is not None else os.path.join(scratch, "work")
-        ctx = self._context(result_path=os.path.join(scratch, "report.json"))
+        # Where the final step leaves the report for the launcher waiting here;
+        # workers elsewhere leave it only at --report.
+        here = local.on_this_machine(self.options)
+        ctx = self._context(result_path=os.path.join(scratch, "report.json") if here else None)
         show = s.show_progress and local.is_local(self.options)
         job = import_profiles.ImportJob(
             finalizer=Finalizer(ctx, store, parent, staging),
@@ -350,7 +372,11 @@ class Execution:
                 progress_display.shown(show, job.progress_dir, total_bytes, self.stderr),
             ):
                 pipeline.run().wait_until_finish()
-                with open(ctx.result_path or "", "rb") as f:
+                with (
+                    open(ctx.result_path, "rb")
+                    if ctx.result_path
+                    else smart_open.open(s.report_path or "", "rb")
+                ) as f:
                     report: dict[str, Any] = json.load(f)
                 # The final step, inside the pipeline, checked, published or discarded.
                 end["detail"] = report["message"]

@@ -26,6 +26,15 @@ from profile_import.runners import cli
 CLI = [sys.executable, "-m", "profile_import.runners.cli"]
 SYSTEM_FIELDS = ("created_at", "last_modified_at")
 ONE_WORKER = ("--direct_num_workers=1",)
+# Beam's portable runner with an embedded job service and its workers in the
+# launching process: the job-submission path Flink and Spark take, offline.
+# (The experiment spares each submission a `pip freeze` of the environment.)
+PORTABLE = (
+    "--runner=PortableRunner",
+    "--job_endpoint=embed",
+    "--environment_type=LOOPBACK",
+    "--experiments=disable_logging_submission_environment",
+)
 
 
 def run_cli(

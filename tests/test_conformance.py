@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from .helpers import ONE_WORKER, SYSTEM_FIELDS, run_cli
+from .helpers import ONE_WORKER, PORTABLE, SYSTEM_FIELDS, run_cli
 from .object_servers import new_bucket, put
 
 CASES = sorted((Path(__file__).parent / "conformance").glob("*.json"))
 RUNNERS = {
     "local": ONE_WORKER,
     # The job-submission path Flink and Spark take, with an embedded job service.
-    "portable": ("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"),
+    "portable": PORTABLE,
 }
 
 

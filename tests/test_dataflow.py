@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from profile_import.core.commands import CheckSettings
@@ -20,7 +21,7 @@ from profile_import.runners.options import OPTIONS, parse_run_args, template_met
 from profile_import.stores.snapshot import SnapshotStore
 from profile_import.transforms.commit import Finalizer, RunContext
 
-from .helpers import export, read_ndjson, run_cli, upsert, write_lines
+from .helpers import PORTABLE, export, message_lines, read_ndjson, run_cli, upsert, write_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "runners" / "dataflow"
@@ -141,9 +142,7 @@ def test_a_launch_that_does_not_wait_completes_the_import(tmp_path: Path) -> Non
             f"--store={store}",
             f"--report={report}",
             f"--rejects={rejects}",
-            "--runner=PortableRunner",
-            "--job_endpoint=embed",
-            "--environment_type=LOOPBACK",
+            *PORTABLE,
         ]
     )
     assert status == 0
@@ -156,3 +155,35 @@ def test_a_launch_that_does_not_wait_completes_the_import(tmp_path: Path) -> Non
     assert final["counts"]["accepted"] == 2 and final["rejects_file"] == str(rejects)
     assert [r["line"] for r in read_ndjson(rejects)] == [2]
     assert {p["email_hash"] for p in export(store)} == {"g", "h"}
+
+
+@pytest.mark.parametrize(
+    ("store", "outputs", "reason"),
+    [
+        ("sqlite:///{tmp}/p.db", [], "the store sqlite:///{tmp}/p.db is on this machine"),
+        ("postgresql:///postgres?table=t", [], "keeps its run's work folder on this machine"),
+        (
+            "gs://profile-import-test/store",
+            ["--report", "{tmp}/r.json", "--rejects", "gs://profile-import-test/r.ndjson"],
+            "--report must be an s3:// or gs:// URL",
+        ),
+        (
+            "gs://profile-import-test/store",
+            ["--report", "gs://profile-import-test/r.json"],
+            "--rejects must be an s3:// or gs:// URL",
+        ),
+    ],
+)
+def test_workers_elsewhere_need_everything_where_they_reach_it(
+    tmp_path: Path, store: str, outputs: list[str], reason: str
+) -> None:
+    """Refused in one line before anything runs (no store, bucket or server is touched)."""
+    src = write_lines(tmp_path / "a.ndjson", [upsert({"email_hash": "h"}, {})])
+    args = [a.replace("{tmp}", str(tmp_path)) for a in ["--store", store, *outputs]]
+    result = run_cli(
+        "run", *args, "--runner=DataflowRunner", "--project=profile-import-test", src, beam=()
+    )
+    assert result.returncode == 2, result.stderr
+    assert reason.replace("{tmp}", str(tmp_path)) in message_lines(result.stderr)[-1]
+    # No store was created; only the report of the refusal where it was asked.
+    assert {p.name for p in tmp_path.iterdir()} <= {"a.ndjson", "r.json"}

@@ -18,6 +18,7 @@ from profile_import.stores import failpoints
 from .helpers import (
     CLI,
     ONE_WORKER,
+    PORTABLE,
     export,
     on_terminal,
     run_cli,
@@ -338,9 +339,6 @@ def test_a_first_run_killed_during_its_publish_leaves_no_store(tmp_path: Path, p
     assert store_state(store) == ([{"email_hash": "first", "user_profile": {}}], ["1"])
     assert json.loads((store / "profile-store.json").read_text())["buckets"] == 8
     assert_no_leftovers(store)
-
-
-PORTABLE = ("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK")
 
 
 @pytest.mark.parametrize("moment", ["reading", "applying"])

@@ -24,6 +24,8 @@ from profile_import.core.merge import upsert
 from profile_import.runners.execution import Execution, RunSettings
 from profile_import.stores import open_store
 
+from .helpers import PORTABLE
+
 IDENTIFIERS: list[dict[str, Any]] = [
     {"compartment_id": "1000", "user_account_id": "u1"},
     {"compartment_id": 1000, "user_account_id": "u1"},  # the same user as above
@@ -212,9 +214,6 @@ def check_two_runs(
     counts = report["counts"]
     assert len(before) + counts["profiles_created"] - counts["profiles_deleted"] == len(expected)
     assert counts["lines"] == counts["blank"] + counts["accepted"] + counts["rejected"]
-
-
-PORTABLE = ("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK")
 
 
 @pytest.mark.slow
