@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 
-from .helpers import delete, export, read_ndjson, run_cli, upsert, without_times, write_lines
+from .helpers import (
+    delete,
+    export,
+    read_ndjson,
+    run_cli,
+    upsert,
+    without_times,
+    write_big_input,
+    write_lines,
+)
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "commands.ndjson"
 ALICE = {"compartment_id": "1000", "user_account_id": "alice"}
@@ -516,3 +525,30 @@ def test_integers_beyond_64_bits_are_kept_exactly_or_rejected(tmp_path: Path) ->
     assert [p["compartment_id"] for p in export(tmp_path / "s")] == [str(big)]
     (reject,) = read_ndjson(rejects)
     assert reject["code"] == "INVALID_FIELD" and "user_profile/n" in reject["message"]
+
+
+@pytest.mark.slow
+def test_several_worker_processes_small_splits_and_buckets_give_the_same_store(
+    tmp_path: Path,
+) -> None:
+    """Nothing relies on one process's memory: every stage spread over three
+    worker processes, inputs in 64 KiB ranges, three buckets, equals one worker."""
+    src = write_big_input(tmp_path / "big.ndjson", 12_000, users=3_000)
+    common = ("--buckets", "3", "--split-bytes", "65536", "--rejects", tmp_path / "r")
+    one = run_cli("run", "--store", tmp_path / "one", "--report", tmp_path / "1.json", *common, src)
+    assert one.returncode == 0, one.stderr
+    many = run_cli(
+        "run",
+        "--store",
+        tmp_path / "many",
+        "--report",
+        tmp_path / "3.json",
+        *common,
+        src,
+        beam=("--direct_num_workers=3",),
+    )
+    assert many.returncode == 0, many.stderr
+    report = json.loads((tmp_path / "3.json").read_text())
+    assert report["workers"] == 3 and report["counts"]["lines"] == 12_000
+    assert json.loads((tmp_path / "1.json").read_text())["counts"] == report["counts"]
+    assert without_times(export(tmp_path / "many")) == without_times(export(tmp_path / "one"))
