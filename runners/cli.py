@@ -36,7 +36,7 @@ from profile_import.stores import DEFAULT_STORE, ProfileStore, StoreError, open_
 
 from . import logs, read_commands
 from .local_worker import VERBOSE_ENV, stop_workers
-from .options import add_run_options
+from .options import add_run_options, positive_int
 
 PROG = "profile-import"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -63,13 +63,6 @@ def _subcommand(commands: Any, name: str, help: str, description: str | None = N
         epilog=EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
 
 
 def _store_option(parser: argparse.ArgumentParser) -> None:
@@ -150,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_option(verify)
     verify.add_argument(
         "--version",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         dest="version_number",
         help="the version to check (default: the current one)",
@@ -200,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument(
         "--limit",
-        type=_positive_int,
+        type=positive_int,
         default=read_commands.DEFAULT_LIMIT,
         metavar="N",
         help=f"profiles per page (default {read_commands.DEFAULT_LIMIT})",
@@ -216,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_option(rollback)
     rollback.add_argument(
         "--to",
-        type=_positive_int,
+        type=positive_int,
         required=True,
         metavar="VERSION",
         help="the version to publish again (see versions)",
@@ -226,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     _store_option(prune)
     prune.add_argument(
         "--keep",
-        type=_positive_int,
+        type=positive_int,
         required=True,
         metavar="N",
         help="how many of the newest versions to keep",

@@ -34,7 +34,7 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
@@ -186,17 +186,17 @@ OPTIONS: tuple[Option, ...] = (
         "max_line_bytes",
         f"the line size limit in bytes (default {DEFAULT_MAX_LINE_BYTES})",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_LINE_BYTES,
     ),
     Option(
         "split_bytes",
         f"the size of the pieces inputs are read in, in parallel (default {DEFAULT_SPLIT_BYTES})",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_SPLIT_BYTES,
     ),
-    Option("buckets", "the bucket count of a new store (default 64)", "N", _positive_int),
+    Option("buckets", "the bucket count of a new store (default 64)", "N", positive_int),
 )
 
 
