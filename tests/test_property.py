@@ -140,14 +140,19 @@ def exported(store: Path | str) -> dict[tuple[str, ...], Any]:
     return {identity(obj): obj["user_profile"] for obj in map(orjson.loads, records)}
 
 
+# Two imports of random commands, cut into 1-3 files read in splits of 1 byte
+# to 1 MiB; `spill`: batches through files, or inline through Beam's shuffle.
+TWO_RUNS = {
+    "first": st.lists(commands(), max_size=40),
+    "second": st.lists(commands(), max_size=40),
+    "files": st.integers(1, 3),
+    "split_bytes": st.sampled_from([1, 90, 400, 1 << 20]),
+    "spill": st.booleans(),
+}
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    first=st.lists(commands(), max_size=40),
-    second=st.lists(commands(), max_size=40),
-    files=st.integers(1, 3),
-    split_bytes=st.sampled_from([1, 90, 400, 1 << 20]),
-    spill=st.booleans(),  # batches through files, or inline through Beam's shuffle
-)
+@given(**TWO_RUNS)
 def test_pipeline_equals_sequential_fold(
     first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
 ) -> None:
@@ -156,13 +161,7 @@ def test_pipeline_equals_sequential_fold(
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    first=st.lists(commands(), max_size=40),
-    second=st.lists(commands(), max_size=40),
-    files=st.integers(1, 3),
-    split_bytes=st.sampled_from([1, 90, 400, 1 << 20]),
-    spill=st.booleans(),
-)
+@given(**TWO_RUNS)
 def test_pipeline_equals_sequential_fold_on_sqlite(
     first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
 ) -> None:
@@ -174,13 +173,7 @@ def test_pipeline_equals_sequential_fold_on_sqlite(
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    first=st.lists(commands(), max_size=40),
-    second=st.lists(commands(), max_size=40),
-    files=st.integers(1, 3),
-    split_bytes=st.sampled_from([1, 90, 400, 1 << 20]),
-    spill=st.booleans(),
-)
+@given(**TWO_RUNS)
 def test_pipeline_equals_sequential_fold_on_postgresql(
     postgres: str, first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
 ) -> None:
@@ -198,17 +191,19 @@ def check_two_runs(
     files: int,
     split_bytes: int,
     spill: bool,
+    beam_args: tuple[str, ...] = ("--direct_num_workers=1",),
 ) -> None:
     """Two runs into `store`, each checked against the sequential fold."""
     expected: dict[tuple[str, ...], Any] = {}
 
-    report = import_run(folder, store, "first", first, files, split_bytes, spill)
+    report = import_run(folder, store, "first", first, files, split_bytes, spill, beam_args)
     sequential_fold(expected, first)
     assert exported(store) == expected
     assert report["counts"]["profiles_created"] == len(expected)
+    assert report["runner"] == ("PortableRunner" if PORTABLE[0] in beam_args else "FnApiRunner")
 
     before = dict(expected)
-    report = import_run(folder, store, "second", second, files, split_bytes, spill)
+    report = import_run(folder, store, "second", second, files, split_bytes, spill, beam_args)
     sequential_fold(expected, second)
     assert exported(store) == expected
     counts = report["counts"]
@@ -229,10 +224,6 @@ def test_pipeline_equals_sequential_fold_on_the_portable_runner(
 ) -> None:
     """The job-submission path Flink and Spark take, with an embedded job service."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder, store = Path(tmp), Path(tmp) / "store"
-        expected: dict[tuple[str, ...], Any] = {}
-        for name, lines in (("first", first), ("second", second)):
-            report = import_run(folder, store, name, lines, files, split_bytes, False, PORTABLE)
-            sequential_fold(expected, lines)
-            assert report["runner"] == "PortableRunner"
-            assert exported(store) == expected
+        check_two_runs(
+            Path(tmp), Path(tmp) / "store", first, second, files, split_bytes, False, PORTABLE
+        )
