@@ -45,7 +45,6 @@ from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier
 from .base import (
     BucketSink,
     BucketSource,
-    ProfileStore,
     Staging,
     StoreError,
     StoreLocked,
@@ -55,9 +54,9 @@ from .base import (
 from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, STAGED, failpoint
 from .migrations import latest, pending
 from .migrations.postgres import MIGRATIONS
+from .sql import DEFAULT_BUCKETS, CurrentStateStore
 
 SCHEMES = ("postgresql://", "postgres://")
-DEFAULT_BUCKETS = 64
 _POLL_SECONDS = 0.2
 _MAX_PROBLEMS = 20
 _ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
@@ -212,7 +211,10 @@ _VERSION_SQL = (
 )
 
 
-class PostgresStore(ProfileStore):
+class PostgresStore(CurrentStateStore):
+    kind = "PostgreSQL"
+    migrations = MIGRATIONS
+
     def __init__(self, url: str, *, buckets: int | None = None) -> None:
         self.url = url
         self.conninfo, schema, table = parse_url(url)
@@ -282,36 +284,11 @@ class PostgresStore(ProfileStore):
                     (migration.version, migration.description),
                 )
 
-    def _readable(self) -> bool:
-        found = self._schema_version()
-        if 0 < found < latest(MIGRATIONS):
-            raise StoreError(
-                f"store {self.url} has schema version {found}; a run migrates it to "
-                f"{latest(MIGRATIONS)}"
-            )
-        return found == latest(MIGRATIONS)
-
     def _meta(self, name: str) -> str | None:
         rows = self._sql("SELECT value FROM {meta} WHERE name = %s", (name,))
         return rows[0][0] if rows else None
 
-    def _current_number(self) -> int:
-        return int(self._meta("current_version") or 0)
-
-    def _load_buckets(self) -> None:
-        stored = int(self._meta("buckets") or DEFAULT_BUCKETS)
-        requested = self._requested_buckets
-        if requested is not None and requested != stored:
-            raise StoreError(
-                f"store {self.url} has {stored} buckets; --buckets {requested} "
-                "only applies when a store is created"
-            )
-        self.buckets = stored
-
     # --- the run ------------------------------------------------------------
-
-    def exists(self) -> bool:
-        return self._readable() and self._current_number() > 0
 
     def lock(self, timeout: float = 0.0) -> AbstractContextManager[None]:
         return self._locked(timeout)
@@ -515,17 +492,6 @@ class PostgresStore(ProfileStore):
             return None  # only the current state is kept
         rows = self._sql(_VERSION_SQL + " WHERE version = %s", (number,))
         return _version(rows[0]) if rows else None
-
-    def rollback(self, number: int) -> Version:
-        raise StoreError(
-            f"store {self.url}: a PostgreSQL store keeps only its current state; "
-            "there is no version to roll back to"
-        )
-
-    def prune(self, keep: int) -> list[int]:
-        if keep < 1:
-            raise StoreError("prune keeps at least one version")
-        return []
 
     # --- reading ------------------------------------------------------------
 

@@ -44,7 +44,6 @@ from . import locking
 from .base import (
     BucketSink,
     BucketSource,
-    ProfileStore,
     Staging,
     StoreError,
     Verification,
@@ -53,9 +52,9 @@ from .base import (
 from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, STAGED, failpoint
 from .migrations import latest, pending
 from .migrations.sqlite import MIGRATIONS
+from .sql import DEFAULT_BUCKETS, CurrentStateStore
 
 SCHEME = "sqlite://"
-DEFAULT_BUCKETS = 64
 _BATCH = 500  # keys a look-up query (well under SQLite's 32,766 parameters)
 _BUSY_MS = 600_000  # workers staging at once wait for each other, not fail
 _MAX_PROBLEMS = 20
@@ -183,7 +182,10 @@ def _version(row: Sequence[Any]) -> Version:
 _VERSION_COLUMNS = "version, parent, created_at, profiles, execution"
 
 
-class SqliteStore(ProfileStore):
+class SqliteStore(CurrentStateStore):
+    kind = "SQLite"
+    migrations = MIGRATIONS
+
     def __init__(self, url: str, *, buckets: int | None = None) -> None:
         self.url = url
         self.path = os.path.abspath(path_of(url))
@@ -263,37 +265,11 @@ class SqliteStore(ProfileStore):
                 conn.execute("ROLLBACK")
                 raise
 
-    def _readable(self) -> bool:
-        """Whether the schema is there to read (an older one must be migrated by a run)."""
-        found = self._schema_version()
-        if 0 < found < latest(MIGRATIONS):
-            raise StoreError(
-                f"store {self.url} has schema version {found}; a run migrates it to "
-                f"{latest(MIGRATIONS)}"
-            )
-        return found == latest(MIGRATIONS)
-
     def _meta(self, name: str) -> str | None:
         rows = self._sql("SELECT value FROM store_meta WHERE name = ?", (name,))
         return rows[0][0] if rows else None
 
-    def _current_number(self) -> int:
-        return int(self._meta("current_version") or 0)
-
-    def _load_buckets(self) -> None:
-        stored = int(self._meta("buckets") or DEFAULT_BUCKETS)
-        requested = self._requested_buckets
-        if requested is not None and requested != stored:
-            raise StoreError(
-                f"store {self.url} has {stored} buckets; --buckets {requested} "
-                "only applies when a store is created"
-            )
-        self.buckets = stored
-
     # --- the run ------------------------------------------------------------
-
-    def exists(self) -> bool:
-        return self._readable() and self._current_number() > 0
 
     def lock(self, timeout: float = 0.0) -> AbstractContextManager[None]:
         if not os.path.isdir(os.path.dirname(self.path)):
@@ -463,17 +439,6 @@ class SqliteStore(ProfileStore):
             return None
         rows = self._sql(f"SELECT {_VERSION_COLUMNS} FROM executions WHERE version = ?", (number,))
         return _version(rows[0]) if rows else None
-
-    def rollback(self, number: int) -> Version:
-        raise StoreError(
-            f"store {self.url}: a SQLite store keeps only its current state; "
-            "there is no version to roll back to"
-        )
-
-    def prune(self, keep: int) -> list[int]:
-        if keep < 1:
-            raise StoreError("prune keeps at least one version")
-        return []  # nothing but the current state is kept
 
     # --- reading ------------------------------------------------------------
 
