@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,8 @@ from typing import Any
 
 import orjson
 import psutil
+
+from profile_import.runners import runner_choice
 
 DEFAULT_LINES = 1_000_000
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
@@ -148,6 +151,7 @@ class Measured:
     wall: float
     peak_rss: int
     returncode: int
+    cpu: float = 0.0  # user + system seconds of the process and the children it waited for
 
 
 def measure(command: Sequence[str], *, stdout: Path | None, stderr: Path) -> Measured:
@@ -155,6 +159,7 @@ def measure(command: Sequence[str], *, stdout: Path | None, stderr: Path) -> Mea
     peak = 0
     stop = threading.Event()
     with open(stderr, "wb") as err, open(stdout or os.devnull, "wb") as out:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         child = subprocess.Popen(command, stdout=out, stderr=err)
         process = psutil.Process(child.pid)
@@ -170,9 +175,11 @@ def measure(command: Sequence[str], *, stdout: Path | None, stderr: Path) -> Mea
         sampler.start()
         returncode = child.wait()
         wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         stop.set()
         sampler.join()
-    return Measured(wall, peak, returncode)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Measured(wall, peak, returncode, cpu)
 
 
 def tail(path: Path, lines: int = 8) -> str:
@@ -639,19 +646,38 @@ def machine_info() -> list[str]:
     ]
 
 
-CELLS = (("wall s", 7), ("lines/s", 9), ("x loop", 7), ("peak MiB", 9), ("own s", 7))
+CELLS = (
+    ("wall s", 7),
+    ("lines/s", 9),
+    ("x loop", 7),
+    ("cpu s", 6),
+    ("cpu/loop", 8),
+    ("peak MiB", 9),
+    ("own s", 7),
+)
 LABEL_WIDTH = 48
 
 
-def _cells(result: CaseResult, lines: int, baseline_rate: float | None) -> str:
+def _cells(
+    result: CaseResult, lines: int, baseline_rate: float | None, baseline_cpu: float | None
+) -> str:
     m = result.measured
     if m is None or m.returncode != 0:
         first = f"exit {m.returncode}" if m is not None else "-"
         return " ".join(f"{first if i == 0 else '-':>{w}}" for i, (_, w) in enumerate(CELLS))
     rate = lines / m.wall
     ratio = f"{rate / baseline_rate:.2f}" if baseline_rate else "-"
+    cpu_ratio = f"{m.cpu / baseline_cpu:.2f}" if baseline_cpu else "-"
     own = f"{result.own_seconds:.2f}" if result.own_seconds is not None else "-"
-    values = (f"{m.wall:.2f}", f"{rate:,.0f}", ratio, f"{m.peak_rss / MIB:,.0f}", own)
+    values = (
+        f"{m.wall:.2f}",
+        f"{rate:,.0f}",
+        ratio,
+        f"{m.cpu:.2f}",
+        cpu_ratio,
+        f"{m.peak_rss / MIB:,.0f}",
+        own,
+    )
     return " ".join(f"{v:>{w}}" for v, (_, w) in zip(values, CELLS, strict=True))
 
 
@@ -664,12 +690,19 @@ def print_table(bench: Bench, profiles_after_case_1: int, *, with_duckdb: bool) 
     print(f"{'row':<{LABEL_WIDTH}}{header} | {header}")
     print("-" * (LABEL_WIDTH + 2 * width + 3))
     rates: list[float | None] = [None, None]
+    cpus: list[float | None] = [None, None]
     if bench.compare:
         baseline = bench.rows[0]
         rates = [bench.lines / c.measured.wall if c.measured else None for c in baseline.cases]
+        cpus = [c.measured.cpu if c.measured else None for c in baseline.cases]
     for row in bench.rows:
         cells = [
-            _cells(row.cases[i] if i < len(row.cases) else CaseResult(None), bench.lines, rates[i])
+            _cells(
+                row.cases[i] if i < len(row.cases) else CaseResult(None),
+                bench.lines,
+                rates[i],
+                cpus[i],
+            )
             for i in range(2)
         ]
         print(f"{row.label[: LABEL_WIDTH - 1]:<{LABEL_WIDTH}}{' | '.join(cells)}")
@@ -677,7 +710,8 @@ def print_table(bench: Bench, profiles_after_case_1: int, *, with_duckdb: bool) 
     print(
         "wall s: the subprocess from start to exit (interpreter start and imports included); "
         "lines/s: input lines / wall s;\n"
-        "x loop: lines/s over the loop's; peak MiB: max over 50 ms samples of the RSS summed "
+        "x loop: lines/s over the loop's; cpu s: user + system CPU of the process tree, "
+        "cpu/loop: over the loop's;\npeak MiB: max over 50 ms samples of the RSS summed "
         "over the process and all its descendants;\n"
         "own s: the tool's own figure (pipeline: the report's duration_seconds; loop and "
         "duckdb: their work inside the process).\n"
@@ -775,8 +809,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"work folder: {work}{'' if args.keep else ' (removed at the end; --keep keeps it)'}")
 
     cores = os.cpu_count() or 1
+    # With no Beam option the command picks its engine by the input's size.
+    default = (
+        "in process, no Beam"
+        if size <= runner_choice.IN_PROCESS_MAX_BYTES
+        else f"{cores} workers, all cores"
+    )
     pipelines = [
-        (f"pipeline: default ({cores} workers, all cores)", "pipeline-default", []),
+        (f"pipeline: default ({default})", "pipeline-default", []),
         *(
             (
                 f"pipeline: {n} worker{'s' if n > 1 else ''}, "

@@ -34,7 +34,7 @@ from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier, norma
 from profile_import.core.ids import AskedIds, IdsError, read_ids
 from profile_import.stores import DEFAULT_STORE, ProfileStore, StoreError, open_store
 
-from . import logs, read_commands
+from . import logs, read_commands, runner_choice
 from .local_worker import VERBOSE_ENV, stop_workers
 from .options import add_run_options, positive_int
 
@@ -109,8 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(run, command_line=True)
     run.add_argument(
         "--runner",
-        help="the Beam runner: FnApiRunner (the default) or DirectRunner run here; "
-        "the folder store refuses the others",
+        help="what runs the import. Default: an import of up to 48 MiB (decompressed, "
+        "estimated) with no Beam option runs in this process (InProcess), a larger one on "
+        "FnApiRunner, Beam's local runner (DirectRunner is the same), one worker per core. "
+        "InProcess asks for this process whatever the size; any other Beam runner "
+        "(PortableRunner, DataflowRunner, ...) is passed to Beam, and needs a store its "
+        "workers reach",
     )
     run.add_argument(
         "--quiet",
@@ -269,18 +273,21 @@ class _Interrupt:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    # Imported here: Beam takes a second to import, and only `run` needs it.
-    from . import local
     from .execution import Execution, RunSettings
 
     if args.default_compartment_id is not None and not args.default_compartment_id:
         _fail("--default-compartment-id must not be empty", EXIT_USAGE)
     if args.runner:
         beam_args = [f"--runner={args.runner}", *beam_args]
-    try:
-        local.check_options(beam_args)
-    except local.OptionError as e:
-        _fail(str(e), EXIT_USAGE)
+    if runner_choice.requested(beam_args) is False:
+        # Imported only here: Beam takes a second to import, and a small
+        # import run in this process never needs it.
+        from . import local
+
+        try:
+            local.check_options(beam_args)
+        except local.OptionError as e:
+            _fail(str(e), EXIT_USAGE)
     settings = RunSettings.from_options(
         args,
         beam_args,

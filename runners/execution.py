@@ -22,11 +22,10 @@ import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, TextIO
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TextIO
 
-import apache_beam as beam
 import orjson
-import smart_open
 
 from profile_import.core import clock
 from profile_import.core import report as reports
@@ -35,14 +34,18 @@ from profile_import.core.properties import DeclarationError, Declarations
 from profile_import.core.report import Status
 from profile_import.core.validation import InvalidSchema, SchemaValidator
 from profile_import.inputs import plan as input_plan
-from profile_import.pipelines import import_profiles
+from profile_import.pipelines import in_process
+from profile_import.pipelines.job import ImportJob
 from profile_import.stores import ProfileStore, StoreError, open_store, reachable_from_anywhere
 from profile_import.transforms import outputs
-from profile_import.transforms.commit import Finalizer, RunContext, build_report
+from profile_import.transforms.finalize import Finalizer, RunContext, build_report
 from profile_import.transforms.outputs import Output, OutputError
 
-from . import local, logs, progress_display
+from . import logs, progress_display, runner_choice
 from .options import split_inputs
+
+if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
 
 
 class UsageError(Exception):
@@ -127,6 +130,8 @@ def _load_profile_schema(path: str | None) -> tuple[dict[str, Any] | None, str |
     if path is None:
         return None, None
     try:
+        import smart_open  # imported when used (see inputs.plan.open_raw)
+
         with smart_open.open(path, "rb") as f:
             data = f.read()
         schema = orjson.loads(data)
@@ -147,6 +152,8 @@ def _load_declarations(path: str | None, allow_undeclared: bool) -> Declarations
             raise UsageError("--allow-undeclared-properties needs --properties-file")
         return None
     try:
+        import smart_open  # imported when used (see inputs.plan.open_raw)
+
         with smart_open.open(path, "rb") as f:
             data = f.read()
         return Declarations.from_json(data, allow_undeclared=allow_undeclared)
@@ -166,11 +173,53 @@ class Execution:
         # the execution's start, when it holds the store, stamped on profiles.
         self.launched = self.started = clock.now()
         self.execution_id = new_execution_id(self.started)
-        self.options = local.pipeline_options(settings.beam_args)
-        self.runner = local.runner_name(self.options)
+        # True: this process (`pipelines.in_process`); False: a Beam runner;
+        # None: decided by the inputs' size once they are listed.
+        self.in_process = runner_choice.requested(settings.beam_args)
+        self.runner = self._runner_name()
         self.inputs: list[input_plan.InputFile] = []
         self.report_output = Output("--report", settings.report_path or outputs.STDOUT)
         self.rejects_output = Output("--rejects", settings.rejects_path)
+
+    @cached_property
+    def options(self) -> PipelineOptions:
+        """The Beam options; Beam is imported only for a run that uses it."""
+        from . import local
+
+        return local.pipeline_options(self.settings.beam_args)
+
+    def _runner_name(self) -> str:
+        if self.in_process:
+            return runner_choice.IN_PROCESS
+        if not self.settings.beam_args:
+            return runner_choice.LOCAL_RUNNER  # until the inputs' size decides
+        from . import local
+
+        return local.runner_name(self.options)
+
+    def _workers(self) -> int | None:
+        if self.in_process:
+            return 1
+        if self.in_process is None and not self.settings.beam_args:
+            return None  # the engine is not chosen yet
+        from . import local
+
+        return local.workers(self.options) if local.is_local(self.options) else None
+
+    def _on_this_machine(self) -> bool:
+        if self.in_process:
+            return True
+        from . import local
+
+        return local.on_this_machine(self.options)
+
+    def _is_local(self) -> bool:
+        """Whether Beam's local runner runs the import."""
+        if self.in_process:
+            return False
+        from . import local
+
+        return local.is_local(self.options)
 
     def _context(self, result_path: str | None = None) -> RunContext:
         s = self.settings
@@ -179,7 +228,7 @@ class Execution:
             launched_at=clock.iso(self.launched),
             started_at=clock.iso(self.started),
             runner=self.runner,
-            workers=local.workers(self.options) if local.is_local(self.options) else None,
+            workers=self._workers(),
             store_url=s.store,
             dry_run=s.dry_run,
             inputs=tuple(self.inputs),
@@ -203,11 +252,21 @@ class Execution:
 
     def _check_usage(self) -> None:
         s = self.settings
-        unknown = local.unknown_options(s.beam_args)
-        if unknown:
-            raise UsageError(f"unknown option(s): {' '.join(unknown)} (see --help)")
-        if not local.on_this_machine(self.options):
-            self._check_reachable()
+        if self.in_process:
+            besides = runner_choice.beam_options_besides(s.beam_args)
+            if besides:
+                raise UsageError(
+                    f"--runner={runner_choice.IN_PROCESS} runs no Beam pipeline: "
+                    f"{' '.join(besides)} cannot apply"
+                )
+        elif s.beam_args:
+            from . import local
+
+            unknown = local.unknown_options(s.beam_args)
+            if unknown:
+                raise UsageError(f"unknown option(s): {' '.join(unknown)} (see --help)")
+            if not local.on_this_machine(self.options):
+                self._check_reachable()
         if self.rejects_output.is_stdout and self.report_output.is_stdout:
             raise UsageError(
                 "--rejects -: standard output already carries the report; give --report FILE"
@@ -259,6 +318,9 @@ class Execution:
                     sources[input_plan.STDIN] = input_plan.spool_stdin(sys.stdin.buffer, scratch)
                 self.inputs = input_plan.list_inputs(paths, sources=sources)
                 end["detail"] = f"{len(self.inputs)} input(s), {_size(self.inputs)}"
+            if self.in_process is None:
+                self.in_process = runner_choice.small(self.inputs)
+                self.runner = self._runner_name()
             store = open_store(s.store, buckets=s.buckets)
             placeholder = json.dumps(
                 {"execution_id": self.execution_id, "status": "RUNNING", "store": s.store}
@@ -303,9 +365,8 @@ class Execution:
             return self._failed(str(e) if isinstance(e, StoreError) else f"store {s.store}: {e}", 1)
 
     def _pipeline_detail(self) -> str:
-        if local.is_local(self.options):
-            return f"{self.runner}, {local.workers(self.options)} worker(s)"
-        return self.runner
+        workers = self._workers()
+        return f"{self.runner}, {workers} worker(s)" if workers else self.runner
 
     def _submitted(self, staged: bool) -> Outcome:
         """A job launched with nobody waiting: its final step writes the report."""
@@ -336,10 +397,10 @@ class Execution:
         work_dir = staging.work_dir if staging is not None else os.path.join(scratch, "work")
         # Where the final step leaves the report for the launcher waiting here;
         # workers elsewhere leave it only at --report.
-        here = local.on_this_machine(self.options)
+        here = self._on_this_machine()
         ctx = self._context(result_path=os.path.join(scratch, "report.json") if here else None)
-        show = s.show_progress and local.is_local(self.options)
-        job = import_profiles.ImportJob(
+        show = s.show_progress and self._is_local()
+        job = ImportJob(
             finalizer=Finalizer(ctx, store, parent, staging),
             check=check,
             semantics=semantics,
@@ -349,38 +410,26 @@ class Execution:
             work_dir=work_dir,
             split_bytes=s.split_bytes,
             progress_dir=os.path.join(scratch, "progress") if show else None,
-            spill=local.is_local(self.options) if s.spill is None else s.spill,
+            spill=self._is_local() if s.spill is None else s.spill,
             spill_root=os.path.join(scratch, "work") if input_plan.is_remote(work_dir) else None,
         )
         for folder in (job.progress_dir, job.rejects_dir):
             if folder is not None and not input_plan.is_remote(folder):
                 os.makedirs(folder, exist_ok=True)
-        if not s.wait:
+        if not s.wait and not self.in_process:
             ctx = replace(ctx, result_path=None)
             job = replace(job, finalizer=Finalizer(ctx, store, parent, staging))
         submitted = False
         try:
-            runner = local.create_runner(self.options, s.beam_args)
-            pipeline = import_profiles.build(beam.Pipeline(runner, options=self.options), job)
-            if not s.wait:
-                pipeline.run()
-                submitted = True
-                return self._submitted(staging is not None)
-            total_bytes = sum(f.size or 0 for f in self.inputs)
-            with (
-                logs.phase("pipeline", self._pipeline_detail()) as end,
-                progress_display.shown(show, job.progress_dir, total_bytes, self.stderr),
-            ):
-                pipeline.run().wait_until_finish()
-                with (
-                    open(ctx.result_path, "rb")
-                    if ctx.result_path
-                    else smart_open.open(s.report_path or "", "rb")
-                ) as f:
-                    report: dict[str, Any] = json.load(f)
-                # The final step, inside the pipeline, checked, published or discarded.
-                end["detail"] = report["message"]
-        except Exception as e:  # noqa: BLE001 - any pipeline failure fails the run cleanly
+            if self.in_process:
+                report = self._run_in_process(job)
+            else:
+                report, submitted = self._run_pipeline(job, show)
+                if submitted:
+                    return self._submitted(staging is not None)
+        except Exception as e:  # noqa: BLE001 - any failure of the run fails it cleanly
+            if self.in_process:
+                return self._failed(f"the import failed: {_root_message(e)}", 1)
             crash = f"the pipeline failed: {_root_message(e)} (--verbose shows Beam's log)"
             return self._failed(crash, 1)
         finally:
@@ -391,6 +440,45 @@ class Execution:
         written = s.report_path not in (None, outputs.STDOUT) and not unwritten
         exit_code = 1 if report["status"] == Status.FAILED else 0
         return Outcome(report, exit_code, report_written=written)
+
+    def _run_in_process(self, job: ImportJob) -> dict[str, Any]:
+        with logs.phase("in process", "a small import, no Beam pipeline") as end:
+            report = in_process.run(job)
+            end["detail"] = report["message"]
+        return report
+
+    def _run_pipeline(self, job: ImportJob, show: bool) -> tuple[dict[str, Any], bool]:
+        """Runs the Beam pipeline; returns its final step's report and whether
+        the job was only submitted (nobody waits: no report here)."""
+        import apache_beam as beam
+        import smart_open
+
+        from profile_import.pipelines import import_profiles
+
+        from . import local
+
+        s = self.settings
+        ctx = job.finalizer.ctx
+        runner = local.create_runner(self.options, s.beam_args)
+        pipeline = import_profiles.build(beam.Pipeline(runner, options=self.options), job)
+        if not s.wait:
+            pipeline.run()
+            return {}, True
+        total_bytes = sum(f.size or 0 for f in self.inputs)
+        with (
+            logs.phase("pipeline", self._pipeline_detail()) as end,
+            progress_display.shown(show, job.progress_dir, total_bytes, self.stderr),
+        ):
+            pipeline.run().wait_until_finish()
+            with (
+                open(ctx.result_path, "rb")
+                if ctx.result_path
+                else smart_open.open(s.report_path or "", "rb")
+            ) as f:
+                report: dict[str, Any] = json.load(f)
+            # The final step, inside the pipeline, checked, published or discarded.
+            end["detail"] = report["message"]
+        return report, False
 
 
 def _size(inputs: list[input_plan.InputFile]) -> str:

@@ -26,6 +26,8 @@ from profile_import.runners import cli
 CLI = [sys.executable, "-m", "profile_import.runners.cli"]
 SYSTEM_FIELDS = ("created_at", "last_modified_at")
 ONE_WORKER = ("--direct_num_workers=1",)
+# Beam's local runner as a run without options gets it: a worker process per core.
+LOCAL = ("--runner=FnApiRunner",)
 # Beam's portable runner with an embedded job service and its workers in the
 # launching process: the job-submission path Flink and Spark take, offline.
 # (The experiment spares each submission a `pip freeze` of the environment.)

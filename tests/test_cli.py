@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from .helpers import (
+    LOCAL,
     delete,
     export,
     read_ndjson,
@@ -134,7 +135,7 @@ def test_example_file_end_to_end(tmp_path: Path) -> None:
     assert versions.returncode == 0 and rep["execution_id"] in versions.stdout
 
 
-def test_default_local_run_uses_a_worker_per_core_and_stays_quiet(tmp_path: Path) -> None:
+def test_the_local_runner_uses_a_worker_per_core_and_stays_quiet(tmp_path: Path) -> None:
     result = run_cli(
         "run",
         "--store",
@@ -144,7 +145,7 @@ def test_default_local_run_uses_a_worker_per_core_and_stays_quiet(tmp_path: Path
         "--rejects",
         tmp_path / "rej",
         EXAMPLE,
-        beam=(),
+        beam=LOCAL,
     )
     assert result.returncode == 0
     # Our log and summary only: nothing from Beam or its worker processes.

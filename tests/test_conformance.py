@@ -19,11 +19,15 @@ from .helpers import ONE_WORKER, PORTABLE, SYSTEM_FIELDS, run_cli
 from .object_servers import new_bucket, put
 
 CASES = sorted((Path(__file__).parent / "conformance").glob("*.json"))
-RUNNERS = {
+RUNNERS: dict[str, tuple[str, ...]] = {
+    # No Beam option: a small import runs in this process (pipelines.in_process).
+    "default": (),
     "local": ONE_WORKER,
     # The job-submission path Flink and Spark take, with an embedded job service.
     "portable": PORTABLE,
 }
+
+RUNNER_NAMES = {"default": "InProcess", "local": "FnApiRunner", "portable": "PortableRunner"}
 
 
 def canon(obj: Any) -> str:
@@ -43,7 +47,8 @@ STORES = {
 }
 FIXTURES = {"postgresql": "postgres", "s3": "s3_endpoint", "gs": "gcs_endpoint"}
 # Every store on the local runner; the portable runner (whose path does not
-# depend on the store) on the folder store.
+# depend on the store) on the folder store; the in-process run of a small
+# import (the default) on every kind of store.
 COMBINATIONS = [
     ("folder", "local"),
     ("sqlite", "local"),
@@ -51,6 +56,10 @@ COMBINATIONS = [
     pytest.param("s3", "local", marks=pytest.mark.slow),
     pytest.param("gs", "local", marks=pytest.mark.slow),
     ("folder", "portable"),
+    ("folder", "default"),
+    ("sqlite", "default"),
+    ("postgresql", "default"),
+    pytest.param("s3", "default", marks=pytest.mark.slow),
 ]
 
 
@@ -98,6 +107,8 @@ def test_conformance_case(
         else:
             assert result.returncode == 0, result.stderr
         got_report = json.loads(report.read_text())
+        if want_status != "FAILED":
+            assert got_report["runner"] == RUNNER_NAMES[runner]
         if want_status:
             assert got_report["status"] == want_status
         for name, value in run.get("expect_counts", {}).items():

@@ -19,7 +19,7 @@ from profile_import.runners.beam_options import ImportOptions
 from profile_import.runners.dataflow import launch
 from profile_import.runners.options import OPTIONS, parse_run_args, template_metadata
 from profile_import.stores.snapshot import SnapshotStore
-from profile_import.transforms.commit import Finalizer, RunContext
+from profile_import.transforms.finalize import Finalizer, RunContext
 
 from .helpers import PORTABLE, export, message_lines, read_ndjson, run_cli, upsert, write_lines
 

@@ -17,6 +17,7 @@ from profile_import.stores import failpoints
 
 from .helpers import (
     CLI,
+    LOCAL,
     ONE_WORKER,
     PORTABLE,
     export,
@@ -72,10 +73,29 @@ def staged(store: Path) -> bool:
     return any(store.glob("staging/*/shuffle/*.batch"))
 
 
-def test_a_killed_run_leaves_the_store_unchanged(tmp_path: Path, big_input: Path) -> None:
+# Both engines, mid-run: Beam's local runner (worker processes, the shuffle
+# spilled to the work folder), and the in-process run of a small import.
+ENGINES = {"local": LOCAL, "in_process": ("--runner=InProcess",)}
+
+
+def start_mid_run(store: Path, path: Path, engine: str) -> subprocess.Popen[str]:
+    """A run of `path`, once it is mid-way: for Beam, batches staged; in this
+    process, its first bucket files written (the same moment, its apply step)."""
+    seeded = set(store.glob("data/*"))
+    process = start_run(store, path, *ENGINES[engine])
+    if engine == "local":
+        wait_for(lambda: staged(store))
+    else:
+        wait_for(lambda: any(any(d.glob("bucket-*")) for d in set(store.glob("data/*")) - seeded))
+    return process
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_killed_run_leaves_the_store_unchanged(
+    tmp_path: Path, big_input: Path, engine: str
+) -> None:
     store, current, before = seeded_store(tmp_path)
-    process = start_run(store, big_input)
-    wait_for(lambda: staged(store))
+    process = start_mid_run(store, big_input, engine)
     os.killpg(process.pid, signal.SIGKILL)  # the launcher and its worker processes
     process.wait()
     assert (store / "CURRENT").read_bytes() == current
@@ -88,10 +108,10 @@ def test_a_killed_run_leaves_the_store_unchanged(tmp_path: Path, big_input: Path
     assert len(list((store / "data").iterdir())) == 2
 
 
-def test_a_terminated_run_discards_its_work(tmp_path: Path, big_input: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_terminated_run_discards_its_work(tmp_path: Path, big_input: Path, engine: str) -> None:
     store, current, before = seeded_store(tmp_path)
-    process = start_run(store, big_input)
-    wait_for(lambda: staged(store))
+    process = start_mid_run(store, big_input, engine)
     process.send_signal(signal.SIGTERM)  # what cron, Airflow and `kill` send
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
@@ -108,7 +128,7 @@ def test_a_run_interrupted_as_its_workers_start_exits_130(
 ) -> None:
     """Beam waits for its worker processes when a run unwinds; they must not hang it."""
     store, current, before = seeded_store(tmp_path)
-    argv = [*CLI, "run", "--store", str(store), "--report", os.devnull, str(big_input)]
+    argv = [*CLI, "run", "--store", str(store), "--report", os.devnull, *LOCAL, str(big_input)]
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -161,7 +181,7 @@ def test_a_run_that_fails_midway_leaves_the_store_unchanged(tmp_path: Path) -> N
     report = tmp_path / "report.json"
     path = write_lines(tmp_path / "in.ndjson", [upsert({"email_hash": "seed"}, {"v": 2})])
     result = run_cli(
-        "run", "--store", store, "--report", report, "--rejects", tmp_path / "r", path, beam=()
+        "run", "--store", store, "--report", report, "--rejects", tmp_path / "r", path, beam=LOCAL
     )  # with worker processes, whose tracebacks must not reach the user's stderr
     assert result.returncode == 1 and "Traceback" not in result.stderr
     rep = json.loads(report.read_text())
@@ -174,8 +194,7 @@ def test_a_run_that_fails_midway_leaves_the_store_unchanged(tmp_path: Path) -> N
 
 def test_concurrent_runs_never_lose_an_update(tmp_path: Path, big_input: Path) -> None:
     store, _, _ = seeded_store(tmp_path)
-    first = start_run(store, big_input)
-    wait_for(lambda: staged(store))
+    first = start_mid_run(store, big_input, "local")
     second = write_lines(tmp_path / "second.ndjson", [upsert({"email_hash": "second"}, {"n": 2})])
     refused = run_cli("run", "--store", store, "--rejects", tmp_path / "r", second)
     assert refused.returncode == 1
@@ -205,6 +224,7 @@ def test_progress_is_shown_on_a_terminal_only(tmp_path: Path, big_input: Path) -
         os.devnull,
         "--rejects",
         str(tmp_path / "r"),
+        *LOCAL,
         str(big_input),
     ]
     status, shown = on_terminal(argv)

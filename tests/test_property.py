@@ -183,6 +183,12 @@ def test_pipeline_equals_sequential_fold_on_postgresql(
         check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill)
 
 
+def runner_of(beam_args: tuple[str, ...]) -> str:
+    if PORTABLE[0] in beam_args:
+        return "PortableRunner"
+    return "InProcess" if not beam_args or IN_PROCESS in beam_args else "FnApiRunner"
+
+
 def check_two_runs(
     folder: Path,
     store: Path | str,
@@ -200,7 +206,7 @@ def check_two_runs(
     sequential_fold(expected, first)
     assert exported(store) == expected
     assert report["counts"]["profiles_created"] == len(expected)
-    assert report["runner"] == ("PortableRunner" if PORTABLE[0] in beam_args else "FnApiRunner")
+    assert report["runner"] == runner_of(beam_args)
 
     before = dict(expected)
     report = import_run(folder, store, "second", second, files, split_bytes, spill, beam_args)
@@ -227,3 +233,28 @@ def test_pipeline_equals_sequential_fold_on_the_portable_runner(
         check_two_runs(
             Path(tmp), Path(tmp) / "store", first, second, files, split_bytes, False, PORTABLE
         )
+
+
+IN_PROCESS = "--runner=InProcess"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**TWO_RUNS)
+def test_in_process_run_equals_sequential_fold(
+    first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
+) -> None:
+    """A small import runs in this process by default (`pipelines.in_process`):
+    the same result as the fold, whatever its inputs (splits do not apply)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "store"
+        check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill, ())
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**TWO_RUNS)
+def test_in_process_run_equals_sequential_fold_on_postgresql(
+    postgres: str, first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"postgresql:///{postgres}?table=p_{uuid.uuid4().hex[:12]}"
+        check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill, (IN_PROCESS,))

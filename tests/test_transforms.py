@@ -23,7 +23,7 @@ from profile_import.core.identifiers import Identifier, bucket_of
 from profile_import.stores.snapshot import SnapshotStore
 from profile_import.transforms import batches, metrics
 from profile_import.transforms.apply import ApplyCommands
-from profile_import.transforms.idempotency import Decided
+from profile_import.transforms.decisions import Decided
 from profile_import.transforms.parse import ParseCommands
 from profile_import.transforms.rejects import WriteRejects
 

@@ -1,1 +1,3 @@
-"""Beam composites of the import pipeline; each wires pure `core` functions."""
+"""The import's steps: Beam composites, and beside them the Beam-free work
+of each step (`decisions`, `check_lines`, `apply_bucket`, `reject_files`,
+`finalize`), which the composites wrap and the in-process run calls directly."""

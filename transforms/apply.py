@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 
-from profile_import.core.bucket import apply_to_bucket, bucket_changes
 from profile_import.core.commands import load_accepted
-from profile_import.core.fold import Outcome
 from profile_import.stores.base import BucketSink, BucketSource
 
 from . import metrics, progress
+from .apply_bucket import apply_bucket
 from .batches import CommandBatch, in_input_order
 from .gc_pause import paused
 
@@ -42,10 +40,13 @@ class ApplyBucketFn(beam.DoFn):
         self._applied = Metrics.counter(ns, metrics.COMMANDS_APPLIED)
         self._buckets_written = Metrics.counter(ns, metrics.BUCKETS_WRITTEN)
         self._outcomes = {
-            Outcome.CREATED: Metrics.counter(ns, metrics.PROFILES_CREATED),
-            Outcome.UPDATED: Metrics.counter(ns, metrics.PROFILES_UPDATED),
-            Outcome.UNCHANGED: Metrics.counter(ns, metrics.PROFILES_UNCHANGED),
-            Outcome.DELETED: Metrics.counter(ns, metrics.PROFILES_DELETED),
+            name: Metrics.counter(ns, name)
+            for name in (
+                metrics.PROFILES_CREATED,
+                metrics.PROFILES_UPDATED,
+                metrics.PROFILES_UNCHANGED,
+                metrics.PROFILES_DELETED,
+            )
         }
         self._deletes_missing = Metrics.counter(ns, metrics.DELETES_MISSING)
 
@@ -75,54 +76,15 @@ class ApplyBucketFn(beam.DoFn):
             sequence.append(content)
             applied += 1
         commands = {key: map(load_accepted, raw) for key, raw in lines_by_key.items()}
-
-        tally: Counter[str] = Counter()
-        written = 0
-        if self._source.touched_only:
-            # A database: read only the touched profiles, stage only the changes.
-            touched = self._source.read_keys(bucket, sorted(commands))
-            changed, deleted = bucket_changes(touched, commands, self._now, tally)
-            profiles = len(changed)
-            if self._sink is not None:
-                self._sink.write_changes(bucket, changed, deleted)
-                written = 1
-                self._buckets_written.inc()
-            return self._results(bucket, applied, tally, written, profiles)
-        stored = self._source.read_bucket(bucket)
-        lines = apply_to_bucket(stored, commands, self._now, tally)
-        try:
-            if self._sink is not None:
-                profiles = self._sink.write_bucket(bucket, lines)
-                written = 1
-                self._buckets_written.inc()
-            else:
-                profiles = sum(1 for _ in lines)
-        except ValueError:
-            # A stored line that does not parse: read the bucket on to its end,
-            # where the source checks it and names the damage (StoreError).
-            for _ in stored:
-                pass
-            raise
-        return self._results(bucket, applied, tally, written, profiles)
-
-    def _results(
-        self, bucket: int, applied: int, tally: Counter[str], written: int, profiles: int
-    ) -> dict[str, int]:
+        results = apply_bucket(self._source, self._sink, bucket, commands, applied, self._now)
+        # Beam metrics mirror the results for monitoring; nothing depends on them.
         self._applied.inc(applied)
-        for outcome, counter in self._outcomes.items():
-            counter.inc(tally[outcome])
-        self._deletes_missing.inc(tally["deletes_missing"])
+        self._buckets_written.inc(results[metrics.BUCKETS_WRITTEN])
+        for name, counter in self._outcomes.items():
+            counter.inc(results[name])
+        self._deletes_missing.inc(results[metrics.DELETES_MISSING])
         progress.mark(self._progress_dir, f"apply-{bucket}", applied)
-        return {
-            metrics.COMMANDS_APPLIED: applied,
-            metrics.PROFILES_CREATED: tally[Outcome.CREATED],
-            metrics.PROFILES_UPDATED: tally[Outcome.UPDATED],
-            metrics.PROFILES_UNCHANGED: tally[Outcome.UNCHANGED],
-            metrics.PROFILES_DELETED: tally[Outcome.DELETED],
-            metrics.DELETES_MISSING: tally["deletes_missing"],
-            metrics.BUCKETS_WRITTEN: written,
-            "profiles": profiles,
-        }
+        return results
 
 
 Batches = beam.pvalue.PCollection[tuple[int, CommandBatch]]

@@ -11,33 +11,15 @@ in the ledger, as it publishes).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.transforms import combiners
 
-from profile_import.core import idempotency
 from profile_import.inputs.scan import ContentHash
 from profile_import.stores.base import ProfileStore, Version
 
-
-@dataclass(frozen=True)
-class Decided:
-    """Each input's content hash and whether this run applies it, by input index."""
-
-    hashes: tuple[ContentHash, ...]
-    decisions: tuple[idempotency.InputDecision, ...]
-
-    @property
-    def applied(self) -> frozenset[int]:
-        return frozenset(d.index for d in self.decisions if d.applies)
-
-    @property
-    def fingerprint(self) -> str:
-        return idempotency.execution_fingerprint(
-            [d.fingerprint for d in self.decisions if d.applies]
-        )
+from .decisions import Decided, decide
 
 
 class DecideFromLedgerFn(beam.DoFn):
@@ -56,16 +38,14 @@ class DecideFromLedgerFn(beam.DoFn):
         self._input_count = input_count
 
     def process(self, hashes: Iterable[ContentHash]) -> Iterator[Decided]:
-        ordered = tuple(sorted(hashes))
-        assert [h.input_index for h in ordered] == list(range(self._input_count))
-        fingerprints = [idempotency.input_fingerprint(h.sha256, self._semantics) for h in ordered]
-        ledger = (
-            self._store.applied_inputs(self._parent, fingerprints)
-            if self._store is not None and self._parent is not None
-            else {}
+        yield decide(
+            hashes,
+            self._store,
+            self._parent,
+            self._semantics,
+            allow_reapply=self._allow_reapply,
+            input_count=self._input_count,
         )
-        decisions = idempotency.decide(fingerprints, ledger, allow_reapply=self._allow_reapply)
-        yield Decided(ordered, tuple(decisions))
 
 
 Hashes = beam.pvalue.PCollection[ContentHash]

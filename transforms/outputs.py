@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
-import smart_open
-
 from profile_import.inputs.plan import is_remote
 
 STDOUT = "-"
@@ -71,6 +69,8 @@ class Output:
             out.flush()
             return
         if is_remote(self.location):
+            import smart_open  # imported when used (see inputs.plan.open_raw)
+
             with smart_open.open(self.location, "wb") as remote:
                 yield remote
             return

@@ -9,17 +9,15 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 
-from profile_import.core import rejects
-from profile_import.core.codes import LineRejected, RejectCode
+from profile_import.core.codes import RejectCode
 from profile_import.core.commands import CheckSettings
-from profile_import.core.fold import UPSERT
 from profile_import.core.identifiers import bucket_of
-from profile_import.inputs.lines import read_lines
 from profile_import.inputs.plan import InputSplit
 
 from . import batches, metrics, progress
+from .check_lines import SplitTally, checked_lines
+from .decisions import Decided
 from .gc_pause import paused
-from .idempotency import Decided
 
 COMMANDS = "commands"
 REJECTS = "rejects"
@@ -75,36 +73,11 @@ class ParseSplitFn(beam.DoFn):
         yield from outputs
 
     def _parse(self, split: InputSplit) -> Iterator[Any]:
-        check = self._checker.check
         buckets = self._buckets
-        redact = self._settings.redact
         per_bucket: dict[int, list[bytes]] = {}
-        reject_lines: list[bytes] = []
-        rejected_by_code: dict[RejectCode, int] = {}
-        lines = blank = upserts = 0
-        max_line_bytes = self._settings.max_line_bytes
-        for number, content, size in read_lines(split, max_line_bytes, self._transport_params):
-            lines += 1
-            try:
-                accepted = check(content, size)
-            except LineRejected as rejected:
-                rejected_by_code[rejected.code] = rejected_by_code.get(rejected.code, 0) + 1
-                reject_lines.append(
-                    rejects.encode(
-                        split.display_name,
-                        number,
-                        rejected,
-                        content,
-                        truncated=size > len(content),
-                        redact=redact,
-                    )
-                )
-                continue
-            if accepted is None:
-                blank += 1
-                continue
-            if accepted.operation == UPSERT:
-                upserts += 1
+        tally = SplitTally()
+        lines = checked_lines(split, self._checker, self._settings, tally, self._transport_params)
+        for accepted, content in lines:
             key = accepted.key
             bucket = bucket_of(key, buckets)
             batch = per_bucket.get(bucket)
@@ -119,35 +92,22 @@ class ParseSplitFn(beam.DoFn):
                     bucket, split.input_index, split.first_line, keyed_lines, self._spill_dir
                 ),
             )
-        if reject_lines:
-            yield beam.pvalue.TaggedOutput(REJECTS, (split.sequence, b"".join(reject_lines)))
-
+        if tally.reject_lines:
+            yield beam.pvalue.TaggedOutput(REJECTS, (split.sequence, b"".join(tally.reject_lines)))
         # Counted once per split, not per line: a counter update costs more than a line.
-        rejected_count = len(reject_lines)
-        accepted_count = lines - blank - rejected_count
-        counts = {
-            "lines": lines,
-            "blank": blank,
-            "accepted": accepted_count,
-            "rejected": rejected_count,
-            "upserts": upserts,
-            "deletes": accepted_count - upserts,
-        }
-        for code, count in rejected_by_code.items():
-            counts[metrics.REJECTED_PREFIX + code] = count
-        yield beam.pvalue.TaggedOutput(COUNTS, (split.input_index, counts))
+        yield beam.pvalue.TaggedOutput(COUNTS, (split.input_index, tally.counts()))
         # Beam metrics mirror the counts for monitoring; nothing depends on them.
-        self._lines.inc(lines)
-        self._blank.inc(blank)
-        self._rejected.inc(rejected_count)
-        self._accepted.inc(accepted_count)
-        self._upserts.inc(upserts)
-        self._deletes.inc(accepted_count - upserts)
-        for code, count in rejected_by_code.items():
+        self._lines.inc(tally.lines)
+        self._blank.inc(tally.blank)
+        self._rejected.inc(tally.rejected)
+        self._accepted.inc(tally.accepted)
+        self._upserts.inc(tally.upserts)
+        self._deletes.inc(tally.accepted - tally.upserts)
+        for code, count in tally.rejected_by_code.items():
             self._by_code[code].inc(count)
         split_name = f"{split.input_index}-{split.first_line}"
         progress.mark_members(self._progress_dir, f"buckets-{split_name}", per_bucket)
-        progress.mark(self._progress_dir, f"read-{split_name}", lines)
+        progress.mark(self._progress_dir, f"read-{split_name}", tally.lines)
         if split.end is not None:  # the bytes of a range; a compressed input's are unknown
             progress.mark(self._progress_dir, f"bytes-{split_name}", split.end - split.start)
 

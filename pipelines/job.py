@@ -1,0 +1,47 @@
+"""What an import run needs, decided by the launcher before anything runs.
+
+No Beam here: the same job runs as the Beam pipeline
+(`pipelines.import_profiles`) or in one process (`pipelines.in_process`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from profile_import.core.commands import CheckSettings
+from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES
+from profile_import.stores.base import BucketSource
+from profile_import.transforms.finalize import Finalizer
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """Everything the pipeline needs, decided before it is built."""
+
+    finalizer: Finalizer  # the run's context, its store, parent and staging
+    check: CheckSettings
+    semantics: Mapping[str, Any]  # the options that change what a line means (SPEC §4)
+    allow_reapply: bool
+    buckets: int
+    source: BucketSource  # the parent version's buckets
+    work_dir: str
+    split_bytes: int = DEFAULT_SPLIT_BYTES
+    # Where local workers drop progress markers for the display (None: none);
+    # the launcher's own folder, which outlives the run's staging.
+    progress_dir: str | None = None
+    spill: bool = False  # shuffle batches through files in work_dir (transforms.batches)
+    transport_params: dict[str, Any] = field(default_factory=dict)
+    # Where the spill goes when the work folder is in a bucket (a store there)
+    # and the workers share this machine's disk: a local folder.
+    spill_root: str | None = None
+
+    @property
+    def rejects_dir(self) -> str:
+        return os.path.join(self.work_dir, "rejects")
+
+    @property
+    def spill_dir(self) -> str | None:
+        return os.path.join(self.spill_root or self.work_dir, "shuffle") if self.spill else None

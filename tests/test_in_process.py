@@ -1,0 +1,193 @@
+"""Small imports run in this process, without Beam (`pipelines.in_process`).
+
+The rule that picks the engine (`runners.runner_choice`), that the default
+run of a small import never imports Beam, and that it gives the same store,
+rejects and counts as the Beam pipeline on the same inputs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from profile_import.inputs.plan import InputFile
+from profile_import.runners import runner_choice
+from profile_import.runners.execution import Execution, RunSettings
+
+from .helpers import ONE_WORKER, delete, export, run_cli, upsert, write_lines
+
+ALICE = {"compartment_id": "1000", "user_account_id": "alice"}
+BOB = {"email_hash": "5d41402abc4b2a76b9719d911017c592"}
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("beam_args", "expected"),
+    [
+        ([], None),
+        (["--runner=InProcess"], True),
+        (["--runner=in-process"], True),
+        (["--runner=inprocess", "--direct_num_workers=2"], True),
+        (["--runner=FnApiRunner"], False),
+        (["--direct_num_workers=1"], False),
+        (["--runner=PortableRunner", "--job_endpoint=embed"], False),
+    ],
+)
+def test_what_a_run_asks_for(beam_args: list[str], expected: bool | None) -> None:
+    assert runner_choice.requested(beam_args) is expected
+
+
+def _input(size: int | None, compression: str | None = None, index: int = 0) -> InputFile:
+    return InputFile(index, f"in-{index}.ndjson", size, compression)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "small"),
+    [
+        ([_input(0)], True),
+        ([_input(48 * MIB)], True),
+        ([_input(48 * MIB + 1)], False),
+        ([_input(24 * MIB), _input(24 * MIB, index=1)], True),
+        ([_input(24 * MIB), _input(24 * MIB + 1, index=1)], False),
+        # Compressed: counted as 8 times its size, NDJSON compresses ~5-10x.
+        ([_input(6 * MIB, "gzip")], True),
+        ([_input(6 * MIB + 1, "gzip")], False),
+        # A size nobody knows (an unsized URL): Beam, which reads it in parallel.
+        ([_input(None)], False),
+        ([_input(10), _input(None, index=1)], False),
+    ],
+)
+def test_which_inputs_are_small(inputs: list[InputFile], small: bool) -> None:
+    assert runner_choice.small(inputs) is small
+
+
+def test_a_small_import_runs_in_this_process_without_importing_beam(tmp_path: Path) -> None:
+    commands = write_lines(
+        tmp_path / "in.ndjson",
+        [upsert(ALICE, {"a": 1}), "{broken", "", upsert(BOB, {"b": 1}), delete(BOB)],
+    )
+    script = (
+        "import sys\n"
+        "from profile_import.runners import cli\n"
+        "code = cli.main(sys.argv[1:])\n"
+        "assert 'apache_beam' not in sys.modules, 'Beam was imported'\n"
+        "sys.exit(code)\n"
+    )
+    argv = [sys.executable, "-c", script, "run", "--quiet", "--store", str(tmp_path / "s")]
+    argv += ["--rejects", str(tmp_path / "r.ndjson"), "--report", str(tmp_path / "p.json")]
+    result = subprocess.run([*argv, str(commands)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert (report["runner"], report["workers"], report["status"]) == (
+        "InProcess",
+        1,
+        "SUCCEEDED_WITH_ERRORS",
+    )
+    assert report["counts"] | {"lines": 5} == report["counts"]
+    assert (report["counts"]["accepted"], report["counts"]["rejected"]) == (3, 1)
+    rejects = [json.loads(line) for line in (tmp_path / "r.ndjson").read_text().splitlines()]
+    assert [(r["line"], r["code"]) for r in rejects] == [(2, "INVALID_JSON")]
+    assert [p["user_account_id"] for p in export(tmp_path / "s")] == ["alice"]
+
+
+def _lines(n: int) -> list[str | dict[str, object]]:
+    lines: list[str | dict[str, object]] = []
+    for i in range(n):
+        who = {"compartment_id": "7", "user_account_id": f"u{i % 37}"}
+        if i % 11 == 0:
+            lines.append(delete(who))
+        elif i % 13 == 0:
+            lines.append("not json")
+        else:
+            lines.append(upsert(who, {"n": i, "tags": [i % 5]}, merge_objects=i % 2 == 0))
+    return lines
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_in_process_and_the_pipeline_give_the_same_store_rejects_and_counts(
+    tmp_path: Path, compressed: bool
+) -> None:
+    first = write_lines(tmp_path / "a.ndjson", _lines(300))
+    second = write_lines(tmp_path / "b.ndjson", _lines(500)[200:])
+    if compressed:
+        gz = tmp_path / "b.ndjson.gz"
+        gz.write_bytes(gzip.compress(second.read_bytes()))
+        second = gz
+    times = ("created_at", "last_modified_at")
+    seen: dict[str, tuple[list[dict[str, Any]], list[Any], list[str]]] = {}
+    for name, beam in (("in_process", ()), ("pipeline", ONE_WORKER)):
+        store = tmp_path / f"store-{name}"
+        counts, rejects = [], []
+        for i, commands in enumerate((first, second, first)):
+            report, reject_file = tmp_path / f"{name}-{i}.json", tmp_path / f"{name}-{i}.rejects"
+            argv: list[str | Path] = ["run", "--store", store, "--report", report]
+            argv += ["--rejects", reject_file, "--allow-reapply", commands]
+            result = run_cli(*argv, beam=beam)
+            assert result.returncode == 0, result.stderr
+            got = json.loads(report.read_text())
+            assert got["runner"] == ("InProcess" if name == "in_process" else "FnApiRunner")
+            counts.append((got["counts"], got["rejects_by_code"], got["status"]))
+            rejects.append(reject_file.read_text())
+        profiles = [{k: v for k, v in p.items() if k not in times} for p in export(store)]
+        seen[name] = (profiles, counts, rejects)
+    assert seen["in_process"] == seen["pipeline"]
+    assert len(seen["pipeline"][0]) > 10
+    assert all(r for r in seen["pipeline"][2])
+
+
+def test_in_process_takes_no_beam_option(tmp_path: Path) -> None:
+    commands = write_lines(tmp_path / "in.ndjson", [upsert(ALICE, {"a": 1})])
+    result = run_cli(
+        "run",
+        "--store",
+        tmp_path / "s",
+        "--runner",
+        "InProcess",
+        commands,
+        beam=("--direct_num_workers=2",),
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "profile-import: error: --runner=InProcess runs no Beam pipeline: "
+        "--direct_num_workers=2 cannot apply"
+    )
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_import_over_the_size_limit_runs_on_beam(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands = write_lines(tmp_path / "in.ndjson", [upsert(ALICE, {"a": 1})] * 3)
+    monkeypatch.setattr(runner_choice, "IN_PROCESS_MAX_BYTES", commands.stat().st_size - 1)
+    settings = RunSettings(inputs=[str(commands)], store=str(tmp_path / "s"))
+    outcome = Execution(settings).run()
+    assert outcome.exit_code == 0, outcome.report["message"]
+    assert outcome.report["runner"] == "FnApiRunner"
+    assert outcome.report["counts"]["accepted"] == 3
+
+
+def test_a_failed_in_process_run_says_why_in_one_line_and_publishes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "s"
+    good = write_lines(tmp_path / "a.ndjson", [upsert(ALICE, {"a": 1})])
+    assert run_cli("run", "--store", store, good, beam=()).returncode == 0
+    # Damage the size check cannot see: one byte of a bucket file changed.
+    bucket = next((store / "data").rglob("bucket-*.kv"))
+    data = bucket.read_bytes()
+    assert data.count(b'"a":1') == 1
+    bucket.write_bytes(data.replace(b'"a":1', b'"a":2'))
+    more = write_lines(tmp_path / "b.ndjson", [upsert(ALICE, {"b": 1})])
+    result = run_cli("run", "--store", store, "--report", tmp_path / "r.json", more, beam=())
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("profile-import: error: the import failed: store ")
+    assert "damaged" in last and last.endswith("the store is unchanged")
+    assert json.loads((tmp_path / "r.json").read_text())["status"] == "FAILED"
+    assert len(run_cli("versions", "--store", store).stdout.strip().splitlines()) >= 1

@@ -1,0 +1,73 @@
+"""Applying one bucket's commands onto its stored profiles, and staging the result.
+
+No Beam here: `transforms.apply` runs it for every bucket the pipeline
+groups, and the in-process run for every bucket it touched, so both read,
+fold and write a bucket the same way (SPEC §2, the rules are `core.bucket`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from profile_import.core.bucket import apply_to_bucket, bucket_changes
+from profile_import.core.fold import Command, Outcome
+from profile_import.stores.base import BucketSink, BucketSource
+
+from . import metrics
+
+
+def apply_bucket(
+    source: BucketSource,
+    sink: BucketSink | None,
+    bucket: int,
+    commands: Mapping[bytes, Iterable[Command]],
+    applied: int,
+    now: str,
+) -> dict[str, int]:
+    """Folds `commands` (each key's, in input order) onto the stored bucket and
+    writes its new content to `sink` (None: a dry run, nothing written).
+
+    Returns the bucket's results, as data for the final step: the outcome
+    counts, `applied` (commands), `buckets_written` (1 or 0) and `profiles`
+    (written, or that would be).
+    """
+    tally: Counter[str] = Counter()
+    written = 0
+    if source.touched_only:
+        # A database: read only the touched profiles, stage only the changes.
+        touched = source.read_keys(bucket, sorted(commands))
+        changed, deleted = bucket_changes(touched, commands, now, tally)
+        profiles = len(changed)
+        if sink is not None:
+            sink.write_changes(bucket, changed, deleted)
+            written = 1
+        return _results(applied, tally, written, profiles)
+    stored = source.read_bucket(bucket)
+    lines = apply_to_bucket(stored, commands, now, tally)
+    try:
+        if sink is not None:
+            profiles = sink.write_bucket(bucket, lines)
+            written = 1
+        else:
+            profiles = sum(1 for _ in lines)
+    except ValueError:
+        # A stored line that does not parse: read the bucket on to its end,
+        # where the source checks it and names the damage (StoreError).
+        for _ in stored:
+            pass
+        raise
+    return _results(applied, tally, written, profiles)
+
+
+def _results(applied: int, tally: Counter[str], written: int, profiles: int) -> dict[str, int]:
+    return {
+        metrics.COMMANDS_APPLIED: applied,
+        metrics.PROFILES_CREATED: tally[Outcome.CREATED],
+        metrics.PROFILES_UPDATED: tally[Outcome.UPDATED],
+        metrics.PROFILES_UNCHANGED: tally[Outcome.UNCHANGED],
+        metrics.PROFILES_DELETED: tally[Outcome.DELETED],
+        metrics.DELETES_MISSING: tally["deletes_missing"],
+        metrics.BUCKETS_WRITTEN: written,
+        "profiles": profiles,
+    }
