@@ -79,7 +79,8 @@ class ApplyBucketFn(beam.DoFn):
         tally: Counter[str] = Counter()
         written = 0
         if self._source.touched_only:
-            # A database: read only the touched profiles, stage only the changes.
+            # Read only the touched profiles, stage only the changes (a database's
+            # rows, the folder store's delta segment).
             touched = self._source.read_keys(bucket, sorted(commands))
             changed, deleted = bucket_changes(touched, commands, self._now, tally)
             profiles = len(changed)
