@@ -8,7 +8,7 @@
     profile-import get [--store PATH] --ids FILE [--properties a,b.c]
     profile-import list [--store PATH] [--where 'PATH OP JSON' ...] [--properties a,b.c]
                         [--limit N] [--cursor C]
-    profile-import versions | rollback --to N | prune --keep N   [--store PATH]
+    profile-import versions | rollback --to N | prune --keep N | compact   [--store PATH]
 
 Exit status: 0 done (SUCCEEDED, SUCCEEDED_WITH_ERRORS, ALREADY_APPLIED; a
 profile found; a sound store), 1 failed (FAILED; no such profile; a damaged
@@ -228,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="how many of the newest versions to keep",
     )
+
+    compact = _subcommand(
+        commands,
+        "compact",
+        "fold every bucket's delta segments into new bases (a new version)",
+    )
+    _store_option(compact)
     return parser
 
 
@@ -488,6 +495,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 version = store.rollback(args.to)
                 again = f"version {args.to} published again as version {version.number}"
                 print(f"profile-import: {again}", file=sys.stderr)
+            elif args.command == "compact":
+                compacted = store.compact()
+                if compacted is None:
+                    print("profile-import: nothing to compact", file=sys.stderr)
+                else:
+                    buckets = compacted.execution.get("compacted_buckets")
+                    done = f"{buckets} bucket(s) compacted into version {compacted.number}"
+                    print(f"profile-import: {done}", file=sys.stderr)
             else:
                 dropped = store.prune(args.keep)
                 print(f"profile-import: pruned {len(dropped)} version(s)", file=sys.stderr)

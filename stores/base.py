@@ -42,9 +42,10 @@ class StoreLocked(StoreError):
 class BucketSource(abc.ABC):
     """Reads the buckets of one store version (picklable; `open` on workers)."""
 
-    # True for a store that reads only the profiles a run touches (a database):
-    # the pipeline then calls `read_keys`, and gives its sink only the changes
-    # (`BucketSink.write_changes`). A folder store reads and rewrites whole buckets.
+    # True for a store that reads only the profiles a run touches: the pipeline
+    # then calls `read_keys`, and gives its sink only the changes
+    # (`BucketSink.write_changes`): a database updates its rows, the folder
+    # store writes a delta segment. False: whole buckets are read and rewritten.
     touched_only: bool = False
 
     def open(self) -> None:  # noqa: B027 - optional hook
@@ -199,6 +200,12 @@ class ProfileStore(abc.ABC):
     @abc.abstractmethod
     def prune(self, keep: int) -> list[int]:
         """Drops all but the newest `keep` versions (and the current one)."""
+
+    def compact(self) -> Version | None:
+        """Rewrites what runs wrote as changes (the folder store's delta
+        segments) into whole buckets, as a new version with the same content;
+        None when there is nothing to compact. Callers hold the lock."""
+        raise StoreError(f"store {self.url} writes its changes in place: nothing to compact")
 
     @abc.abstractmethod
     def export(self) -> Iterator[bytes]:

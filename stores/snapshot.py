@@ -8,22 +8,30 @@ Layout of a store folder:
                                 (each with its line count, size and crc32), its
                                 profile count, its ledger's segments
     data/<execution>/bucket-00042.kv
-                                the buckets an execution wrote: store lines
+                                a bucket's base, written whole: store lines
                                 (`core.records`: `<key>\t<export record>`)
                                 sorted by key; until the commit records them,
                                 a `.stats` file beside each: lines, bytes, crc32
+    data/<execution>/bucket-00042.delta.kv
+                                a delta segment: what a run changed in a bucket
+                                (`core.segments`: changed lines, tombstones)
     ledger/<execution>.ndjson   the input fingerprints an execution applied
                                 (see `ledger`)
     staging/<execution>/        a run's scratch space (rejects, progress)
     .lock                       held by the run in progress
 
-Profiles are spread over a fixed number of buckets by a hash of their key; a
-run rewrites only the buckets its commands touch, and a version's manifest
-points at the newest file of every bucket, so untouched buckets are shared
-between versions. Publishing a version is writing its manifest, then
-replacing `CURRENT` with a rename: a run that fails or is killed before that
-leaves the store exactly as it was. Old versions stay until `prune`, so
-`rollback` can publish any kept one again.
+Profiles are spread over a fixed number of buckets by a hash of their key. A
+version's bucket is a base file and an ordered list of delta segments over it;
+a run writes one delta segment per bucket its commands touch, holding only
+the profiles it changed, so a run writes on the order of its input, not of the
+store. Once a bucket's deltas grow past a fraction of its base (or past a
+number of segments), the run rewrites that bucket as a new base instead
+(compaction); `compact` does it for every bucket as a version of its own.
+Untouched buckets, bases and deltas alike, are shared between versions.
+Publishing a version is writing its manifest, then replacing `CURRENT` with
+a rename: a run that fails or is killed before that leaves the store exactly
+as it was. Old versions stay until `prune`, so `rollback` can publish any
+kept one again.
 
 Published versions are those up to `CURRENT`: a manifest above it was left by
 a run killed during its publish, is never listed, and is removed by the next
@@ -43,13 +51,14 @@ import heapq
 import io
 import json
 import os
+import uuid
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from profile_import.core import clock, records
+from profile_import.core import clock, records, segments
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import Identifier, bucket_of
 
@@ -70,14 +79,23 @@ FORMAT = "profile-import/snapshot-store"
 # 2: manifests record each file's lines, bytes and crc32; data files are `.kv`.
 # Format 1 (bare paths to `.ndjson` files) is still read, without those checks,
 # and a store becomes format 2 with its first publish by this code.
-FORMAT_VERSION = 2
-_READABLE_FORMATS = (1, 2)
+# 3: a bucket may have delta segments over its base file (`Shard.deltas`).
+# Formats 1 and 2 are read, and become 3 with their next publish.
+FORMAT_VERSION = 3
+_READABLE_FORMATS = (1, 2, 3)
 DEFAULT_BUCKETS = 64
 _META = "profile-store.json"
 _CURRENT = "CURRENT"
 _LOCK = ".lock"
 _NEW = "new"  # the meta's state until the store's first version is published
 _DATA_SUFFIX = ".kv"
+_DELTA_SUFFIX = ".delta.kv"
+# A run rewrites a bucket as a new base, rather than add a delta, once its
+# deltas would hold more than this fraction of its base's bytes, or be more
+# than this many segments: reading stays within ~1.25x of the base's bytes
+# and a few files a bucket, and the store within ~1.25x of its profiles.
+COMPACT_FRACTION = 0.25
+MAX_DELTAS = 8
 _STATS_SUFFIX = ".stats"  # a written bucket's line count, size and crc32, until commit
 _LEGACY_DATA_SUFFIX = ".ndjson"
 # Everything a store folder holds, so a dead first run's leftovers can be removed.
@@ -86,13 +104,15 @@ _BLOCK = 1 << 20
 _MAX_PROBLEMS_PER_FILE = 10
 
 
-def _bucket_file(execution_id: str, bucket: int) -> str:
-    return f"data/{execution_id}/bucket-{bucket:05d}{_DATA_SUFFIX}"
+def _bucket_file(execution_id: str, bucket: int, *, delta: bool = False) -> str:
+    suffix = _DELTA_SUFFIX if delta else _DATA_SUFFIX
+    return f"data/{execution_id}/bucket-{bucket:05d}{suffix}"
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One bucket's file in a version, and what it holds.
+    """One bucket's base file in a version, and what it holds; with `deltas`,
+    the bucket's delta segments over it, oldest first (each a `Shard` too).
 
     `lines`, `bytes` and `crc32` are None only for a format-1 file, which was
     recorded by its path alone.
@@ -102,17 +122,44 @@ class Shard:
     lines: int | None = None
     bytes: int | None = None
     crc32: int | None = None
+    deltas: tuple[Shard, ...] = ()
 
     def to_json(self) -> dict[str, Any] | str:
         if self.lines is None:
             return self.path
-        return {"path": self.path, "lines": self.lines, "bytes": self.bytes, "crc32": self.crc32}
+        value: dict[str, Any] = {
+            "path": self.path,
+            "lines": self.lines,
+            "bytes": self.bytes,
+            "crc32": self.crc32,
+        }
+        if self.deltas:
+            value["deltas"] = [d.to_json() for d in self.deltas]
+        return value
 
     @classmethod
     def from_json(cls, value: dict[str, Any] | str) -> Shard:
         if isinstance(value, str):
             return cls(value)
-        return cls(value["path"], value["lines"], value["bytes"], value["crc32"])
+        deltas = tuple(cls.from_json(d) for d in value.get("deltas", ()))
+        return cls(value["path"], value["lines"], value["bytes"], value["crc32"], deltas)
+
+    @property
+    def base(self) -> Shard:
+        """The base file alone."""
+        return replace(self, deltas=()) if self.deltas else self
+
+    @property
+    def files(self) -> list[Shard]:
+        """The bucket's files: its base, then its deltas oldest first."""
+        return [self.base, *self.deltas]
+
+    def compacts_with(self, delta_bytes: int) -> bool:
+        """Whether adding a delta of `delta_bytes` should rewrite the bucket instead."""
+        if self.bytes is None:
+            return True  # a format-1 base: its size unrecorded, rewrite it
+        total = delta_bytes + sum(d.bytes or 0 for d in self.deltas)
+        return len(self.deltas) + 1 > MAX_DELTAS or total > COMPACT_FRACTION * self.bytes
 
     @property
     def execution(self) -> str:
@@ -193,31 +240,111 @@ def _read_checked(files: Files, url: str, shard: Shard) -> Iterator[bytes]:
         raise _damaged(url, problem)
 
 
+def _read_keyed(files: Files, url: str, shard: Shard) -> Iterator[tuple[bytes, bytes]]:
+    """(key, line) of a bucket file's lines, checked as `_read_checked`; a line
+    that is not a store line is damage (named once the file is read on to its
+    end, where a difference from its record is named first)."""
+    lines = _read_checked(files, url, shard)
+    sep = records.SEPARATOR
+    for n, line in enumerate(lines, 1):
+        end = line.find(sep)
+        if end < 0:
+            for _ in lines:
+                pass
+            raise _damaged(url, f"{shard.path} line {n} is not a store line")
+        yield line[:end], line
+
+
+def _read_bucket(files: Files, url: str, shard: Shard) -> Iterator[tuple[bytes, bytes]]:
+    """(key, line) of a bucket's profiles: its base and deltas merged."""
+    base = _read_keyed(files, url, shard.base)
+    return segments.merge(base, [_read_keyed(files, url, d) for d in shard.deltas])
+
+
 class SnapshotBucketSource(BucketSource):
-    """Reads the buckets of one version. A bucket file read to its end is
-    checked (lines, size, crc32): a damaged one raises `StoreError` there."""
+    """Reads the buckets of one version: each bucket's base and delta segments,
+    merged. A file read to its end is checked (lines, size, crc32): a damaged
+    one raises `StoreError` there.
+
+    A run reads only the profiles its commands touch (`read_keys`) and its sink
+    writes only what changed (`write_changes`): a delta segment."""
+
+    touched_only = True
 
     def __init__(self, files: Files, shards: list[Shard | None], url: str | None = None) -> None:
         self.files = files
         self.url = url or files.url
         self.shards = shards
 
-    def read_bucket(self, bucket: int) -> Iterator[bytes]:
+    def read_keyed(self, bucket: int) -> Iterator[tuple[bytes, bytes]]:
+        """(key, store line) of the profiles of `bucket`, in key order."""
         shard = self.shards[bucket]
         if shard is not None:
-            yield from _read_checked(self.files, self.url, shard)
+            yield from _read_bucket(self.files, self.url, shard)
+
+    def read_bucket(self, bucket: int) -> Iterator[bytes]:
+        for _key, line in self.read_keyed(bucket):
+            yield line
+
+    def read_keys(self, bucket: int, keys: Sequence[bytes]) -> Iterator[bytes]:
+        # Each file is read on to its end (and so checked), keeping only the
+        # lines of the keys asked; the few kept are then merged. At ~150 keys
+        # in a bucket of ~13,000 profiles this one pass beats bisecting
+        # (`sorted_files.find_sorted`), which skips the checksum too.
+        shard = self.shards[bucket]
+        if shard is None or not keys:
+            return
+        wanted = frozenset(keys)
+
+        def kept(file: Shard) -> list[tuple[bytes, bytes]]:
+            return [kl for kl in _read_keyed(self.files, self.url, file) if kl[0] in wanted]
+
+        base = kept(shard.base)
+        for _key, line in segments.merge(base, [kept(d) for d in shard.deltas]):
+            yield line
 
 
 class SnapshotBucketSink(BucketSink):
-    """Writes a bucket file, and beside it what it holds (lines, bytes, crc32),
-    summed while writing, for the commit to record in the manifest."""
+    """Writes a bucket's new base file, or a delta segment over its parent's
+    files, and beside it what it holds (lines, bytes, crc32), summed while
+    writing, for the commit to record in the manifest."""
 
-    def __init__(self, files: Files, execution_id: str) -> None:
+    def __init__(
+        self,
+        files: Files,
+        execution_id: str,
+        parent: list[Shard | None] | None = None,
+        url: str | None = None,
+    ) -> None:
         self.files = files
         self.execution_id = execution_id
+        self.parent = parent
+        self.url = url or files.url
+
+    def write_changes(self, bucket: int, lines: Sequence[bytes], deleted: Sequence[bytes]) -> None:
+        delta = segments.delta_lines(lines, deleted)
+        stored = self.parent[bucket] if self.parent is not None else None
+        if stored is None:
+            # Nothing stored: the changes are the whole bucket. (None at all:
+            # an empty delta, which the commit leaves out of the version.)
+            self._write(bucket, delta, delta=not delta)
+        elif stored.compacts_with(sum(map(len, delta))):
+            merged = segments.merge(
+                _read_keyed(self.files, self.url, stored.base),
+                [_read_keyed(self.files, self.url, d) for d in stored.deltas]
+                + [segments.keyed(delta)],
+            )
+            self._write(bucket, (line for _key, line in merged), delta=False)
+        else:
+            self._write(bucket, delta, delta=True)
 
     def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
-        path = _bucket_file(self.execution_id, bucket)
+        return self._write(bucket, lines, delta=False)
+
+    def _write(self, bucket: int, lines: Iterable[bytes], *, delta: bool) -> int:
+        # A retried bundle decides alike (from the same parent and changes),
+        # so it replaces the same file.
+        path = _bucket_file(self.execution_id, bucket, delta=delta)
         self.files.makedirs(os.path.dirname(path))
         count = 0
         # Whole or not at all; a retried bundle replaces the same file.
@@ -234,6 +361,17 @@ class SnapshotBucketSink(BucketSink):
         self.files.write_atomic(path + _STATS_SUFFIX, json.dumps(stats).encode())
         failpoint(BUCKET_WRITTEN)
         return count
+
+
+def _tombstone_problem(line: bytes) -> str | None:
+    """What is wrong with a delta's tombstone line, or None."""
+    try:
+        identifier = Identifier.from_key(segments.key_of(line))
+    except (UnicodeDecodeError, ValueError):
+        return "is a tombstone whose key is not an identifier's"
+    if identifier.key != segments.key_of(line):
+        return "is a tombstone whose key is not an identifier's"
+    return None
 
 
 class SnapshotStore(ProfileStore):
@@ -422,17 +560,19 @@ class SnapshotStore(ProfileStore):
 
     def _check_sizes(self, shards: Iterable[Shard | None]) -> None:
         """Every file is there with its recorded size: a cheap check (one stat
-        a bucket) that finds an emptied, cut or lost file before reading any."""
-        for shard in shards:
-            if shard is None:
-                continue
-            try:
-                size = self.files.size(shard.path)
-            except FileNotFoundError:
-                raise _damaged(self.url, f"{shard.path} is missing") from None
-            if shard.bytes is not None and size != shard.bytes:
-                recorded = f"its version records {shard.bytes:,}"
-                raise _damaged(self.url, f"{shard.path} has {size:,} bytes, {recorded}")
+        a file) that finds an emptied, cut or lost file before reading any."""
+        for bucket in shards:
+            for shard in bucket.files if bucket is not None else ():
+                self._check_size(shard)
+
+    def _check_size(self, shard: Shard) -> None:
+        try:
+            size = self.files.size(shard.path)
+        except FileNotFoundError:
+            raise _damaged(self.url, f"{shard.path} is missing") from None
+        if shard.bytes is not None and size != shard.bytes:
+            recorded = f"its version records {shard.bytes:,}"
+            raise _damaged(self.url, f"{shard.path} has {size:,} bytes, {recorded}")
 
     # --- a run --------------------------------------------------------------
 
@@ -454,7 +594,7 @@ class SnapshotStore(ProfileStore):
             execution_id=execution_id,
             parent=parent,
             source=self.source(parent),
-            sink=SnapshotBucketSink(self.files, execution_id),
+            sink=SnapshotBucketSink(self.files, execution_id, self._shards(parent), self.url),
             work_dir=work_dir,
         )
 
@@ -466,8 +606,15 @@ class SnapshotStore(ProfileStore):
                 self.files.remove(f"{folder}/{name}")
             if not (name.startswith("bucket-") and name.endswith(_DATA_SUFFIX)):
                 continue
-            bucket = int(name[len("bucket-") : -len(_DATA_SUFFIX)])
-            path = _bucket_file(execution_id, bucket)
+            delta = name.endswith(_DELTA_SUFFIX)
+            suffix = _DELTA_SUFFIX if delta else _DATA_SUFFIX
+            bucket = int(name[len("bucket-") : -len(suffix)])
+            if bucket in written:
+                raise StoreError(
+                    f"store {self.url}: the run wrote bucket {bucket} both whole and "
+                    "as a delta; nothing was published"
+                )
+            path = _bucket_file(execution_id, bucket, delta=delta)
             try:
                 stats = json.loads(self.files.read_bytes(path + _STATS_SUFFIX))
             except (OSError, ValueError) as e:
@@ -548,7 +695,16 @@ class SnapshotStore(ProfileStore):
                 "nothing was published"
             )
         for bucket, shard in written.items():
-            shards[bucket] = shard
+            if not shard.path.endswith(_DELTA_SUFFIX):
+                shards[bucket] = shard
+            elif shard.lines:  # an empty delta changes nothing: left out
+                stored = shards[bucket]
+                if stored is None:
+                    raise StoreError(
+                        f"store {self.url}: {shard.path} is a delta over no base; "
+                        "nothing was published"
+                    )
+                shards[bucket] = replace(stored, deltas=(*stored.deltas, shard))
         self._check_sizes(written.values())
         for shard in written.values():
             self.files.remove(shard.path + _STATS_SUFFIX)  # in the manifest from now on
@@ -592,14 +748,15 @@ class SnapshotStore(ProfileStore):
 
     def _referenced(self) -> tuple[set[str], set[str]]:
         """The data folders and the ledger segments that kept versions use."""
-        data, segments = set(), set()
+        data: set[str] = set()
+        ledgers: set[str] = set()
         for number in self._version_numbers():
             manifest = self._read_manifest(number)
-            for shard in manifest["shards"]:
-                if shard is not None:
-                    data.add(Shard.from_json(shard).execution)
-            segments.update(manifest.get("ledger", []))
-        return data, segments
+            for entry in manifest["shards"]:
+                if entry is not None:
+                    data.update(f.execution for f in Shard.from_json(entry).files)
+            ledgers.update(manifest.get("ledger", []))
+        return data, ledgers
 
     def _remove_unpublished_versions(self, current: int | None) -> None:
         """Manifests above CURRENT: left by runs killed during their publish."""
@@ -667,18 +824,11 @@ class SnapshotStore(ProfileStore):
 
     # --- reading ------------------------------------------------------------
 
-    def _keyed(self, source: SnapshotBucketSource, bucket: int) -> Iterator[tuple[bytes, bytes]]:
-        lines = source.read_bucket(bucket)
-        for n, line in enumerate(lines, 1):
-            try:
-                key, record = records.split(line)
-            except ValueError:
-                for _ in lines:  # read on: a file that differs from its record says so
-                    pass
-                shard = source.shards[bucket]
-                where = shard.path if shard else f"bucket {bucket}"
-                raise _damaged(self.url, f"{where} line {n} is not a store line") from None
-            yield key, record
+    @staticmethod
+    def _keyed(source: SnapshotBucketSource, bucket: int) -> Iterator[tuple[bytes, bytes]]:
+        """(key, export record) of a bucket's profiles (the files checked)."""
+        for key, line in source.read_keyed(bucket):
+            yield key, line[len(key) + 1 : -1]
 
     def export(self) -> Iterator[bytes]:
         source = self.source(self.current())
@@ -716,8 +866,8 @@ class SnapshotStore(ProfileStore):
             if entry is None:
                 continue
             shard = Shard.from_json(entry)
-            files += 1
-            found, count = self._verify_file(bucket, shard)
+            files += len(shard.files)
+            found, count = self._verify_bucket(bucket, shard)
             problems += found
             lines += count
         if lines != manifest["profiles"] and not any("is missing" in p for p in problems):
@@ -727,10 +877,36 @@ class SnapshotStore(ProfileStore):
             )
         return Verification(number, files, lines, tuple(problems))
 
-    def _verify_file(self, bucket: int, shard: Shard) -> tuple[list[str], int]:
-        """The problems of one bucket file, and its line count."""
+    def _verify_bucket(self, bucket: int, shard: Shard) -> tuple[list[str], int]:
+        """The problems of a bucket's files, and how many profiles they hold."""
+        if not shard.deltas:
+            return self._verify_file(bucket, shard)
+        # The deltas' newest word on each key (they are small), then the base:
+        # its profiles, less those the deltas replace or delete, plus theirs.
+        final: dict[bytes, bool] = {}
+        problems: list[str] = []
+        for delta in shard.deltas:
+            found, _ = self._verify_file(bucket, delta, final)
+            problems += found
+        overridden: dict[bytes, bool] = {}
+        found, count = self._verify_file(bucket, shard.base, overridden, final)
+        live = sum(final.values())
+        return problems + found, count - len(overridden) + live
+
+    def _verify_file(
+        self,
+        bucket: int,
+        shard: Shard,
+        keys: dict[bytes, bool] | None = None,
+        among: Collection[bytes] | None = None,
+    ) -> tuple[list[str], int]:
+        """The problems of one bucket file, and its line count. A delta's keys
+        go to `keys` (a profile's: True; a tombstone's: False); a base's,
+        those `among` holds."""
+        delta = shard.path.endswith(_DELTA_SUFFIX)
         name = os.path.basename(shard.path)
-        if name != f"bucket-{bucket:05d}{_DATA_SUFFIX}" and not (
+        suffix = _DELTA_SUFFIX if delta else _DATA_SUFFIX
+        if name != f"bucket-{bucket:05d}{suffix}" and not (
             shard.lines is None and name == f"bucket-{bucket:05d}{_LEGACY_DATA_SUFFIX}"
         ):
             return [f"{shard.path}: listed as bucket {bucket}"], 0
@@ -746,13 +922,16 @@ class SnapshotStore(ProfileStore):
         with raw:
             summing = _Summing(raw, writing=False)
             for n, line in enumerate(io.BufferedReader(summing, _BLOCK), 1):
-                problem = records.problem(line)
+                dead = delta and segments.is_tombstone(line)
+                problem = _tombstone_problem(line) if dead else records.problem(line)
                 if problem is None:
-                    key = records.split(line)[0]
+                    key = segments.key_of(line)
                     if key <= previous:
                         problem = "is out of key order"
                     elif bucket_of(key, self.buckets) != bucket:
                         problem = f"belongs in bucket {bucket_of(key, self.buckets)}"
+                    elif keys is not None and (among is None or key in among):
+                        keys[key] = not dead
                     previous = key
                 if problem is not None:
                     bad += 1
@@ -765,6 +944,51 @@ class SnapshotStore(ProfileStore):
         if mismatch:
             problems.append(mismatch)
         return problems, n
+
+    # --- compaction (callers hold the lock) ---------------------------------
+
+    def compact(self) -> Version | None:
+        """Folds every bucket's deltas into a new base, published as a new
+        version (same profiles, same ledger); None when no bucket has deltas."""
+        self._load_meta()
+        current = self.current()
+        if current is None:
+            raise StoreError(f"store {self.url} has no published version")
+        self._collect_garbage()
+        shards = self._shards(current)
+        folded = [b for b, shard in enumerate(shards) if shard is not None and shard.deltas]
+        if not folded:
+            return None
+        self._check_sizes(shards)
+        started = clock.now()
+        execution_id = f"{started:%Y%m%dT%H%M%SZ}-compact-{uuid.uuid4().hex[:8]}"
+        source = self.source(current)
+        sink = SnapshotBucketSink(self.files, execution_id)
+        try:
+            for bucket in folded:
+                sink.write_bucket(bucket, source.read_bucket(bucket))
+            written = self._written_buckets(execution_id)
+            for bucket, shard in written.items():
+                shards[bucket] = shard
+            self._check_sizes(written.values())
+            for shard in written.values():
+                self.files.remove(shard.path + _STATS_SUFFIX)
+            self.files.sync_dir(f"data/{execution_id}")
+            self.files.sync_dir("data")
+            execution = {
+                "execution_id": execution_id,
+                "compacted_buckets": len(folded),
+                "started_at": clock.iso(started),
+                "status": "COMPACTED",
+            }
+            segments_ = self._read_manifest(current.number).get("ledger", [])
+            number = current.number + 1
+            return self._publish(current, shards, current.profiles, execution, segments_, number)
+        except BaseException:
+            # Never the data of a version that was published after all.
+            if execution_id not in self._referenced()[0]:
+                self.files.remove_tree(f"data/{execution_id}")
+            raise
 
     def version(self, number: int) -> Version | None:
         if number not in self._version_numbers():
@@ -802,12 +1026,21 @@ class SnapshotStore(ProfileStore):
                 )
             return self._gone(version)
 
+        def bucket(shard: Shard) -> Iterator[tuple[bytes, bytes]]:
+            opener = self.files.open_read
+            base = sorted_files.keyed_lines(shard.path, after, keep, gone, opener)
+            if not shard.deltas:
+                return base
+            # A base record `keep` drops may still be replaced by a delta's:
+            # the deltas are merged whole, and what wins is filtered again.
+            deltas = [
+                sorted_files.keyed_lines(d.path, after, None, gone, opener) for d in shard.deltas
+            ]
+            merged = segments.merge(base, deltas)
+            return merged if keep is None else (kr for kr in merged if keep(kr[1]))
+
         # Each bucket is filtered on its own, so only kept records reach the merge.
-        streams = [
-            sorted_files.keyed_lines(shard.path, after, keep, gone, self.files.open_read)
-            for shard in shards
-            if shard is not None
-        ]
+        streams = [bucket(shard) for shard in shards if shard is not None]
         return heapq.merge(*streams)
 
     def get_many(self, version: Version, keys: Collection[bytes]) -> dict[bytes, bytes]:
@@ -820,11 +1053,17 @@ class SnapshotStore(ProfileStore):
             shard = shards[bucket]
             if shard is None:
                 continue
-            try:
-                size = self.files.size(shard.path)
-                f = io.BufferedReader(self.files.open_read(shard.path), _BLOCK)
-            except FileNotFoundError as e:
-                raise self._gone(version) from e
-            with f:
-                found.update(sorted_files.find_sorted(f, sorted(wanted), size))
+            keys_ = sorted(wanted)
+            for n, file in enumerate(shard.files):  # the base, then the deltas oldest first
+                try:
+                    size = self.files.size(file.path)
+                    f = io.BufferedReader(self.files.open_read(file.path), _BLOCK)
+                except FileNotFoundError as e:
+                    raise self._gone(version) from e
+                with f:
+                    for key, record in sorted_files.find_sorted(f, keys_, size):
+                        if n and segments.dead(record):
+                            found.pop(key, None)
+                        else:
+                            found[key] = record
         return found

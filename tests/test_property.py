@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from profile_import.core.merge import upsert
 from profile_import.runners.execution import Execution, RunSettings
-from profile_import.stores import open_store
+from profile_import.stores import open_store, snapshot
 
 from .helpers import PORTABLE
 
@@ -215,6 +216,39 @@ def check_two_runs(
     counts = report["counts"]
     assert len(before) + counts["profiles_created"] - counts["profiles_deleted"] == len(expected)
     assert counts["lines"] == counts["blank"] + counts["accepted"] + counts["rejected"]
+
+
+@pytest.mark.slow
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    runs=st.lists(st.lists(commands(), max_size=30), min_size=3, max_size=4),
+    compact_after=st.none() | st.integers(1, 2),
+    fraction=st.sampled_from([snapshot.COMPACT_FRACTION, 1e9]),
+)
+def test_imports_in_a_row_equal_sequential_fold_with_deltas_and_compaction(
+    runs: list[list[str]], compact_after: int | None, fraction: float
+) -> None:
+    """The folder store writes each run's changes as delta segments over the
+    buckets' bases (rewriting a bucket past a size limit, or always with
+    `fraction` huge never by size), and `compact` folds them: several imports
+    in a row, with or without a compaction between them, still export the fold."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.object(snapshot, "COMPACT_FRACTION", fraction),
+    ):
+        folder, store = Path(tmp), Path(tmp) / "store"
+        expected: dict[tuple[str, ...], Any] = {}
+        for n, lines in enumerate(runs):
+            import_run(folder, store, f"run{n}", lines, 1, 1 << 20, False)
+            sequential_fold(expected, lines)
+            assert exported(store) == expected
+            if n == compact_after:
+                opened = open_store(str(store))
+                with opened.lock():
+                    opened.compact()
+                assert exported(store) == expected
+        verification = open_store(str(store)).verify()
+        assert verification.sound and verification.lines == len(expected)
 
 
 @pytest.mark.slow

@@ -372,7 +372,7 @@ def test_a_format_1_store_is_still_read_and_upgraded_by_its_next_run(tmp_path: P
     assert [json.loads(r)["user_profile"] for r in store.export()] == [{"old": True}] * 2
     assert store.verify().sound
     commit_profiles(store, "new", {x: {"new": True}}, created=0)
-    assert json.loads((root / "profile-store.json").read_text())["format_version"] == 2
+    assert json.loads((root / "profile-store.json").read_text())["format_version"] == 3
     assert {json.loads(r)["email_hash"]: json.loads(r)["user_profile"] for r in store.export()} == {
         "x": {"new": True},
         "d": {"old": True},
@@ -382,9 +382,9 @@ def test_a_format_1_store_is_still_read_and_upgraded_by_its_next_run(tmp_path: P
 
 def test_a_newer_format_is_refused(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
-    meta = {"format": "profile-import/snapshot-store", "format_version": 3, "buckets": 2}
+    meta = {"format": "profile-import/snapshot-store", "format_version": 4, "buckets": 2}
     (tmp_path / "s" / "profile-store.json").write_text(json.dumps(meta))
-    with pytest.raises(StoreError, match="has format version 3; this profile-import reads"):
+    with pytest.raises(StoreError, match="has format version 4; this profile-import reads"):
         SnapshotStore(str(tmp_path / "s"))
 
 

@@ -35,7 +35,8 @@ def apply_bucket(
     tally: Counter[str] = Counter()
     written = 0
     if source.touched_only:
-        # A database: read only the touched profiles, stage only the changes.
+        # Read only the touched profiles, stage only the changes (a database's
+        # rows, the folder store's delta segment).
         touched = source.read_keys(bucket, sorted(commands))
         changed, deleted = bucket_changes(touched, commands, now, tally)
         profiles = len(changed)
