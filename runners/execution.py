@@ -278,6 +278,7 @@ class Execution:
             declarations=declarations,
             max_line_bytes=s.max_line_bytes,
             redact=s.redact_rejects,
+            holds_nul=store.holds_nul,
         )
         # What makes a line mean what it means, beside its content (SPEC §4).
         semantics = {
@@ -286,6 +287,7 @@ class Execution:
             "max_line_bytes": s.max_line_bytes,
             # Only when given, so the fingerprints of runs without it do not change.
             **({"properties": declarations.fingerprint()} if declarations else {}),
+            **({} if store.holds_nul else {"rejects_nul": True}),
         }
         try:
             if s.dry_run or not s.wait:

@@ -214,6 +214,7 @@ _VERSION_SQL = (
 class PostgresStore(CurrentStateStore):
     kind = "PostgreSQL"
     migrations = MIGRATIONS
+    holds_nul = False  # text and jsonb refuse U+0000
 
     def __init__(self, url: str, *, buckets: int | None = None) -> None:
         self.url = url

@@ -211,3 +211,39 @@ def test_an_unreachable_server_is_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("profile-import: error: store postgresql://nohost.invalid")
     assert "cannot connect" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+NUL_LINES = [
+    upsert({"email_hash": "a"}, {"n": 1, "text": "a literal \\u0000 is no NUL"}),
+    upsert({"email_hash": "b"}, {"n": 2, "s": "x\x00y"}),
+    upsert({"email_hash": "c"}, {"n": 3, "o": {"k\x00": 1}}),
+    upsert({"email_hash": "d\x00"}, {"n": 4}),
+    upsert({"compartment_id": "1", "user_account_id": "\x00"}, {"n": 5}),
+    {"operation": "DELETE", "email_hash": "e", "user_profile": {"ignored": "\x00"}},
+    upsert({"email_hash": "f"}, {"n": 6}),
+]
+
+
+def test_a_line_holding_nul_is_a_reject_not_a_failed_run(url: str, tmp_path: Path) -> None:
+    """PostgreSQL's text and jsonb cannot hold U+0000: such lines are rejected
+    with their line numbers, and the run applies the others."""
+    rejects = tmp_path / "rejects.ndjson"
+    result = run_cli("run", "--store", url, "--rejects", rejects, "--report", "-",
+                     write_lines(tmp_path / "in.ndjson", NUL_LINES))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads(result.stdout)
+    assert report["status"] == "SUCCEEDED_WITH_ERRORS"
+    assert (report["counts"]["upserts"], report["counts"]["rejected"]) == (2, 4)
+    found = [orjson.loads(x) for x in rejects.read_text().splitlines()]
+    assert [(r["line"], r["code"]) for r in found] == [
+        (2, "INVALID_FIELD"),
+        (3, "INVALID_FIELD"),
+        (4, "INVALID_IDENTIFIER"),
+        (5, "INVALID_IDENTIFIER"),
+    ]
+    assert all("U+0000" in r["message"] and "cannot hold" in r["message"] for r in found)
+    exported = run_cli("export", "--store", url)
+    assert without_times([orjson.loads(x) for x in exported.stdout.splitlines()]) == [
+        {"email_hash": "a", "user_profile": {"n": 1, "text": "a literal \\u0000 is no NUL"}},
+        {"email_hash": "f", "user_profile": {"n": 6}},
+    ]
