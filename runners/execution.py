@@ -27,6 +27,7 @@ from typing import Any, TextIO
 import apache_beam as beam
 import orjson
 import smart_open
+from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from profile_import.core import clock
 from profile_import.core import report as reports
@@ -36,7 +37,13 @@ from profile_import.core.report import Status
 from profile_import.core.validation import InvalidSchema, SchemaValidator
 from profile_import.inputs import plan as input_plan
 from profile_import.pipelines import import_profiles
-from profile_import.stores import ProfileStore, StoreError, open_store, reachable_from_anywhere
+from profile_import.stores import (
+    ProfileStore,
+    StoreError,
+    open_store,
+    postgres,
+    reachable_from_anywhere,
+)
 from profile_import.transforms import outputs
 from profile_import.transforms.commit import Finalizer, RunContext, build_report
 from profile_import.transforms.outputs import Output, OutputError
@@ -171,6 +178,8 @@ class Execution:
         self.inputs: list[input_plan.InputFile] = []
         self.report_output = Output("--report", settings.report_path or outputs.STDOUT)
         self.rejects_output = Output("--rejects", settings.rejects_path)
+        # Where a database store keeps the run's work folder (None: a local one).
+        self.work_root: str | None = None
 
     def _context(self, result_path: str | None = None) -> RunContext:
         s = self.settings
@@ -226,11 +235,22 @@ class Execution:
                 "its workers cannot write; use the local runner, or the portable runner with "
                 "--job_endpoint=embed --environment_type=LOOPBACK"
             )
-        if not s.store.startswith(("s3://", "gs://")):
-            # A database store's work folder (the reject files) is a local folder.
+        if s.store.startswith(postgres.SCHEMES):
+            # Its work folder (the reject files of each split) goes where the
+            # workers write: under the runner's --temp_location.
+            temp = self.options.view_as(GoogleCloudOptions).temp_location
+            if not temp or not input_plan.is_remote(temp):
+                raise UsageError(
+                    f"--runner={self.runner}: a PostgreSQL store keeps its run's work folder "
+                    "under --temp_location, which must be an s3:// or gs:// URL "
+                    f"(got {temp or 'none'})"
+                )
+            self.work_root = f"{temp.rstrip('/')}/profile-import"
+        elif not s.store.startswith(("s3://", "gs://")):
             raise UsageError(
                 f"--runner={self.runner}: the store {s.store} keeps its run's work folder on "
-                "this machine; with workers elsewhere, use a store in a bucket (gs://, s3://)"
+                "this machine; with workers elsewhere, use a store in a bucket (gs://, s3://) "
+                "or a PostgreSQL database"
             )
         for output in (self.report_output, self.rejects_output):
             if output.location is None or not input_plan.is_remote(output.location):
@@ -259,7 +279,7 @@ class Execution:
                     sources[input_plan.STDIN] = input_plan.spool_stdin(sys.stdin.buffer, scratch)
                 self.inputs = input_plan.list_inputs(paths, sources=sources)
                 end["detail"] = f"{len(self.inputs)} input(s), {_size(self.inputs)}"
-            store = open_store(s.store, buckets=s.buckets)
+            store = open_store(s.store, buckets=s.buckets, work_root=self.work_root)
             placeholder = json.dumps(
                 {"execution_id": self.execution_id, "status": "RUNNING", "store": s.store}
             )

@@ -28,6 +28,7 @@ run is dropped by the next run.
 
 from __future__ import annotations
 
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -52,6 +53,7 @@ from .base import (
     Version,
 )
 from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, STAGED, failpoint
+from .files import remove_folder
 from .migrations import latest, pending
 from .migrations.postgres import MIGRATIONS
 from .sql import DEFAULT_BUCKETS, CurrentStateStore
@@ -93,6 +95,33 @@ def parse_url(url: str) -> tuple[str, str, str]:
 
 def _line(key: bytes, profile: str, created_at: str, modified_at: str) -> bytes:
     return records.encode(bytes(key), StoredProfile(orjson.loads(profile), created_at, modified_at))
+
+
+# What a run reads: the identifier columns, and the profile as the server's
+# jsonb text, put together into a store line without parsing the profile (a
+# third of the run's reading cost: measured 0.55 s against 0.23 s for 40,000
+# profiles). The fold parses it once; an unchanged profile's line is never
+# written back, so its spacing (jsonb's `{"a": 1}`) is never stored.
+_TOUCHED_SQL = (
+    f"SELECT key, {', '.join(IDENTIFIER_FIELDS)}, user_profile::text, "
+    + _ISO.format("created_at")
+    + """ || '","last_modified_at":"' || """
+    + _ISO.format("last_modified_at")
+    + " FROM {profiles} WHERE key = ANY(%b) ORDER BY key"
+)
+
+
+def _touched_line(row: Sequence[Any]) -> bytes:
+    key, *ident, profile, stamps = row
+    fields = {
+        name: value
+        for name, value in zip(IDENTIFIER_FIELDS, ident, strict=True)
+        if value is not None
+    }
+    return b"".join(
+        (bytes(key), records.SEPARATOR, orjson.dumps(fields)[:-1], b',"user_profile":',
+         profile.encode(), b',"created_at":"', stamps.encode(), b'"}\n')
+    )  # fmt: skip
 
 
 class _Names:
@@ -148,11 +177,8 @@ class PostgresBucketSource(_Connected, BucketSource):
     def read_keys(self, bucket: int, keys: Sequence[bytes]) -> Iterator[bytes]:
         if not self.exists:
             return
-        sql = self.names.sql(
-            f"SELECT {_COLUMNS} FROM {{profiles}} WHERE key = ANY(%s) ORDER BY key"
-        )
-        for row in self.conn.execute(sql, (list(keys),)):
-            yield _line(*row)
+        for row in self.conn.execute(self.names.sql(_TOUCHED_SQL), (list(keys),)):
+            yield _touched_line(row)
 
     def read_bucket(self, bucket: int) -> Iterator[bytes]:
         raise NotImplementedError("the PostgreSQL store reads the touched keys (read_keys)")
@@ -201,6 +227,13 @@ class PostgresBucketSink(_Connected, BucketSink):
         failpoint(STAGED)
 
 
+def _remove_work(work_dir: str) -> None:
+    # A work folder that cannot be removed (a bucket out of reach) must not
+    # fail the run that published: it holds only that run's reject files.
+    with suppress(Exception):
+        remove_folder(work_dir)
+
+
 def _version(row: Sequence[Any]) -> Version:
     number, parent, created_at, profiles, execution = row
     return Version(number, parent, created_at, profiles, execution)
@@ -216,8 +249,13 @@ class PostgresStore(CurrentStateStore):
     migrations = MIGRATIONS
     holds_nul = False  # text and jsonb refuse U+0000
 
-    def __init__(self, url: str, *, buckets: int | None = None) -> None:
+    def __init__(
+        self, url: str, *, buckets: int | None = None, work_root: str | None = None
+    ) -> None:
         self.url = url
+        # Where runs keep their work folders (the reject files of each split):
+        # None, a temporary folder here; for workers elsewhere, a bucket URL.
+        self.work_root = work_root
         self.conninfo, schema, table = parse_url(url)
         self.names = _Names(schema, table)
         if buckets is not None and not 1 <= buckets <= 65536:
@@ -345,9 +383,12 @@ class PostgresStore(CurrentStateStore):
     def source(self, version: Version | None) -> PostgresBucketSource:
         return PostgresBucketSource(self.conninfo, self.names, version is not None)
 
-    def begin(self, execution_id: str, parent: Version | None) -> Staging:
-        import tempfile
+    def _work_dir(self, execution_id: str) -> str:
+        if self.work_root is None:
+            return tempfile.mkdtemp(prefix=f"profile-import-{execution_id}-")
+        return f"{self.work_root.rstrip('/')}/{execution_id}"
 
+    def begin(self, execution_id: str, parent: Version | None) -> Staging:
         self._migrate()
         conn = self.conn
         columns = ", ".join(f"{name} text" for name in IDENTIFIER_FIELDS)
@@ -374,7 +415,7 @@ class PostgresStore(CurrentStateStore):
             parent=parent,
             source=self.source(parent),
             sink=PostgresBucketSink(self.conninfo, self.names, execution_id),
-            work_dir=tempfile.mkdtemp(prefix=f"profile-import-{execution_id}-"),
+            work_dir=self._work_dir(execution_id),
         )
 
     def _drop_stages(self, execution_id: str | None = None) -> None:
@@ -403,8 +444,6 @@ class PostgresStore(CurrentStateStore):
         buckets_written: int,
         fingerprints: Sequence[str],
     ) -> Version:
-        import shutil
-
         failpoint(DATA_WRITTEN)
         execution_id = staging.execution_id
         parent = staging.parent
@@ -470,13 +509,11 @@ class PostgresStore(CurrentStateStore):
         except psycopg.Error as e:
             raise StoreError(f"store {self.url}: {e}; nothing was published") from e
         failpoint(AFTER_POINTER)
-        shutil.rmtree(staging.work_dir, ignore_errors=True)
+        _remove_work(staging.work_dir)
         return Version(number, parent.number if parent else None, now, profiles, execution)
 
     def abort(self, staging: Staging) -> None:
-        import shutil
-
-        shutil.rmtree(staging.work_dir, ignore_errors=True)
+        _remove_work(staging.work_dir)
         with suppress(StoreError):
             if self._schema_version() > 0:
                 self._drop_stages(staging.execution_id)

@@ -19,9 +19,11 @@ from profile_import.core.fold import StoredProfile
 from profile_import.core.identifiers import Identifier, bucket_of
 from profile_import.stores import failpoints, open_store
 from profile_import.stores.base import Staging, StoreError, StoreLocked
+from profile_import.stores.files import open_files
 from profile_import.stores.postgres import PostgresStore, parse_url
 
 from .helpers import CLI, ONE_WORKER, run_cli, upsert, without_times, write_lines
+from .object_servers import new_bucket, put
 
 THEN, NOW = "2026-01-01T00:00:00.000Z", "2026-11-23T00:00:00.000Z"
 BUCKETS = 4
@@ -247,3 +249,23 @@ def test_a_line_holding_nul_is_a_reject_not_a_failed_run(url: str, tmp_path: Pat
         {"email_hash": "a", "user_profile": {"n": 1, "text": "a literal \\u0000 is no NUL"}},
         {"email_hash": "f", "user_profile": {"n": 6}},
     ]
+
+
+@pytest.mark.parametrize("end", ["abort", "commit"])
+def test_a_work_folder_in_a_bucket_is_removed_when_the_run_ends(
+    url: str, object_scheme: str, end: str
+) -> None:
+    """For workers elsewhere, a run's work folder (its reject files) is under a
+    bucket URL; the run's end removes it, as it removes a local one."""
+    root = f"{object_scheme}://{new_bucket(object_scheme)}/tmp/profile-import"
+    store = PostgresStore(url, buckets=BUCKETS, work_root=root)
+    staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
+    assert staging.work_dir == f"{root}/e1"
+    put(f"{staging.work_dir}/rejects/0.ndjson", b"{}\n")
+    put(f"{root}/other-run/rejects/0.ndjson", b"{}\n")
+    if end == "abort":
+        store.abort(staging)
+    else:
+        store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
+    assert not open_files(root).exists("e1/rejects/0.ndjson")
+    assert open_files(root).exists("other-run/rejects/0.ndjson")
