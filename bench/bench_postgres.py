@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -184,6 +185,7 @@ def main() -> int:
         )
     if server is not None:
         server.cleanup()
+    shutil.rmtree(work, ignore_errors=True)  # the generated inputs (~320 MB at 1M lines)
     print("PASS" if ok else "FAIL: the tables differ")
     return 0 if ok else 1
 
