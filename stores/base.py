@@ -134,6 +134,9 @@ class Staging:
 class ProfileStore(abc.ABC):
     url: str
     buckets: int
+    # False for a store that cannot keep U+0000 in a string or a property name
+    # (PostgreSQL's text and jsonb): the run then rejects the lines that hold it.
+    holds_nul: bool = True
 
     @abc.abstractmethod
     def exists(self) -> bool:

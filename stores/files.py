@@ -212,3 +212,10 @@ def open_files(url: str) -> Files:
 
         return ObjectFiles(url)
     return LocalFiles(url, url)
+
+
+def remove_folder(location: str) -> None:
+    """Removes a folder, or every object under a bucket URL's prefix (a run's
+    work folder); nothing if it is not there."""
+    parent, _, name = location.rstrip("/").rpartition("/")
+    open_files(parent).remove_tree(name)

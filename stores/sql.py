@@ -1,18 +1,64 @@
 """What the database stores share: a store that keeps only its current state.
 
-SQLite (`sqlite.py`) and PostgreSQL (`postgres.py`) differ in their SQL and
-connections; how they read their schema version, their metadata and their
-bucket count, and that they cannot roll back or prune, is the same.
+SQLite (`sqlite.py`) and PostgreSQL (`postgres.py`) differ in their SQL,
+connections and transactions; the shape of everything else is one, here: how
+they read their schema version, metadata and bucket count, that they cannot
+roll back or prune, how a commit checks and publishes (`commit`, with the
+dialect's `_publish_staged`), and how `export`, `scan`, `get`, `get_many` and
+`verify` read (over the dialect's `_records` and `_lookup`).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager, suppress
+from typing import Any
 
-from .base import ProfileStore, StoreError, Version
+from profile_import.core import clock, records
+from profile_import.core.identifiers import Identifier
+
+from .base import ProfileStore, Staging, StoreError, Verification, Version
+from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, failpoint
+from .files import remove_folder
 from .migrations import Migration, latest
 
 DEFAULT_BUCKETS = 64
+MAX_PROBLEMS = 20  # problems `verify` lists, at most
+
+
+def check_bucket_count(buckets: int | None) -> None:
+    if buckets is not None and not 1 <= buckets <= 65536:
+        raise StoreError(f"a store has 1 to 65536 buckets, not {buckets}")
+
+
+def remove_work(work_dir: str) -> None:
+    # A work folder that cannot be removed (a bucket out of reach) must not
+    # fail the run that published: it holds only that run's reject files.
+    with suppress(Exception):
+        remove_folder(work_dir)
+
+
+class Connected(abc.ABC):
+    """A source or sink: opens its connection on the worker (`open`), never pickles it."""
+
+    _conn: Any = None
+
+    @abc.abstractmethod
+    def _connect(self) -> Any:
+        """A new connection to the database."""
+
+    def open(self) -> None:
+        if self._conn is None:
+            self._conn = self._connect()
+
+    @property
+    def conn(self) -> Any:
+        self.open()
+        return self._conn
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_conn"}
 
 
 class CurrentStateStore(ProfileStore):
@@ -21,6 +67,13 @@ class CurrentStateStore(ProfileStore):
     kind: str  # "SQLite", "PostgreSQL": for messages
     migrations: tuple[Migration, ...]
     _requested_buckets: int | None
+    _conn: Any
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The pipeline carries the store to its final step: a worker opens its own connection.
+        return {**self.__dict__, "_conn": None}
+
+    # --- what each database does its own way --------------------------------
 
     @abc.abstractmethod
     def _schema_version(self) -> int:
@@ -29,6 +82,50 @@ class CurrentStateStore(ProfileStore):
     @abc.abstractmethod
     def _meta(self, name: str) -> str | None:
         """A value of the store's metadata table."""
+
+    @abc.abstractmethod
+    def _executions(self, column: str | None = None, value: Any = None) -> list[Version]:
+        """The executions table's rows (those whose `column` is `value`), oldest first."""
+
+    @abc.abstractmethod
+    def _write_transaction(self) -> AbstractContextManager[None]:
+        """One write transaction, the publish's: committed at the end, rolled back on error."""
+
+    @abc.abstractmethod
+    def _database_errors(self) -> tuple[type[Exception], ...]:
+        """The driver's exception classes."""
+
+    def _current_for_update(self) -> int:
+        """The current version number, held until the write transaction ends."""
+        return self._current_number()
+
+    @abc.abstractmethod
+    def _staged_buckets(self, execution_id: str) -> int:
+        """How many buckets the execution staged."""
+
+    @abc.abstractmethod
+    def _publish_staged(self, version: Version, execution_id: str, fingerprints: list[str]) -> None:
+        """Inside the publish's transaction: merges the execution's staged rows
+        into the profiles, adds its execution and ledger rows, moves
+        `current_version` to `version` and drops its staging."""
+
+    @abc.abstractmethod
+    def _records(
+        self, after: bytes | None, version: Version | None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, export record) of the profiles with a key > `after`, in key
+        order, from one consistent read, checked to be `version` (None: the
+        current one)."""
+
+    @abc.abstractmethod
+    def _lookup(self, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """(key, export record) of those of `keys` (sorted) the profiles hold."""
+
+    def _integrity_problems(self) -> list[str]:
+        """What the database's own check finds (`verify`)."""
+        return []
+
+    # --- the shared shape ---------------------------------------------------
 
     def _readable(self) -> bool:
         """Whether the schema is there to read (an older one must be migrated by a run)."""
@@ -53,8 +150,61 @@ class CurrentStateStore(ProfileStore):
             )
         self.buckets = stored
 
+    def _no_longer_current(self, version: Version) -> StoreError:
+        return StoreError(
+            f"store {self.url}: version {version.number} is no longer the current state, "
+            f"and a {self.kind} store keeps no other"
+        )
+
     def exists(self) -> bool:
         return self._readable() and self._current_number() > 0
+
+    def current(self) -> Version | None:
+        if not self.exists():
+            return None
+        return self.version(self._current_number())
+
+    def commit(
+        self,
+        staging: Staging,
+        execution: dict[str, Any],
+        profiles_delta: int,
+        buckets_written: int,
+        fingerprints: Collection[str],
+    ) -> Version:
+        failpoint(DATA_WRITTEN)
+        execution_id, parent = staging.execution_id, staging.parent
+        try:
+            with self._write_transaction():
+                done = self._executions("execution_id", execution_id)
+                if done:  # a retry of this step, after its publish
+                    return done[0]
+                number = self._current_for_update()
+                if number != (parent.number if parent else 0):
+                    raise StoreError(
+                        f"store {self.url} changed during the run (another writer without the "
+                        "lock?); nothing was published"
+                    )
+                staged = self._staged_buckets(execution_id)
+                if staged != buckets_written:
+                    raise StoreError(
+                        f"store {self.url}: the run wrote {buckets_written} buckets but {staged} "
+                        "are staged; nothing was published"
+                    )
+                version = Version(
+                    number + 1,
+                    parent.number if parent else None,
+                    clock.iso(clock.now()),
+                    (parent.profiles if parent else 0) + profiles_delta,
+                    execution,
+                )
+                self._publish_staged(version, execution_id, list(dict.fromkeys(fingerprints)))
+                failpoint(BEFORE_POINTER)
+        except self._database_errors() as e:
+            raise StoreError(f"store {self.url}: {e}; nothing was published") from e
+        failpoint(AFTER_POINTER)
+        remove_work(staging.work_dir)
+        return version
 
     def rollback(self, number: int) -> Version:
         raise StoreError(
@@ -66,3 +216,61 @@ class CurrentStateStore(ProfileStore):
         if keep < 1:
             raise StoreError("prune keeps at least one version")
         return []  # nothing but the current state is kept
+
+    def versions(self) -> list[Version]:
+        if not self.exists():
+            return []
+        return self._executions()
+
+    def version(self, number: int) -> Version | None:
+        if not self._readable() or number != self._current_number():
+            return None  # only the current state is kept
+        found = self._executions("version", number)
+        return found[0] if found else None
+
+    def export(self) -> Iterator[bytes]:
+        if not self.exists():
+            return
+        for _, record in self._records(None, None):
+            yield record
+
+    def get(self, identifier: Identifier) -> bytes | None:
+        return dict(self._lookup([identifier.key])).get(identifier.key)
+
+    def scan(
+        self,
+        version: Version,
+        after: bytes | None = None,
+        keep: Callable[[bytes], bool] | None = None,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        for key, record in self._records(after, version):
+            if keep is None or keep(record):
+                yield key, record
+
+    def get_many(self, version: Version, keys: Collection[bytes]) -> dict[bytes, bytes]:
+        if version.number != self._current_number():
+            raise self._no_longer_current(version)
+        return dict(self._lookup(sorted(set(keys))))
+
+    def verify(self, number: int | None = None) -> Verification:
+        current = self.current()
+        if current is None:
+            raise StoreError(f"store {self.url} has no published version")
+        if number is not None and number != current.number:
+            raise StoreError(
+                f"store {self.url}: a {self.kind} store keeps only its current version "
+                f"({current.number}), not {number}"
+            )
+        problems = self._integrity_problems()
+        lines = 0
+        for key, record in self._records(None, current):
+            lines += 1
+            problem = records.problem(key + records.SEPARATOR + record + b"\n")
+            if problem is not None and len(problems) < MAX_PROBLEMS:
+                problems.append(f"profile {key[:80]!r} {problem}")
+        if lines != current.profiles:
+            problems.append(
+                f"version {current.number} records {current.profiles:,} profiles, "
+                f"the profiles table holds {lines:,}"
+            )
+        return Verification(current.number, 1, lines, tuple(problems))

@@ -32,13 +32,13 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, suppress
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
 from profile_import.core import clock, records
 from profile_import.core.idempotency import AppliedInput
-from profile_import.core.identifiers import Identifier, bucket_of
+from profile_import.core.identifiers import bucket_of
 
 from . import locking
 from .base import (
@@ -46,18 +46,22 @@ from .base import (
     BucketSource,
     Staging,
     StoreError,
-    Verification,
     Version,
 )
-from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, STAGED, failpoint
+from .failpoints import STAGED, failpoint
 from .migrations import latest, pending
 from .migrations.sqlite import MIGRATIONS
-from .sql import DEFAULT_BUCKETS, CurrentStateStore
+from .sql import (
+    DEFAULT_BUCKETS,
+    Connected,
+    CurrentStateStore,
+    check_bucket_count,
+    remove_work,
+)
 
 SCHEME = "sqlite://"
 _BATCH = 500  # keys a look-up query (well under SQLite's 32,766 parameters)
 _BUSY_MS = 600_000  # workers staging at once wait for each other, not fail
-_MAX_PROBLEMS = 20
 
 
 def path_of(url: str) -> str:
@@ -80,36 +84,17 @@ def _chunks(keys: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
         yield keys[i : i + _BATCH]
 
 
-def _lookup(conn: sqlite3.Connection, keys: Sequence[bytes]) -> Iterator[tuple[bytes, str]]:
+def _lookup(conn: sqlite3.Connection, keys: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
     """(key, record) of those of `keys` the profiles table holds, batch by batch."""
     for chunk in _chunks(keys):
         marks = ",".join("?" * len(chunk))
-        yield from conn.execute(
+        for key, record in conn.execute(
             f"SELECT key, record FROM profiles WHERE key IN ({marks}) ORDER BY key", chunk
-        )
+        ):
+            yield key, record.encode()
 
 
-class _Connected:
-    """Opens its connection on the worker (`open`), never pickles it."""
-
-    path: str
-    _conn: sqlite3.Connection | None = None
-
-    def open(self) -> None:
-        if self._conn is None:
-            self._conn = _connect(self.path)
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        self.open()
-        assert self._conn is not None
-        return self._conn
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_conn"}
-
-
-class SqliteBucketSource(_Connected, BucketSource):
+class SqliteBucketSource(Connected, BucketSource):
     """Reads the current profiles: only the touched keys during a run."""
 
     touched_only = True
@@ -119,6 +104,9 @@ class SqliteBucketSource(_Connected, BucketSource):
         self.buckets = buckets
         self.exists = exists  # False: no version yet (a dry run must not create the file)
 
+    def _connect(self) -> sqlite3.Connection:
+        return _connect(self.path)
+
     def open(self) -> None:
         if self.exists:
             super().open()
@@ -127,7 +115,7 @@ class SqliteBucketSource(_Connected, BucketSource):
         if not self.exists:
             return
         for key, record in _lookup(self.conn, keys):
-            yield key + records.SEPARATOR + record.encode() + b"\n"
+            yield key + records.SEPARATOR + record + b"\n"
 
     def read_bucket(self, bucket: int) -> Iterator[bytes]:
         # Not a run's path (runs read `read_keys`): a whole-table scan.
@@ -138,12 +126,15 @@ class SqliteBucketSource(_Connected, BucketSource):
                 yield key + records.SEPARATOR + record.encode() + b"\n"
 
 
-class SqliteBucketSink(_Connected, BucketSink):
+class SqliteBucketSink(Connected, BucketSink):
     """Stages a bucket's changes in the execution's staging rows."""
 
     def __init__(self, path: str, execution_id: str) -> None:
         self.path = path
         self.execution_id = execution_id
+
+    def _connect(self) -> sqlite3.Connection:
+        return _connect(self.path)
 
     def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
         raise NotImplementedError("the sqlite store stages changes (write_changes)")
@@ -189,17 +180,12 @@ class SqliteStore(CurrentStateStore):
     def __init__(self, url: str, *, buckets: int | None = None) -> None:
         self.url = url
         self.path = os.path.abspath(path_of(url))
-        if buckets is not None and not 1 <= buckets <= 65536:
-            raise StoreError(f"a store has 1 to 65536 buckets, not {buckets}")
+        check_bucket_count(buckets)
         self._requested_buckets = buckets
         self._conn: sqlite3.Connection | None = None
         self.buckets = buckets or DEFAULT_BUCKETS
         if self._schema_version() > 0 and self.exists():
             self._load_buckets()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The pipeline carries the store to its final step: a worker opens its own connection.
-        return {**self.__dict__, "_conn": None}
 
     # --- the database -------------------------------------------------------
 
@@ -276,11 +262,6 @@ class SqliteStore(CurrentStateStore):
             raise StoreError(f"store {self.url}: no folder {os.path.dirname(self.path)}")
         return locking.exclusive(f"{self.path}.lock", timeout, f"store {self.url}")
 
-    def current(self) -> Version | None:
-        if not self.exists():
-            return None
-        return self.version(self._current_number())
-
     def applied_inputs(
         self, version: Version | None, fingerprints: Collection[str]
     ) -> dict[str, AppliedInput]:
@@ -337,83 +318,56 @@ class SqliteStore(CurrentStateStore):
             work_dir=work_dir,
         )
 
-    def commit(
-        self,
-        staging: Staging,
-        execution: dict[str, Any],
-        profiles_delta: int,
-        buckets_written: int,
-        fingerprints: Sequence[str],
-    ) -> Version:
-        failpoint(DATA_WRITTEN)
-        execution_id = staging.execution_id
-        parent = staging.parent
+    @contextmanager
+    def _write_transaction(self) -> Iterator[None]:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            done = self._sql(
-                f"SELECT {_VERSION_COLUMNS} FROM executions WHERE execution_id = ?",
-                (execution_id,),
-            )
-            if done:  # a retry of this step, after its publish
-                conn.execute("ROLLBACK")
-                return _version(done[0])
-            current = self._current_number()
-            if current != (parent.number if parent else 0):
-                raise StoreError(
-                    f"store {self.url} changed during the run (another writer without the "
-                    "lock?); nothing was published"
-                )
-            staged = self._sql(
-                "SELECT count(*) FROM staging_buckets WHERE execution_id = ?", (execution_id,)
-            )[0][0]
-            if staged != buckets_written:
-                raise StoreError(
-                    f"store {self.url}: the run wrote {buckets_written} buckets but {staged} are "
-                    "staged; nothing was published"
-                )
-            conn.execute(
-                "INSERT INTO profiles (key, record) SELECT key, record FROM staging "
-                "WHERE execution_id = ? AND record IS NOT NULL "
-                "ON CONFLICT (key) DO UPDATE SET record = excluded.record",
-                (execution_id,),
-            )
-            conn.execute(
-                "DELETE FROM profiles WHERE key IN "
-                "(SELECT key FROM staging WHERE execution_id = ? AND record IS NULL)",
-                (execution_id,),
-            )
-            number = current + 1
-            now = clock.iso(clock.now())
-            profiles = (parent.profiles if parent else 0) + profiles_delta
-            conn.execute(
-                "INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?)",
-                (number, parent.number if parent else None, execution_id, now, profiles,
-                 json.dumps(execution)),
-            )  # fmt: skip
-            conn.executemany(
-                "INSERT INTO ledger VALUES (?, ?, ?, ?)",
-                [(fp, number, execution_id, now) for fp in dict.fromkeys(fingerprints)],
-            )
-            conn.execute(
-                "INSERT OR REPLACE INTO store_meta VALUES ('current_version', ?)", (str(number),)
-            )
-            conn.execute("DELETE FROM staging WHERE execution_id = ?", (execution_id,))
-            conn.execute("DELETE FROM staging_buckets WHERE execution_id = ?", (execution_id,))
-            failpoint(BEFORE_POINTER)
+            yield
             conn.execute("COMMIT")
-        except BaseException as e:
+        except BaseException:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            if isinstance(e, sqlite3.Error):
-                raise StoreError(f"store {self.url}: {e}; nothing was published") from e
             raise
-        failpoint(AFTER_POINTER)
-        shutil.rmtree(staging.work_dir, ignore_errors=True)
-        return Version(number, parent.number if parent else None, now, profiles, execution)
+
+    def _database_errors(self) -> tuple[type[Exception], ...]:
+        return (sqlite3.Error,)
+
+    def _staged_buckets(self, execution_id: str) -> int:
+        sql = "SELECT count(*) FROM staging_buckets WHERE execution_id = ?"
+        return int(self._sql(sql, (execution_id,))[0][0])
+
+    def _publish_staged(self, version: Version, execution_id: str, fingerprints: list[str]) -> None:
+        conn = self.conn
+        conn.execute(
+            "INSERT INTO profiles (key, record) SELECT key, record FROM staging "
+            "WHERE execution_id = ? AND record IS NOT NULL "
+            "ON CONFLICT (key) DO UPDATE SET record = excluded.record",
+            (execution_id,),
+        )
+        conn.execute(
+            "DELETE FROM profiles WHERE key IN "
+            "(SELECT key FROM staging WHERE execution_id = ? AND record IS NULL)",
+            (execution_id,),
+        )
+        conn.execute(
+            "INSERT INTO executions VALUES (?, ?, ?, ?, ?, ?)",
+            (version.number, version.parent, execution_id, version.created_at, version.profiles,
+             json.dumps(version.execution)),
+        )  # fmt: skip
+        conn.executemany(
+            "INSERT INTO ledger VALUES (?, ?, ?, ?)",
+            [(fp, version.number, execution_id, version.created_at) for fp in fingerprints],
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO store_meta VALUES ('current_version', ?)",
+            (str(version.number),),
+        )
+        conn.execute("DELETE FROM staging WHERE execution_id = ?", (execution_id,))
+        conn.execute("DELETE FROM staging_buckets WHERE execution_id = ?", (execution_id,))
 
     def abort(self, staging: Staging) -> None:
-        shutil.rmtree(staging.work_dir, ignore_errors=True)
+        remove_work(staging.work_dir)
         if self._schema_version() == 0:
             return
         conn = self.conn
@@ -425,26 +379,20 @@ class SqliteStore(CurrentStateStore):
             )
             conn.execute("COMMIT")
 
-    # --- versions -----------------------------------------------------------
-
-    def versions(self) -> list[Version]:
-        if not self.exists():
-            return []
-        rows = self._sql(f"SELECT {_VERSION_COLUMNS} FROM executions ORDER BY version")
-        return [_version(row) for row in rows]
-
-    def version(self, number: int) -> Version | None:
-        # Only the current state is kept: an older version cannot be read.
-        if not self._readable() or number != self._current_number():
-            return None
-        rows = self._sql(f"SELECT {_VERSION_COLUMNS} FROM executions WHERE version = ?", (number,))
-        return _version(rows[0]) if rows else None
-
     # --- reading ------------------------------------------------------------
 
-    def _rows(self, sql: str, params: Sequence[Any], version: Version | None) -> Iterator[Any]:
-        """Rows of one read transaction: a consistent snapshot (WAL), checked to
-        be `version` (None: whatever is current)."""
+    def _executions(self, column: str | None = None, value: Any = None) -> list[Version]:
+        where = f"WHERE {column} = ?" if column else ""
+        rows = self._sql(
+            f"SELECT {_VERSION_COLUMNS} FROM executions {where} ORDER BY version",
+            () if column is None else (value,),
+        )
+        return [_version(row) for row in rows]
+
+    def _records(
+        self, after: bytes | None, version: Version | None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """One read transaction: a consistent snapshot (WAL)."""
         conn = _connect(self.path)
         try:
             conn.execute("BEGIN")
@@ -452,66 +400,18 @@ class SqliteStore(CurrentStateStore):
                 "SELECT value FROM store_meta WHERE name = 'current_version'"
             ).fetchone()
             if version is not None and (current is None or int(current[0]) != version.number):
-                raise StoreError(
-                    f"store {self.url}: version {version.number} is no longer the current "
-                    "state, and a SQLite store keeps no other"
-                )
-            yield from conn.execute(sql, params)
+                raise self._no_longer_current(version)
+            sql = "SELECT key, record FROM profiles WHERE key > ? ORDER BY key"
+            for key, record in conn.execute(sql, (after or b"",)):
+                yield key, record.encode()
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             raise StoreError(f"store {self.url}: {e}") from e
         finally:
             conn.close()
 
-    def export(self) -> Iterator[bytes]:
-        if not self.exists():
-            return
-        for (record,) in self._rows("SELECT record FROM profiles ORDER BY key", (), None):
-            yield record.encode()
+    def _lookup(self, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        return _lookup(self.conn, keys)
 
-    def get(self, identifier: Identifier) -> bytes | None:
-        rows = self._sql("SELECT record FROM profiles WHERE key = ?", (identifier.key,))
-        return rows[0][0].encode() if rows else None
-
-    def scan(
-        self,
-        version: Version,
-        after: bytes | None = None,
-        keep: Callable[[bytes], bool] | None = None,
-    ) -> Iterator[tuple[bytes, bytes]]:
-        sql = "SELECT key, record FROM profiles WHERE key > ? ORDER BY key"
-        for key, text in self._rows(sql, (after or b"",), version):
-            record = text.encode()
-            if keep is None or keep(record):
-                yield key, record
-
-    def get_many(self, version: Version, keys: Collection[bytes]) -> dict[bytes, bytes]:
-        if version.number != self._current_number():
-            raise StoreError(
-                f"store {self.url}: version {version.number} is no longer the current state"
-            )
-        return {key: record.encode() for key, record in _lookup(self.conn, sorted(set(keys)))}
-
-    def verify(self, number: int | None = None) -> Verification:
-        current = self.current()
-        if current is None:
-            raise StoreError(f"store {self.url} has no published version")
-        if number is not None and number != current.number:
-            raise StoreError(
-                f"store {self.url}: a SQLite store keeps only its current version "
-                f"({current.number}), not {number}"
-            )
-        problems = [f"{self.path}: {r[0]}" for r in self._sql("PRAGMA quick_check") if r[0] != "ok"]
-        lines = 0
-        for key, text in self._rows("SELECT key, record FROM profiles ORDER BY key", (), current):
-            lines += 1
-            line = bytes(key) + records.SEPARATOR + str(text).encode() + b"\n"
-            problem = records.problem(line)
-            if problem is not None and len(problems) < _MAX_PROBLEMS:
-                problems.append(f"profile {bytes(key)[:80]!r} {problem}")
-        if lines != current.profiles:
-            problems.append(
-                f"version {current.number} records {current.profiles:,} profiles, "
-                f"the profiles table holds {lines:,}"
-            )
-        return Verification(current.number, 1, lines, tuple(problems))
+    def _integrity_problems(self) -> list[str]:
+        return [f"{self.path}: {r[0]}" for r in self._sql("PRAGMA quick_check") if r[0] != "ok"]

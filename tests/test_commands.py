@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from profile_import import schemas
 from profile_import.core.codes import PRECEDENCE, LineRejected, RejectCode
-from profile_import.core.commands import CheckSettings, CommandChecker, classify, load_accepted
+from profile_import.core.commands import (
+    CheckSettings,
+    CommandChecker,
+    classify,
+    load_accepted,
+    nul_path,
+)
 from profile_import.core.fold import Command
 from profile_import.core.validation import SchemaValidator
 
@@ -181,6 +187,84 @@ def test_integers_beyond_64_bits_are_never_rounded(
             CHECKER.check(line.encode())
         if code is RejectCode.INVALID_FIELD:
             assert "an integer outside the 64-bit range" in caught.value.message
+
+
+# --- U+0000, for a store that cannot hold it (PostgreSQL) -------------------
+
+NO_NUL = CheckSettings(holds_nul=False).build()
+NUL = "\x00"
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "where"),
+    [
+        (with_(), None, None),
+        (with_(user_profile={"a": f"x{NUL}y"}), RejectCode.INVALID_FIELD, "user_profile/a:"),
+        (with_(user_profile={f"k{NUL}": 1}), RejectCode.INVALID_FIELD, "user_profile:"),
+        (
+            with_(user_profile={"a": [1, {"b": {f"{NUL}": None}}]}),
+            RejectCode.INVALID_FIELD,
+            "user_profile/a/1/b:",
+        ),
+        (with_(user_profile={"a": ["ok", NUL]}), RejectCode.INVALID_FIELD, "user_profile/a/1:"),
+        (with_(email_hash=f"h{NUL}"), RejectCode.INVALID_IDENTIFIER, "email_hash holds"),
+        (
+            with_(email_hash=..., user_agent_id=NUL, user_profile={"a": NUL}),
+            RejectCode.INVALID_IDENTIFIER,
+            "user_agent_id holds",
+        ),
+        (
+            with_(email_hash=..., compartment_id="c", user_account_id=f"{NUL}u"),
+            RejectCode.INVALID_IDENTIFIER,
+            "user_account_id holds",
+        ),
+        (
+            with_(email_hash=..., compartment_id=f"c{NUL}", user_account_id=1),
+            RejectCode.INVALID_IDENTIFIER,
+            "compartment_id holds",
+        ),
+        # A literal backslash followed by "u0000" is no NUL.
+        (with_(user_profile={"a": "\\u0000"}), None, None),
+        # A DELETE's user_profile is ignored, so it is not stored either.
+        (
+            json.dumps({"operation": "DELETE", "email_hash": "h", "user_profile": {"a": NUL}}),
+            None,
+            None,
+        ),
+        # Its place in SPEC §3's order: after the identifier, with INVALID_FIELD.
+        (with_(user_profile={"a": NUL}, extra=1), RejectCode.INVALID_FIELD, "user_profile/a:"),
+        (with_(user_profile={"a": NUL}, force_replace=...), RejectCode.MISSING_FORCE_REPLACE, ""),
+        (with_(user_profile={"a": NUL}, force_replace="no"), RejectCode.INVALID_FIELD, "force"),
+        (with_(email_hash=NUL, user_agent_id="v"), RejectCode.MULTIPLE_IDENTIFIERS, ""),
+        (with_(email_hash=NUL, force_replace=...), RejectCode.INVALID_IDENTIFIER, "email_hash"),
+        # Outside the identifier and the profile, nothing is stored.
+        (with_(operation=f"UPSERT{NUL}"), RejectCode.INVALID_OPERATION, ""),
+        (with_(**{f"x{NUL}": 1}), RejectCode.UNKNOWN_FIELD, ""),
+    ],
+)
+def test_a_store_without_nul_rejects_the_lines_that_would_put_it_there(
+    line: str, code: RejectCode | None, where: str | None
+) -> None:
+    assert code_of(line, NO_NUL) is code
+    if code is None:
+        assert code_of(line) is None
+        return
+    with pytest.raises(LineRejected) as caught:
+        NO_NUL.check(line.encode())
+    assert where is not None and where in caught.value.message
+    if "U+0000" in caught.value.message:
+        assert caught.value.message.endswith("which this store cannot hold")
+        assert NUL not in caught.value.message
+        # A store that holds NUL accepts the line, or rejects it for a later fault.
+        other = code_of(line)
+        assert other is None or PRECEDENCE.index(other) > PRECEDENCE.index(code)
+
+
+def test_the_nul_check_skips_lines_without_the_escape() -> None:
+    line = with_(user_profile={"a": "no escape here"}).encode()
+    assert b"\\u0000" not in line and NO_NUL.check(line) is not None
+    assert nul_path({"a": [{"b": "x"}], "c": {"d": NUL}}, "p") == "p/c/d"
+    assert nul_path({"a": 1, "b": [None, True, 2.5]}, "p") is None
 
 
 def test_load_accepted() -> None:

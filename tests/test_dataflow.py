@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 
 import apache_beam as beam
@@ -17,11 +18,13 @@ from profile_import.pipelines import import_profiles
 from profile_import.runners import cli
 from profile_import.runners.beam_options import ImportOptions
 from profile_import.runners.dataflow import launch
+from profile_import.runners.execution import Execution, RunSettings
 from profile_import.runners.options import OPTIONS, parse_run_args, template_metadata
 from profile_import.stores.snapshot import SnapshotStore
 from profile_import.transforms.finalize import Finalizer, RunContext
 
 from .helpers import PORTABLE, export, message_lines, read_ndjson, run_cli, upsert, write_lines
+from .object_servers import new_bucket
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "runners" / "dataflow"
@@ -161,7 +164,17 @@ def test_a_launch_that_does_not_wait_completes_the_import(tmp_path: Path) -> Non
     ("store", "outputs", "reason"),
     [
         ("sqlite:///{tmp}/p.db", [], "the store sqlite:///{tmp}/p.db is on this machine"),
-        ("postgresql:///postgres?table=t", [], "keeps its run's work folder on this machine"),
+        (
+            "postgresql:///postgres?table=t",
+            [],
+            "a PostgreSQL store keeps its run's work folder under --temp_location, which must "
+            "be an s3:// or gs:// URL (got none)",
+        ),
+        (
+            "postgresql:///postgres?table=t",
+            ["--temp_location={tmp}/temp"],
+            "under --temp_location, which must be an s3:// or gs:// URL (got {tmp}/temp)",
+        ),
         (
             "gs://profile-import-test/store",
             ["--report", "{tmp}/r.json", "--rejects", "gs://profile-import-test/r.ndjson"],
@@ -187,3 +200,31 @@ def test_workers_elsewhere_need_everything_where_they_reach_it(
     assert reason.replace("{tmp}", str(tmp_path)) in message_lines(result.stderr)[-1]
     # No store was created; only the report of the refusal where it was asked.
     assert {p.name for p in tmp_path.iterdir()} <= {"a.ndjson", "r.json"}
+
+
+def test_a_postgresql_store_runs_on_dataflow_with_its_work_under_temp_location(
+    postgres: str, gcs_endpoint: str, tmp_path: Path
+) -> None:
+    """PostgreSQL is reachable from workers anywhere: the launch stages the run
+    on the server, puts its work folder under --temp_location and builds the
+    job for Dataflow (`--dry_run`: translated whole, never submitted)."""
+    bucket = f"gs://{new_bucket('gs')}"
+    src = write_lines(tmp_path / "a.ndjson", [upsert({"email_hash": "h"}, {})])
+    settings = RunSettings(
+        inputs=[str(src)],
+        store=f"postgresql:///{postgres}?table=t_dataflow_{uuid.uuid4().hex[:8]}",
+        report_path=f"{bucket}/report.json",
+        rejects_path=f"{bucket}/rejects.ndjson",
+        beam_args=[
+            "--runner=DataflowRunner",
+            "--dry_run=True",
+            "--project=profile-import-test",
+            "--region=europe-west1",
+            f"--temp_location={bucket}/tmp/",
+        ],
+        wait=False,
+    )
+    execution = Execution(settings)
+    outcome = execution.run()
+    assert outcome.exit_code == 0 and outcome.report["status"] == "SUBMITTED", outcome.report
+    assert execution.work_root == f"{bucket}/tmp/profile-import"

@@ -19,9 +19,11 @@ from profile_import.core.fold import StoredProfile
 from profile_import.core.identifiers import Identifier, bucket_of
 from profile_import.stores import failpoints, open_store
 from profile_import.stores.base import Staging, StoreError, StoreLocked
+from profile_import.stores.files import open_files
 from profile_import.stores.postgres import PostgresStore, parse_url
 
 from .helpers import CLI, ONE_WORKER, run_cli, upsert, without_times, write_lines
+from .object_servers import new_bucket, put
 
 THEN, NOW = "2026-01-01T00:00:00.000Z", "2026-11-23T00:00:00.000Z"
 BUCKETS = 4
@@ -211,3 +213,59 @@ def test_an_unreachable_server_is_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("profile-import: error: store postgresql://nohost.invalid")
     assert "cannot connect" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+NUL_LINES = [
+    upsert({"email_hash": "a"}, {"n": 1, "text": "a literal \\u0000 is no NUL"}),
+    upsert({"email_hash": "b"}, {"n": 2, "s": "x\x00y"}),
+    upsert({"email_hash": "c"}, {"n": 3, "o": {"k\x00": 1}}),
+    upsert({"email_hash": "d\x00"}, {"n": 4}),
+    upsert({"compartment_id": "1", "user_account_id": "\x00"}, {"n": 5}),
+    {"operation": "DELETE", "email_hash": "e", "user_profile": {"ignored": "\x00"}},
+    upsert({"email_hash": "f"}, {"n": 6}),
+]
+
+
+def test_a_line_holding_nul_is_a_reject_not_a_failed_run(url: str, tmp_path: Path) -> None:
+    """PostgreSQL's text and jsonb cannot hold U+0000: such lines are rejected
+    with their line numbers, and the run applies the others."""
+    rejects = tmp_path / "rejects.ndjson"
+    result = run_cli("run", "--store", url, "--rejects", rejects, "--report", "-",
+                     write_lines(tmp_path / "in.ndjson", NUL_LINES))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads(result.stdout)
+    assert report["status"] == "SUCCEEDED_WITH_ERRORS"
+    assert (report["counts"]["upserts"], report["counts"]["rejected"]) == (2, 4)
+    found = [orjson.loads(x) for x in rejects.read_text().splitlines()]
+    assert [(r["line"], r["code"]) for r in found] == [
+        (2, "INVALID_FIELD"),
+        (3, "INVALID_FIELD"),
+        (4, "INVALID_IDENTIFIER"),
+        (5, "INVALID_IDENTIFIER"),
+    ]
+    assert all("U+0000" in r["message"] and "cannot hold" in r["message"] for r in found)
+    exported = run_cli("export", "--store", url)
+    assert without_times([orjson.loads(x) for x in exported.stdout.splitlines()]) == [
+        {"email_hash": "a", "user_profile": {"n": 1, "text": "a literal \\u0000 is no NUL"}},
+        {"email_hash": "f", "user_profile": {"n": 6}},
+    ]
+
+
+@pytest.mark.parametrize("end", ["abort", "commit"])
+def test_a_work_folder_in_a_bucket_is_removed_when_the_run_ends(
+    url: str, object_scheme: str, end: str
+) -> None:
+    """For workers elsewhere, a run's work folder (its reject files) is under a
+    bucket URL; the run's end removes it, as it removes a local one."""
+    root = f"{object_scheme}://{new_bucket(object_scheme)}/tmp/profile-import"
+    store = PostgresStore(url, buckets=BUCKETS, work_root=root)
+    staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
+    assert staging.work_dir == f"{root}/e1"
+    put(f"{staging.work_dir}/rejects/0.ndjson", b"{}\n")
+    put(f"{root}/other-run/rejects/0.ndjson", b"{}\n")
+    if end == "abort":
+        store.abort(staging)
+    else:
+        store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
+    assert not open_files(root).exists("e1/rejects/0.ndjson")
+    assert open_files(root).exists("other-run/rejects/0.ndjson")

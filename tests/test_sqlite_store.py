@@ -343,3 +343,25 @@ def test_a_dry_run_on_a_new_store_creates_nothing(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert orjson.loads(result.stdout)["counts"]["profiles_created"] == 1
     assert not (tmp_path / "p.db").exists()
+
+
+def test_a_sqlite_store_keeps_nul_in_identifiers_and_profiles(tmp_path: Path) -> None:
+    """Unlike PostgreSQL, SQLite keeps U+0000 (its records are JSON text, where
+    it is the escape `\\u0000`): such lines are applied, and export gives them back."""
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    lines = [
+        upsert({"email_hash": "b"}, {"s": "x\x00y", "o": {"k\x00": [1]}}),
+        upsert({"email_hash": "d\x00"}, {"n": 4}),
+        upsert({"compartment_id": "1", "user_account_id": "\x00"}, {"n": 5}),
+    ]
+    result = run_cli("run", "--store", url, "--rejects", os.devnull, "--report", "-",
+                     write_lines(tmp_path / "in.ndjson", lines))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["counts"]["rejected"] == 0
+    exported = run_cli("export", "--store", url)
+    assert without_times([orjson.loads(x) for x in exported.stdout.splitlines()]) == [
+        {"compartment_id": "1", "user_account_id": "\x00", "user_profile": {"n": 5}},
+        {"email_hash": "b", "user_profile": {"s": "x\x00y", "o": {"k\x00": [1]}}},
+        {"email_hash": "d\x00", "user_profile": {"n": 4}},
+    ]
+    assert run_cli("verify", "--store", url).returncode == 0
