@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import random
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,42 @@ def test_offset_of_agrees_with_a_linear_search(
                 expected_found = [(k, lines[keys.index(k)][len(k) + 1 : -1]) for k in wanted
                                   if k in keys]  # fmt: skip
                 assert found == expected_found
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("record_sizes", [(0, 1, 10), (1, 10, 3000), (2000, 9000)])
+def test_find_mapped_agrees_with_a_lookup(
+    tmp_path: Path, seed: int, record_sizes: tuple[int, ...]
+) -> None:
+    """Galloping and bisecting in a mapped file finds exactly the stored keys,
+    whatever the line lengths (empty records are tombstones), prefixes included."""
+    rnd = random.Random(seed)
+    keys = sorted({f"k{rnd.randrange(5_000)}".encode() for _ in range(400)})
+    lines = [k + b"\t" + b"x" * rnd.choice(record_sizes) + b"\n" for k in keys]
+    data = b"".join(lines)
+    path = tmp_path / "bucket"
+    path.write_bytes(data)
+    records_of = {k: line[len(k) + 1 : -1] for k, line in zip(keys, lines, strict=True)}
+    asks = [
+        sorted({*rnd.sample(keys, 7), b"k", b"k9999", b"a", b"zz"}),
+        keys,
+        sorted({*keys[::3], *(k + b"0" for k in keys[::5])}),
+        [keys[0]],
+        [keys[-1]],
+        [b"k" + keys[-1]],
+        [],
+    ]
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        for wanted in asks:
+            expected = [(k, records_of[k]) for k in wanted if k in records_of]
+            assert list(sorted_files.find_mapped(mapped, wanted)) == expected
+            assert list(sorted_files.find_mapped(data, wanted)) == expected
+
+
+def test_find_mapped_names_a_line_that_is_not_a_store_line() -> None:
+    data = b"a\t1\nb-no-separator\nc\t3\n"
+    with pytest.raises(ValueError, match="not a store line"):
+        list(sorted_files.find_mapped(data, [b"b"]))
 
 
 # --- the store ----------------------------------------------------------------

@@ -16,7 +16,7 @@ from profile_import.core import records
 from profile_import.core.bucket import apply_to_bucket, bucket_changes
 from profile_import.core.fold import Command
 from profile_import.core.identifiers import Identifier, bucket_of
-from profile_import.stores import snapshot
+from profile_import.stores import snapshot, sorted_files
 from profile_import.stores.base import StoreError
 from profile_import.stores.snapshot import SnapshotStore
 
@@ -291,3 +291,41 @@ def test_compact_refuses_a_store_that_does_not_exist(tmp_path: Path) -> None:
     store = SnapshotStore(str(tmp_path / "s"))
     with pytest.raises(StoreError, match="no published version"):
         store.compact()
+
+
+@pytest.mark.usefixtures("no_size_limit")
+@pytest.mark.parametrize("seed", [4, 5])
+def test_sparse_keys_found_by_bisecting_read_as_a_full_rewrite(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few keys in a big bucket file are bisected for (`SnapshotBucketSource._find`),
+    not read through: the result must be the same as a full rewrite's."""
+    bisected: list[int] = []
+    find_mapped = sorted_files.find_mapped
+
+    def counting(data: Any, keys: Any) -> Any:
+        bisected.append(len(keys))
+        return find_mapped(data, keys)
+
+    monkeypatch.setattr(sorted_files, "find_mapped", counting)
+    deltas = SnapshotStore(str(tmp_path / "deltas"), buckets=2)
+    whole = SnapshotStore(str(tmp_path / "whole"), buckets=2)
+    users = 3000
+    seeded = {ident(n): [Command("UPSERT", {"n": n, "pad": "x" * 150}, True)] for n in range(users)}
+    for n, run in enumerate([seeded, *random_runs(seed, 4, users=users, size=12)], 1):
+        apply_run(deltas, f"r{n}", run, n, whole=False)
+        apply_run(whole, f"r{n}", run, n, whole=True)
+        assert list(deltas.export()) == list(whole.export())
+        assert deltas.verify().sound, deltas.verify().problems
+    assert bisected  # the runs after the first did bisect
+
+
+def test_a_bisected_file_of_the_wrong_size_is_damage(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "s"), buckets=1)
+    seeded = {ident(n): [Command("UPSERT", {"n": n, "pad": "x" * 150}, True)] for n in range(3000)}
+    apply_run(store, "r1", seeded, 1, whole=False)
+    (base,) = (tmp_path / "s").glob("data/r1/bucket-*.kv")
+    base.write_bytes(base.read_bytes()[:-200])
+    source = store.source(store.current())
+    with pytest.raises(StoreError, match="is damaged"):
+        list(source.read_keys(0, [ident(7).key]))
