@@ -452,7 +452,9 @@ class Execution:
                     return self._submitted(staging is not None)
         except Exception as e:  # noqa: BLE001 - any failure of the run fails it cleanly
             if self.in_process:
-                return self._failed(f"the import failed: {_root_message(e)}", 1)
+                # Our own errors, already one line and naming their cause.
+                first = str(e).strip().splitlines()
+                return self._failed(f"the import failed: {first[0] if first else repr(e)}", 1)
             crash = f"the pipeline failed: {_root_message(e)} (--verbose shows Beam's log)"
             return self._failed(crash, 1)
         finally:

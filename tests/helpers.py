@@ -40,9 +40,11 @@ PORTABLE = (
 
 
 def run_cli(
-    *args: str | Path, beam: Sequence[str] = ONE_WORKER, timeout: float = 300
+    *args: str | Path, beam: Sequence[str] = (), timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """Runs `profile-import ARGS`; `run` gets one in-process worker unless told."""
+    """Runs `profile-import ARGS`; `run` gets the Beam options `beam` (none: a
+    small import runs in this process, as a user's does; the tests of the Beam
+    pipeline ask for it: `ONE_WORKER`, `LOCAL`, `PORTABLE`)."""
     argv = [*CLI, *(str(a) for a in args)]
     if args and args[0] == "run":
         argv += list(beam)

@@ -87,7 +87,8 @@ def test_example_file_end_to_end(tmp_path: Path) -> None:
         f"{EXAMPLE}:9: INVALID_JSON not valid JSON: "
         "unexpected end of data: line 1 column 131 (char 130)",
     ]
-    assert rep["runner"] == "FnApiRunner" and rep["version"] == 1 and rep["execution_id"]
+    # A small import: run in this process (the README's main job).
+    assert rep["runner"] == "InProcess" and rep["version"] == 1 and rep["execution_id"]
     assert rep["started_at"].endswith("Z") and rep["finished_at"] >= rep["started_at"]
 
     lines = EXAMPLE.read_text().splitlines()

@@ -17,7 +17,7 @@ import pytest
 from profile_import.runners import local, logs
 from profile_import.runners.cli import build_parser
 
-from .helpers import run_cli
+from .helpers import ONE_WORKER, run_cli
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "commands.ndjson"
 LOG_LINE = re.compile(
@@ -25,7 +25,12 @@ LOG_LINE = re.compile(
 )
 # The launcher's phases; the final step (checks, rejects, publish) is the
 # pipeline's last, and its outcome ends the pipeline's line.
-PHASES = ["listing inputs", "waiting for the store lock", "pipeline"]
+PHASES = ["listing inputs", "waiting for the store lock"]
+# The last phase, by engine: (Beam options, its name, what its start says).
+ENGINES = {
+    "in_process": ((), "in process", r"a small import, no Beam pipeline"),
+    "pipeline": (ONE_WORKER, "pipeline", r"FnApiRunner, 1 worker\(s\)"),
+}
 
 
 def _parsers(
@@ -211,11 +216,13 @@ def _log(stderr: str) -> list[tuple[datetime, str]]:
     return entries
 
 
-def test_a_run_logs_when_each_phase_started_and_ended(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_run_logs_when_each_phase_started_and_ended(tmp_path: Path, engine: str) -> None:
+    beam, last, detail = ENGINES[engine]
     before = datetime.now(UTC).replace(microsecond=0)
     result = run_cli(
         "run", "--store", tmp_path / "s", "--report", tmp_path / "r.json",
-        "--rejects", tmp_path / "rej", EXAMPLE,
+        "--rejects", tmp_path / "rej", EXAMPLE, beam=beam,
     )  # fmt: skip
     after = datetime.now(UTC)
     assert result.returncode == 0, result.stderr
@@ -225,12 +232,12 @@ def test_a_run_logs_when_each_phase_started_and_ended(tmp_path: Path) -> None:
     messages = [message for _, message in entries]
     assert messages[0].startswith("execution ") and "into store" in messages[0]
     phases = [m.split(":")[0] for m in messages[1:]]
-    assert phases == [p for p in PHASES for _ in (0, 1)], messages
+    assert phases == [p for p in [*PHASES, last] for _ in (0, 1)], messages
     assert all(re.fullmatch(r"[a-z ]+: started( \(.*\))?", m) for m in messages[1::2])
     assert all(re.fullmatch(r"[a-z ]+: done in \d+\.\d\d s( \(.*\))?", m) for m in messages[2::2])
-    assert re.fullmatch(r"pipeline: started \(FnApiRunner, 1 worker\(s\)\)", messages[5])
+    assert re.fullmatch(rf"{last}: started \({detail}\)", messages[5])
     assert re.fullmatch(
-        r"pipeline: done in \d+\.\d\d s \(SUCCEEDED_WITH_ERRORS: 9 lines, .*"
+        rf"{last}: done in \d+\.\d\d s \(SUCCEEDED_WITH_ERRORS: 9 lines, .*"
         r"published as store version 1\)",
         messages[6],
     )
@@ -241,15 +248,17 @@ def test_a_run_logs_when_each_phase_started_and_ended(tmp_path: Path) -> None:
     assert _error_lines(result.stderr)[0].startswith("profile-import: SUCCEEDED_WITH_ERRORS")
 
 
-def test_a_failed_run_logs_where_it_stopped(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_failed_run_logs_where_it_stopped(tmp_path: Path, engine: str) -> None:
+    beam, last, _ = ENGINES[engine]
     result = run_cli(
         "run", "--store", tmp_path / "s", "--report", tmp_path / "r.json",
-        "--rejects", tmp_path / "rej", "--max-rejects", "0", EXAMPLE,
+        "--rejects", tmp_path / "rej", "--max-rejects", "0", EXAMPLE, beam=beam,
     )  # fmt: skip
     assert result.returncode == 1
     messages = [message for _, message in _log(result.stderr)]
     assert re.fullmatch(
-        r"pipeline: done in \d+\.\d\d s \(FAILED: 2 rejected lines exceed --max-rejects 0; "
+        rf"{last}: done in \d+\.\d\d s \(FAILED: 2 rejected lines exceed --max-rejects 0; "
         r".*nothing was published, the store is unchanged\)",
         messages[-1],
     )
@@ -266,9 +275,9 @@ def test_quiet_logs_nothing_and_verbose_adds_beams_log(tmp_path: Path) -> None:
         tmp_path / "rej",
         EXAMPLE,
     ]
-    quiet = run_cli("run", "--store", tmp_path / "q", "--quiet", *common)
+    quiet = run_cli("run", "--store", tmp_path / "q", "--quiet", *common, beam=ONE_WORKER)
     assert quiet.returncode == 0 and quiet.stderr == ""
-    verbose = run_cli("run", "--store", tmp_path / "v", "--verbose", *common)
+    verbose = run_cli("run", "--store", tmp_path / "v", "--verbose", *common, beam=ONE_WORKER)
     assert verbose.returncode == 0
     assert len(_log(verbose.stderr)) == 7  # the project's lines, as without --verbose
     assert re.search(r"Z (INFO|WARNING) apache_beam[\w.]*: ", verbose.stderr)
