@@ -54,9 +54,8 @@ def run(job: ImportJob) -> dict[str, Any]:
         input_count=len(ctx.inputs),
     )
     checker = job.check.build()
-    # bucket -> key -> the key's commands, in input order.
-    commands: dict[int, dict[bytes, list[Command]]] = {}
-    applied: dict[int, int] = {}
+    # key -> its commands, in input order (bucketed once a key, not once a line).
+    by_key: dict[bytes, list[Command]] = {}
     input_counts: dict[int, dict[str, int]] = {}
     reject_files: list[RejectFile] = []
     with paused():
@@ -66,30 +65,33 @@ def run(job: ImportJob) -> dict[str, Any]:
             split = whole_input(file)
             tally = SplitTally()
             for accepted, _ in checked_lines(split, checker, job.check, tally, params):
-                bucket = bucket_of(accepted.key, job.buckets)
-                by_key = commands.get(bucket)
-                if by_key is None:
-                    commands[bucket] = by_key = {}
-                    applied[bucket] = 0
                 sequence = by_key.get(accepted.key)
                 if sequence is None:
                     by_key[accepted.key] = sequence = []
                 sequence.append(Command.from_object(accepted.obj))
-                applied[bucket] += 1
             input_counts[file.index] = tally.counts()
             if tally.reject_lines:
                 payload = b"".join(tally.reject_lines)
                 reject_files.append(write_reject_file(job.rejects_dir, split.sequence, payload))
+        commands: dict[int, dict[bytes, list[Command]]] = {}
+        for key, sequence in by_key.items():
+            bucket = bucket_of(key, job.buckets)
+            in_bucket = commands.get(bucket)
+            if in_bucket is None:
+                commands[bucket] = in_bucket = {}
+            in_bucket[key] = sequence
+        del by_key
         sink = finalizer.staging.sink if finalizer.staging is not None else None
         source = job.source
         source.open()
         if sink is not None:
             sink.open()
         now = ctx.started_at
-        results = [
-            apply_bucket(source, sink, bucket, commands.pop(bucket), applied[bucket], now)
-            for bucket in sorted(commands)
-        ]
+        results = []
+        for bucket in sorted(commands):
+            in_bucket = commands.pop(bucket)
+            applied = sum(map(len, in_bucket.values()))
+            results.append(apply_bucket(source, sink, bucket, in_bucket, applied, now))
     report = finalizer.finalize(decided, input_counts, add_counts(results), reject_files)
     write_report(ctx, report)
     return report
