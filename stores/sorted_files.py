@@ -138,8 +138,9 @@ def find_mapped(data: Any, keys: Sequence[bytes]) -> Iterator[tuple[bytes, bytes
 
     The keys of one import are spread over the whole file, each some lines
     after the one before: each is found by galloping from where the last one
-    was (probes 1, 2, 4, ... KiB ahead) and bisecting the last step, on line
-    starts, with the searches in C (`find`, `rfind`). ~15 probes a key.
+    was (the first probe half the last gap ahead, then twice as far each
+    time) and bisecting the last step, on line starts, with the searches in
+    C (`find`, `rfind`): ~10 probes a key.
     """
     size = len(data)
     sep, newline = records.SEPARATOR, b"\n"
@@ -156,11 +157,13 @@ def find_mapped(data: Any, keys: Sequence[bytes]) -> Iterator[tuple[bytes, bytes
         return max(int(data.rfind(newline, floor, at)) + 1, floor)
 
     lo = 0  # a line start: every line before it has a key < the keys still asked
+    gap = 1024  # how far the last key was from the one before: where to probe first
     for key in keys:
         if lo >= size:
             return
         # Gallop: find a line start `hi` whose key is >= key (or the end).
-        step = 1024
+        began = lo
+        step = max(gap // 2, 512)
         hi = lo
         while True:
             probe = min(lo + step, size)
@@ -184,6 +187,7 @@ def find_mapped(data: Any, keys: Sequence[bytes]) -> Iterator[tuple[bytes, bytes
             return
         end = data.find(newline, lo)
         end = size if end < 0 else end
+        gap = lo - began
         line_key = key_at(lo)
         if line_key == key:
             yield key, bytes(data[lo + len(key) + 1 : end])
