@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from profile_import.inputs.plan import InputFile
+from profile_import.pipelines import in_process
 from profile_import.runners import runner_choice
 from profile_import.runners.execution import Execution, RunSettings
 
-from .helpers import ONE_WORKER, delete, export, run_cli, upsert, write_lines
+from .helpers import ONE_WORKER, delete, export, run_cli, upsert, write_big_input, write_lines
 
 ALICE = {"compartment_id": "1000", "user_account_id": "alice"}
 BOB = {"email_hash": "5d41402abc4b2a76b9719d911017c592"}
@@ -191,3 +192,27 @@ def test_a_failed_in_process_run_says_why_in_one_line_and_publishes_nothing(
     assert "damaged" in last and last.endswith("the store is unchanged")
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "FAILED"
     assert len(run_cli("versions", "--store", store).stdout.strip().splitlines()) >= 1
+
+
+@pytest.mark.slow
+def test_an_input_over_8_mib_checked_in_two_processes_gives_the_pipelines_result(
+    tmp_path: Path,
+) -> None:
+    """Past `PARALLEL_MIN_BYTES` a forked process checks the second half of the
+    input; the store, rejects and counts are still the Beam pipeline's."""
+    big = write_big_input(tmp_path / "big.ndjson", 60_000)
+    with big.open("a", encoding="utf-8") as f:
+        f.write("{broken\n" + json.dumps(upsert(ALICE, {"last": True})) + "\n")
+    assert big.stat().st_size > in_process.PARALLEL_MIN_BYTES
+    seen = []
+    for name, beam in (("in_process", ()), ("pipeline", ONE_WORKER)):
+        store, report, rejects = tmp_path / name, tmp_path / f"{name}.json", tmp_path / name
+        argv: list[str | Path] = ["run", "--store", store, "--report", report]
+        result = run_cli(*argv, "--rejects", rejects.with_suffix(".rej"), big, beam=beam)
+        assert result.returncode == 0, result.stderr
+        got = json.loads(report.read_text())
+        times = ("created_at", "last_modified_at")
+        profiles = [{k: v for k, v in p.items() if k not in times} for p in export(store)]
+        seen.append((profiles, got["counts"], rejects.with_suffix(".rej").read_text()))
+    assert seen[0] == seen[1]
+    assert seen[0][1]["lines"] == 60_002 and seen[0][1]["rejected"] == 1

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from profile_import.core.merge import upsert
+from profile_import.pipelines import in_process
 from profile_import.runners.execution import Execution, RunSettings
 from profile_import.stores import open_store, snapshot
 
@@ -282,6 +283,31 @@ def test_in_process_run_equals_sequential_fold(
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
         check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill, ())
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**TWO_RUNS)
+def test_in_process_run_in_two_processes_equals_sequential_fold(
+    first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
+) -> None:
+    """With the inputs cut in two halves at their middle byte, the second
+    half checked by a forked process (`in_process.halves`), whatever the
+    files and where the middle falls."""
+    forks: list[int] = []
+
+    class Counted(in_process.Forked[Any]):
+        def __init__(self, work: Any) -> None:
+            forks.append(1)
+            super().__init__(work)
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.object(in_process, "PARALLEL_MIN_BYTES", 1),
+        mock.patch.object(in_process, "Forked", Counted),
+    ):
+        store = Path(tmp) / "store"
+        check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill, ())
+    assert bool(forks) == bool(first or second)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
