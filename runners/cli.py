@@ -29,7 +29,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from profile_import import __version__
+import profile_import
 from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier, normalise_value
 from profile_import.core.ids import AskedIds, IdsError, read_ids
 from profile_import.stores import DEFAULT_STORE, ProfileStore, StoreError, open_store
@@ -53,6 +53,17 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         _fail(f"{message} (see {self.prog} --help)", EXIT_USAGE)
+
+
+class _Version(argparse.Action):
+    """`--version`, with the version read only when asked (see `profile_import`)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        print(f"{parser.prog} {profile_import.__version__}")
+        parser.exit()
 
 
 def _subcommand(commands: Any, name: str, help: str, description: str | None = None) -> Any:
@@ -81,12 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_STATUS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"%(prog)s {__version__}",
-        help="print the version and exit",
-    )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = _subcommand(

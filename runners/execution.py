@@ -37,10 +37,10 @@ from profile_import.inputs import plan as input_plan
 from profile_import.pipelines import in_process
 from profile_import.pipelines.job import ImportJob
 from profile_import.stores import (
+    POSTGRES_SCHEMES,
     ProfileStore,
     StoreError,
     open_store,
-    postgres,
     reachable_from_anywhere,
 )
 from profile_import.transforms import outputs
@@ -293,7 +293,7 @@ class Execution:
                 "its workers cannot write; use the local runner, or the portable runner with "
                 "--job_endpoint=embed --environment_type=LOOPBACK"
             )
-        if s.store.startswith(postgres.SCHEMES):
+        if s.store.startswith(POSTGRES_SCHEMES):
             # Its work folder (the reject files of each split) goes where the
             # workers write: under the runner's --temp_location.
             from apache_beam.options.pipeline_options import GoogleCloudOptions

@@ -6,11 +6,15 @@ store module implements it. `open_store` picks one from a `--store` URL.
 
 from __future__ import annotations
 
-from . import postgres, sqlite
 from .base import ProfileStore, StoreError
 from .snapshot import SnapshotStore
 
 __all__ = ["ProfileStore", "StoreError", "open_store", "reachable_from_anywhere"]
+
+# The database stores' URL schemes. Their modules (and their drivers) are
+# imported only for a store of theirs: a run on the folder store never pays it.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+SQLITE_SCHEME = "sqlite://"
 
 DEFAULT_STORE = "profile-store"
 
@@ -23,9 +27,13 @@ def open_store(
     `sqlite:////absolute.db` a SQLite store; `postgresql://...?table=T&schema=S`
     a PostgreSQL store. `work_root`: where a PostgreSQL store's runs keep their
     work folders (a folder or a bucket URL; default: a temporary folder here)."""
-    if url.startswith(postgres.SCHEMES):
+    if url.startswith(POSTGRES_SCHEMES):
+        from . import postgres
+
         return postgres.PostgresStore(url, buckets=buckets, work_root=work_root)
-    if url.startswith(sqlite.SCHEME):
+    if url.startswith(SQLITE_SCHEME):
+        from . import sqlite
+
         return sqlite.SqliteStore(url, buckets=buckets)
     if url.startswith("file://"):
         url = url[len("file://") :]

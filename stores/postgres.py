@@ -43,6 +43,7 @@ from profile_import.core.fold import StoredProfile
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import IDENTIFIER_FIELDS
 
+from . import POSTGRES_SCHEMES
 from .base import (
     BucketSink,
     BucketSource,
@@ -62,7 +63,7 @@ from .sql import (
     remove_work,
 )
 
-SCHEMES = ("postgresql://", "postgres://")
+SCHEMES = POSTGRES_SCHEMES
 _POLL_SECONDS = 0.2
 _ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 _COLUMNS = (

@@ -40,7 +40,7 @@ from profile_import.core import clock, records
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import bucket_of
 
-from . import locking
+from . import SQLITE_SCHEME, locking
 from .base import (
     BucketSink,
     BucketSource,
@@ -59,7 +59,7 @@ from .sql import (
     remove_work,
 )
 
-SCHEME = "sqlite://"
+SCHEME = SQLITE_SCHEME
 _BATCH = 500  # keys a look-up query (well under SQLite's 32,766 parameters)
 _BUSY_MS = 600_000  # workers staging at once wait for each other, not fail
 
