@@ -22,6 +22,7 @@ from profile_import.core.numbering import first_lines
 from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES, InputSplit, list_inputs, split_ranges
 from profile_import.inputs.scan import ContentHash, count_range, hash_content
 from profile_import.runners import cli
+from profile_import.stores import failpoints
 
 CLI = [sys.executable, "-m", "profile_import.runners.cli"]
 SYSTEM_FIELDS = ("created_at", "last_modified_at")
@@ -77,10 +78,60 @@ def write_lines(path: Path, lines: Iterable[str | dict[str, Any]]) -> Path:
     return path
 
 
-def export(store: Path) -> list[dict[str, Any]]:
+def export(store: str | Path) -> list[dict[str, Any]]:
     result = run_cli("export", "--store", store)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def store_state(store: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """What a user sees of a store: its profiles and its versions; and it verifies."""
+    versions = read_cli("versions", "--store", store)
+    assert versions.returncode == 0, versions.stderr
+    verify = read_cli("verify", "--store", store)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    listed = [line.split()[0] for line in versions.stdout.replace("*", " ").splitlines()]
+    exported = read_cli("export", "--store", store)
+    assert exported.returncode == 0, exported.stderr
+    return without_times([json.loads(line) for line in exported.stdout.splitlines()]), listed
+
+
+def run_killed_at(point: str, store: str | Path, path: Path, *extra: str) -> None:
+    """A real run of `path` into `store`, killed (SIGKILL) at `point`
+    (`stores/failpoints.py`)."""
+    argv = [*CLI, "run", "--quiet", "--store", str(store), "--report", os.devnull]
+    argv += ["--rejects", os.devnull, *ONE_WORKER, *extra, str(path)]
+    env = {**os.environ, failpoints.ENV: point}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+
+
+def check_a_kill_leaves_before_or_after(
+    store: str, folder: Path, point: str, published: bool
+) -> None:
+    """A database store: seeded with 50 profiles, then a run of 40 upserts and
+    7 deletes killed at `point` leaves the store in the before-state, or the
+    after-state if `published`; the rerun completes (or finds it applied)."""
+    seed_lines = [upsert({"email_hash": f"h{n}"}, {"n": n}) for n in range(50)]
+    seed = write_lines(folder / "seed.ndjson", seed_lines)
+    assert run_cli("run", "--store", store, "--rejects", os.devnull, seed).returncode == 0
+    before = store_state(store)
+    lines = [upsert({"email_hash": f"h{n}"}, {"m": n}) for n in range(0, 80, 2)]
+    lines += [delete({"email_hash": f"h{n}"}) for n in range(1, 50, 7)]
+    change = write_lines(folder / "change.ndjson", lines)
+    run_killed_at(point, store, change)
+    after_kill = store_state(store)
+    if published:
+        assert after_kill[1] == ["1", "2"] and after_kill[0] != before[0]
+    else:
+        assert after_kill == before
+    rerun = run_cli("run", "--store", store, "--rejects", os.devnull, "--report", "-", change)
+    assert rerun.returncode == 0, rerun.stderr
+    status = json.loads(rerun.stdout)["status"]
+    assert status == ("ALREADY_APPLIED" if published else "SUCCEEDED")
+    final = store_state(store)
+    assert final[1] == ["1", "2"]
+    assert len(final[0]) == 50 + 15 - 7  # 15 new even keys h50..h78, 7 deleted
 
 
 def without_times(profiles: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,13 +18,13 @@ from profile_import.stores import failpoints
 from .helpers import (
     CLI,
     LOCAL,
-    ONE_WORKER,
     PORTABLE,
     export,
     on_terminal,
     run_cli,
+    run_killed_at,
+    store_state,
     upsert,
-    without_times,
     write_big_input,
     write_lines,
 )
@@ -241,25 +241,6 @@ def test_progress_is_shown_on_a_terminal_only(tmp_path: Path, big_input: Path) -
 
 
 # --- kills during the publish (stores/failpoints.py) -------------------------
-
-
-def run_killed_at(point: str, store: Path, path: Path) -> None:
-    """A real run, killed (SIGKILL) at `point` of its publish."""
-    argv = [*CLI, "run", "--quiet", "--store", str(store), "--report", os.devnull]
-    argv += ["--rejects", os.devnull, *ONE_WORKER, str(path)]
-    env = {**os.environ, failpoints.ENV: point}
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == -signal.SIGKILL, result.stderr
-
-
-def store_state(store: Path) -> tuple[list[dict[str, object]], list[str]]:
-    """What a user sees of a store: its profiles and its versions; and it verifies."""
-    versions = run_cli("versions", "--store", store)
-    assert versions.returncode == 0, versions.stderr
-    verify = run_cli("verify", "--store", store)
-    assert verify.returncode == 0, verify.stdout
-    listed = [line.split()[0] for line in versions.stdout.replace("*", " ").splitlines()]
-    return without_times(export(store)), listed
 
 
 def assert_no_leftovers(store: Path) -> None:

@@ -5,8 +5,6 @@ publish, the lease and kills."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +14,17 @@ import pytest
 from profile_import.stores import failpoints, lease, open_store
 from profile_import.stores.files import open_files
 
-from .helpers import CLI, ONE_WORKER, read_cli, run_cli, upsert, without_times, write_lines
+from .helpers import (
+    CLI,
+    ONE_WORKER,
+    read_cli,
+    run_cli,
+    run_killed_at,
+    store_state,
+    upsert,
+    without_times,
+    write_lines,
+)
 from .object_servers import new_bucket
 
 
@@ -108,24 +116,6 @@ def test_a_lease_is_exclusive_renewed_released_and_fenced(
             other.fence()
 
 
-def state(store: str) -> tuple[list[dict[str, object]], list[str]]:
-    """What a user sees of a store: its profiles and versions; and it verifies."""
-    versions = read_cli("versions", "--store", store)
-    assert versions.returncode == 0, versions.stderr
-    verify = read_cli("verify", "--store", store)
-    assert verify.returncode == 0, verify.stdout
-    listed = [line.split()[0] for line in versions.stdout.replace("*", " ").splitlines()]
-    return without_times(export_url(store)), listed
-
-
-def killed_run(store: str, path: Path, point: str, *extra: str) -> None:
-    argv = [*CLI, "run", "--quiet", "--store", store, "--report", os.devnull]
-    argv += ["--rejects", os.devnull, *ONE_WORKER, *extra, str(path)]
-    env = {**os.environ, failpoints.ENV: point}
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == -signal.SIGKILL, result.stderr
-
-
 KILL_POINTS = [failpoints.BUCKET_WRITTEN, *failpoints.POINTS]
 
 
@@ -139,15 +129,15 @@ def test_a_run_killed_while_writing_or_publishing_leaves_before_or_after(
     store = f"{object_scheme}://{new_bucket(object_scheme)}/store"
     seed = write_lines(tmp_path / "seed.ndjson", [upsert({"email_hash": "seed"}, {"v": 1})])
     assert run_cli("run", "--store", store, "--buckets", "4", seed).returncode == 0
-    before = state(store)
+    before = store_state(store)
     more = write_lines(
         tmp_path / "more.ndjson", [upsert({"email_hash": f"m{i}"}, {"i": i}) for i in range(20)]
     )
-    killed_run(store, more, point)
-    seen = state(store)
+    run_killed_at(point, store, more)
+    seen = store_state(store)
     rerun = run_cli("run", "--store", store, "--lock-timeout", "30", more)
     assert rerun.returncode == 0, rerun.stderr
-    after = state(store)
+    after = store_state(store)
     if point == failpoints.AFTER_POINTER:
         assert seen == after  # published: the rerun finds its input applied
         assert "ALREADY_APPLIED" in rerun.stderr + rerun.stdout

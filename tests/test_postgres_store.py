@@ -3,9 +3,6 @@ starts itself (tests/postgres_server.py)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +19,13 @@ from profile_import.stores.base import Staging, StoreError, StoreLocked
 from profile_import.stores.files import open_files
 from profile_import.stores.postgres import PostgresStore, parse_url
 
-from .helpers import CLI, ONE_WORKER, run_cli, upsert, without_times, write_lines
+from .helpers import (
+    check_a_kill_leaves_before_or_after,
+    run_cli,
+    upsert,
+    without_times,
+    write_lines,
+)
 from .object_servers import new_bucket, put
 
 THEN, NOW = "2026-01-01T00:00:00.000Z", "2026-11-23T00:00:00.000Z"
@@ -159,16 +162,6 @@ def test_a_table_that_is_not_a_store_is_refused(url: str) -> None:
     assert result.returncode == 1 and "exists but is not a profile store" in result.stderr
 
 
-def state(url: str) -> tuple[list[dict[str, object]], list[str]]:
-    versions = run_cli("versions", "--store", url)
-    verify = run_cli("verify", "--store", url)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-    listed = [x.replace("*", " ").split()[0] for x in versions.stdout.splitlines()]
-    exported = run_cli("export", "--store", url)
-    assert exported.returncode == 0, exported.stderr
-    return without_times([orjson.loads(x) for x in exported.stdout.splitlines()]), listed
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("point", "published"),
@@ -182,28 +175,7 @@ def state(url: str) -> tuple[list[dict[str, object]], list[str]]:
 def test_a_kill_leaves_the_before_or_the_after_state(
     tmp_path: Path, url: str, point: str, published: bool
 ) -> None:
-    seed_lines = [upsert({"email_hash": f"h{n}"}, {"n": n}) for n in range(50)]
-    seed = write_lines(tmp_path / "seed.ndjson", seed_lines)
-    assert run_cli("run", "--store", url, "--rejects", os.devnull, seed).returncode == 0
-    before = state(url)
-    lines = [upsert({"email_hash": f"h{n}"}, {"m": n}) for n in range(0, 80, 2)]
-    lines += [{"operation": "DELETE", "email_hash": f"h{n}"} for n in range(1, 50, 7)]
-    change = write_lines(tmp_path / "change.ndjson", lines)
-    argv = [*CLI, "run", "--quiet", "--store", url, "--report", os.devnull, "--rejects", os.devnull]
-    argv += [*ONE_WORKER, str(change)]
-    env = {**os.environ, failpoints.ENV: point}
-    killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    after_kill = state(url)
-    if published:
-        assert after_kill[1] == ["1", "2"] and after_kill[0] != before[0]
-    else:
-        assert after_kill == before
-    rerun = run_cli("run", "--store", url, "--rejects", os.devnull, "--report", "-", change)
-    assert rerun.returncode == 0, rerun.stderr
-    assert orjson.loads(rerun.stdout)["status"] == ("ALREADY_APPLIED" if published else "SUCCEEDED")
-    final = state(url)
-    assert final[1] == ["1", "2"] and len(final[0]) == 50 + 15 - 7
+    check_a_kill_leaves_before_or_after(url, tmp_path, point, published)
     table = parse_url(url)[2]
     assert sql(f"SELECT count(*) FROM pg_tables WHERE tablename LIKE '{table}_stage_%'") == [(0,)]
 

@@ -23,7 +23,15 @@ from profile_import.stores.base import Staging, StoreError, StoreLocked
 from profile_import.stores.migrations import Migration, pending
 from profile_import.stores.sqlite import SqliteStore, path_of
 
-from .helpers import CLI, ONE_WORKER, run_cli, upsert, without_times, write_lines
+from .helpers import (
+    CLI,
+    ONE_WORKER,
+    check_a_kill_leaves_before_or_after,
+    run_cli,
+    upsert,
+    without_times,
+    write_lines,
+)
 
 NOW, THEN = "2026-11-23T00:00:00.000Z", "2026-01-01T00:00:00.000Z"
 BUCKETS = 4
@@ -284,16 +292,6 @@ def test_a_run_stages_only_what_it_changes(tmp_path: Path) -> None:
     assert db.execute("SELECT count(*) FROM profiles").fetchone() == (300,)
 
 
-def state(url: str) -> tuple[list[dict[str, object]], list[str]]:
-    versions = run_cli("versions", "--store", url)
-    verify = run_cli("verify", "--store", url)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-    listed = [x.replace("*", " ").split()[0] for x in versions.stdout.splitlines()]
-    exported = run_cli("export", "--store", url)
-    assert exported.returncode == 0, exported.stderr
-    return without_times([orjson.loads(x) for x in exported.stdout.splitlines()]), listed
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("point", "published"),
@@ -308,30 +306,7 @@ def test_a_kill_leaves_the_before_or_the_after_state(
     tmp_path: Path, point: str, published: bool
 ) -> None:
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    seed_lines = [upsert({"email_hash": f"h{n}"}, {"n": n}) for n in range(50)]
-    seed = write_lines(tmp_path / "seed.ndjson", seed_lines)
-    assert run_cli("run", "--store", url, "--rejects", os.devnull, seed).returncode == 0
-    before = state(url)
-    lines = [upsert({"email_hash": f"h{n}"}, {"m": n}) for n in range(0, 80, 2)]
-    lines += [{"operation": "DELETE", "email_hash": f"h{n}"} for n in range(1, 50, 7)]
-    change = write_lines(tmp_path / "change.ndjson", lines)
-    argv = [*CLI, "run", "--quiet", "--store", url, "--report", os.devnull, "--rejects", os.devnull]
-    env = {**os.environ, failpoints.ENV: point}
-    argv += [*ONE_WORKER, str(change)]
-    killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    after_kill = state(url)
-    if published:
-        assert after_kill[1] == ["1", "2"] and after_kill[0] != before[0]
-    else:
-        assert after_kill == before
-    rerun = run_cli("run", "--store", url, "--rejects", os.devnull, "--report", "-", change)
-    assert rerun.returncode == 0, rerun.stderr
-    status = orjson.loads(rerun.stdout)["status"]
-    assert status == ("ALREADY_APPLIED" if published else "SUCCEEDED")
-    final = state(url)
-    assert final[1] == ["1", "2"]
-    assert len(final[0]) == 50 + 15 - 7  # 15 new even keys h50..h78, 7 deleted
+    check_a_kill_leaves_before_or_after(url, tmp_path, point, published)
     db = sqlite3.connect(tmp_path / "p.db")
     assert db.execute("SELECT count(*) FROM staging").fetchone() == (0,)
 
