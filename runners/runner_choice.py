@@ -33,19 +33,16 @@ def requested(beam_args: Sequence[str]) -> bool | None:
     was; None: neither, the size decides."""
     if not beam_args:
         return None
-    return any(
-        arg.startswith("--runner=") and is_in_process_name(arg.split("=", 1)[1])
-        for arg in beam_args
-    )
+    return any(map(_asks_in_process, beam_args))
 
 
 def beam_options_besides(beam_args: Sequence[str]) -> list[str]:
     """The Beam options given beside `--runner=InProcess` (which it cannot honour)."""
-    return [
-        arg
-        for arg in beam_args
-        if not (arg.startswith("--runner=") and is_in_process_name(arg.split("=", 1)[1]))
-    ]
+    return [arg for arg in beam_args if not _asks_in_process(arg)]
+
+
+def _asks_in_process(arg: str) -> bool:
+    return arg.startswith("--runner=") and is_in_process_name(arg.split("=", 1)[1])
 
 
 def estimated_bytes(inputs: Sequence[InputFile]) -> int | None:
