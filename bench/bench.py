@@ -47,7 +47,11 @@ from typing import Any
 import orjson
 import psutil
 
+from profile_import.inputs.plan import InputFile
+from profile_import.pipelines.in_process import PARALLEL_MIN_BYTES
 from profile_import.runners import runner_choice
+
+LOCAL_RUNNER = "--runner=FnApiRunner"
 
 DEFAULT_LINES = 1_000_000
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
@@ -761,6 +765,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--skip-duckdb", action="store_true", help="no DuckDB row")
     parser.add_argument(
+        "--no-beam-row",
+        dest="beam_row",
+        action="store_false",
+        help="no row of Beam's local runner when the default run is in process",
+    )
+    parser.add_argument(
         "--pipeline-only",
         action="store_true",
         help="only the pipeline rows, no loop, no DuckDB, no comparison (for inputs too large "
@@ -809,14 +819,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"work folder: {work}{'' if args.keep else ' (removed at the end; --keep keeps it)'}")
 
     cores = os.cpu_count() or 1
-    # With no Beam option the command picks its engine by the input's size.
+    # With no Beam option the command picks its engine by the input's size
+    # (and the memory free); the Beam row runs Beam's local runner anyway.
+    in_process = runner_choice.small([InputFile(0, str(input_path), size, None)])
     default = (
-        "in process, no Beam"
-        if size <= runner_choice.IN_PROCESS_MAX_BYTES
-        else f"{cores} workers, all cores"
+        f"no Beam, {'2 processes' if size >= PARALLEL_MIN_BYTES else '1 process'}"
+        if in_process
+        else f"Beam, {cores} workers"
     )
+    beam = (f"pipeline: Beam local runner, {cores} workers", "pipeline-beam", [LOCAL_RUNNER])
+    beam_row = [beam] if in_process and args.beam_row else []
     pipelines = [
         (f"pipeline: default ({default})", "pipeline-default", []),
+        *beam_row,
         *(
             (
                 f"pipeline: {n} worker{'s' if n > 1 else ''}, "

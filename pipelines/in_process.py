@@ -1,4 +1,4 @@
-"""The import's steps run in this process, without Beam: for small imports.
+"""The import's steps run in this process, without Beam: imports that fit in memory.
 
     inputs ──hash_content──► decide (ledger) ──checked_lines──► commands by bucket
         ──apply_bucket──► staged buckets, reject files ──Finalizer──► report
@@ -6,23 +6,32 @@
 The same steps as the pipeline (`pipelines.import_profiles`), through the
 same functions (`transforms.decisions`, `check_lines`, `apply_bucket`,
 `reject_files`, `finalize`), so a run means the same whichever runs it.
-What it leaves out is only what a small import does not need: Beam's
-start-up (a second to import it, more to start workers), splitting inputs
-into ranges, and shuffling lines between processes. Each line is parsed
-once: its accepted command goes straight to its bucket, where the pipeline
-ships the raw line and parses it again after the shuffle.
+What it leaves out is what one machine does not need: Beam's start-up (a
+second to import it in each process), splitting inputs into many ranges,
+and shuffling every line between processes.
+
+From `PARALLEL_MIN_BYTES` of local input, two processes share the work, each
+doing every step on half of it (`in_two_halves`): this one checks the first
+half of the input's bytes, a forked one the second; each applies half of
+the buckets (`owner`). Each keeps its own buckets' commands parsed and hands
+the other the raw lines of the other's buckets, which the other parses
+again: a quarter of the lines on each side, instead of every line as in the
+pipeline's shuffle.
 """
 
 from __future__ import annotations
 
+import ctypes
+import marshal
 import os
 import pickle
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from profile_import.core.commands import CheckSettings, CommandChecker, load_accepted
@@ -33,16 +42,16 @@ from profile_import.inputs.plan import InputFile, InputSplit, is_remote
 from profile_import.inputs.scan import count_range, hash_content
 from profile_import.transforms.apply_bucket import apply_bucket
 from profile_import.transforms.check_lines import SplitTally, checked_lines
-from profile_import.transforms.decisions import decide
+from profile_import.transforms.decisions import Decided, decide
 from profile_import.transforms.finalize import add_counts, write_report
 from profile_import.transforms.gc_pause import paused
-from profile_import.transforms.reject_files import write_reject_file
+from profile_import.transforms.reject_files import RejectFile, write_reject_file
 
 from .job import ImportJob
 
 RUNNER = "InProcess"
-# From this many bytes of input, a second process checks the second half:
-# below, forking and parsing its lines again cost more than they save.
+# From this many bytes of input, two processes share the work: below,
+# forking and handing lines over cost more than they save.
 PARALLEL_MIN_BYTES = 8 << 20
 
 T = TypeVar("T")
@@ -54,16 +63,38 @@ def whole_input(file: InputFile) -> InputSplit:
     return InputSplit(file.index, file.location, 0, None, 1, file.compression, name)
 
 
+# The commands of one bucket, by key, each key's in input order.
+BucketCommands = dict[bytes, list[Command]]
+
+
+@dataclass
+class Handed:
+    """One bucket's accepted lines for the other process, in input order: their
+    keys, and the lines as read. Lines hold no newline, so they travel
+    joined by one, and a line is parsed only by the process that applies it."""
+
+    keys: list[bytes] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+
+    def payload(self) -> tuple[list[bytes], bytes]:
+        return self.keys, b"\n".join(self.lines)
+
+
 @dataclass
 class Part:
-    """What checking some splits found: each accepted line's key and raw line
-    (`lines`), or its parsed command straight in `by_key`; counts per input;
-    the rejects of each split with any."""
+    """What checking some splits found: the parsed commands of the buckets this
+    process applies (`mine`), the lines of the other process's (`theirs`),
+    counts per input, the rejects of each split with any."""
 
-    by_key: dict[bytes, list[Command]] = field(default_factory=dict)
-    lines: list[tuple[bytes, bytes]] = field(default_factory=list)
+    mine: dict[int, BucketCommands] = field(default_factory=dict)
+    theirs: dict[int, Handed] = field(default_factory=dict)
     counts: dict[int, dict[str, int]] = field(default_factory=dict)
     rejects: list[tuple[tuple[int, int], bytes]] = field(default_factory=list)
+
+
+def owner(bucket: int) -> int:
+    """Which of the two processes applies a bucket (0: the first)."""
+    return bucket & 1
 
 
 def check_part(
@@ -72,27 +103,52 @@ def check_part(
     settings: CheckSettings,
     params: dict[str, Any] | None,
     *,
-    keep_raw: bool,
+    buckets: int,
+    side: int | None = None,
 ) -> Part:
-    """Checks the splits in order. `keep_raw`: keep each accepted line as read
-    (for another process, which parses it again), else its parsed command."""
+    """Checks the splits in order. `side`: this process applies only the
+    buckets whose `owner` it is (None: every bucket)."""
     part = Part()
-    by_key, raw = part.by_key, part.lines
+    mine, theirs = part.mine, part.theirs
     for split in splits:
         tally = SplitTally()
         for accepted, content in checked_lines(split, checker, settings, tally, params):
-            if keep_raw:
-                raw.append((accepted.key, content))
+            key = accepted.key
+            bucket = bucket_of(key, buckets)
+            if side is not None and owner(bucket) != side:
+                handed = theirs.get(bucket)
+                if handed is None:
+                    theirs[bucket] = handed = Handed()
+                handed.keys.append(key)
+                handed.lines.append(content)
                 continue
-            sequence = by_key.get(accepted.key)
+            in_bucket = mine.get(bucket)
+            if in_bucket is None:
+                mine[bucket] = in_bucket = {}
+            sequence = in_bucket.get(key)
             if sequence is None:
-                by_key[accepted.key] = sequence = []
+                in_bucket[key] = sequence = []
             sequence.append(Command.from_object(accepted.obj))
         index = split.input_index
         part.counts[index] = add_counts([part.counts.get(index, {}), tally.counts()])
         if tally.reject_lines:
             part.rejects.append((split.sequence, b"".join(tally.reject_lines)))
     return part
+
+
+def add_handed(
+    into: dict[int, BucketCommands], handed: dict[int, tuple[list[bytes], bytes]]
+) -> None:
+    """Appends the handed-over lines' commands (in input order) to their keys' in `into`."""
+    for bucket, (keys, joined) in handed.items():
+        in_bucket = into.get(bucket)
+        if in_bucket is None:
+            into[bucket] = in_bucket = {}
+        for key, content in zip(keys, joined.split(b"\n"), strict=True):
+            sequence = in_bucket.get(key)
+            if sequence is None:
+                in_bucket[key] = sequence = []
+            sequence.append(load_accepted(content))
 
 
 def halves(
@@ -125,47 +181,135 @@ def halves(
             return [first, [whole_input(file), *rest]] if first else whole
         name = "" if file.location == file.path else file.path
         head = InputSplit(file.index, file.location, 0, cut, 1, None, name)
-        numbers = first_lines([count_range(head, params), RangeCount(cut, 0, False)])
-        tail = InputSplit(file.index, file.location, cut, size, numbers[cut], None, name)
+        # Not numbered yet (0): the process that reads it numbers it (`numbered`).
+        tail = InputSplit(file.index, file.location, cut, size, 0, None, name)
         return [[*first, head], [tail, *rest]]
     return whole
 
 
+def numbered(splits: Sequence[InputSplit], params: dict[str, Any] | None) -> list[InputSplit]:
+    """The splits, the one cut at the middle of an input numbered: the number of
+    its first line comes from counting the newlines before it."""
+    done = []
+    for split in splits:
+        first_line = split.first_line
+        if first_line == 0:
+            head = replace(split, start=0, end=split.start, first_line=1)
+            count = count_range(head, params)
+            first_line = first_lines([count, RangeCount(split.start, 0, False)])[split.start]
+        done.append(replace(split, first_line=first_line))
+    return done
+
+
+class Exchange:
+    """How the two sides of a run and the launching process signal each other.
+
+    Each side hands the other one payload: written to a file (a pipe would
+    block two writers of large ones), then one byte on a pipe says it is
+    there. The launching process says when both may go on (`go`: one byte
+    to each). A process that ends closes its ends of the pipes, so the one
+    waiting for it never waits for nothing. Payloads are lists and bytes,
+    which marshal writes and reads fastest.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self._folder = folder
+        self._to = (os.pipe(), os.pipe())  # to side 0, to side 1
+        self._go = os.pipe()
+        self._held = {*self._to[0], *self._to[1], *self._go}  # the ends this process holds
+        self._side = -1
+
+    def _keep(self, *ends: int) -> None:
+        for fd in self._held - set(ends):
+            os.close(fd)
+        self._held = set(ends)
+
+    def take_side(self, side: int) -> None:
+        """In a forked side: keeps only the ends it uses."""
+        self._side = side
+        self._keep(self._to[side][0], self._to[1 - side][1], self._go[0])
+
+    def started(self) -> None:
+        """In the launching process, once both sides run: keeps only its go end."""
+        self._keep(self._go[1])
+
+    def go(self) -> None:
+        """In the launching process: lets both sides hand over and apply."""
+        with suppress(BrokenPipeError):  # both ended: their results say why
+            os.write(self._go[1], b"11")
+
+    def close(self) -> None:
+        """In the launching process, at the end: a side still waiting for its
+        go learns the run stopped."""
+        self._keep()
+
+    def wait_to_go(self) -> None:
+        """In a side: waits for the launching process's go."""
+        if os.read(self._go[0], 1) != b"1":
+            raise HandOverError("the run stopped before applying anything")
+
+    def _path(self, side: int) -> str:
+        return os.path.join(self._folder, f"to-{side}.marshal")
+
+    def send(self, payload: Any) -> None:
+        with open(self._path(1 - self._side), "wb") as f:
+            f.write(marshal.dumps(payload))
+        try:
+            os.write(self._to[1 - self._side][1], b"1")
+        except BrokenPipeError as e:
+            raise HandOverError("the other process of the run ended first") from e
+
+    def receive(self) -> Any:
+        if os.read(self._to[self._side][0], 1) != b"1":
+            raise HandOverError("the other process of the run ended before handing over its lines")
+        with open(self._path(self._side), "rb") as f:
+            return marshal.loads(f.read())  # marshal.load(f) reads a few bytes at a time
+
+
+class HandOverError(Exception):
+    """The other process ended first: its own error says why."""
+
+
+# What a forked process built and keeps to its end: it ends with `os._exit`,
+# and the system takes its memory back at once, where freeing millions of
+# commands object by object costs a sixth of a large import's CPU.
+LEFT_TO_EXIT: list[Any] = []
+
+
 class Forked(Generic[T]):
-    """`work()` run in a forked process (Beam, the schemas, the parsed commands
-    are already in memory: nothing to start or send), its result handed back
+    """`work()` run in a forked process (the schemas, the settings, the store's
+    handles are already in memory: nothing to start), its result handed back
     through a file. The work only reads and writes local files."""
 
-    def __init__(self, work: Callable[[], T]) -> None:
-        self._folder = tempfile.mkdtemp(prefix="profile-import-part-")
-        self._result = os.path.join(self._folder, "result.pickle")
+    def __init__(self, work: Callable[[], T], folder: str) -> None:
+        self._result = os.path.join(folder, f"result-{id(self)}.pickle")
+        parent = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:  # the child: never returns
             code = 1
             try:
+                _die_with(parent)
                 result = work()
                 with open(self._result, "wb") as f:
                     pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
                 code = 0
             except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails
-                with suppress(BaseException), open(self._result + ".error", "w") as f:
-                    f.write(str(e) or type(e).__name__)
+                with suppress(BaseException), open(self._result + ".error", "wb") as f:
+                    pickle.dump((type(e) is HandOverError, str(e) or type(e).__name__), f)
             finally:
                 os._exit(code)
 
     def result(self) -> T:
         _, status = os.waitpid(self.pid, 0)
         self.pid = 0
-        try:
-            if status != 0:
-                with suppress(OSError), open(self._result + ".error") as f:
-                    raise InProcessError(f.read())
-                raise InProcessError(f"the second process ended with status {status}")
-            with open(self._result, "rb") as f:
-                result: T = pickle.load(f)
-            return result
-        finally:
-            shutil.rmtree(self._folder, ignore_errors=True)
+        if status != 0:
+            with suppress(OSError), open(self._result + ".error", "rb") as f:
+                handed, message = pickle.load(f)
+                raise (HandOverError if handed else InProcessError)(message)
+            raise InProcessError(f"a process of the run ended with status {status}")
+        with open(self._result, "rb") as f:
+            result: T = pickle.load(f)
+        return result
 
     def stop(self) -> None:
         """Ends the child if it still runs (the parent failed or was interrupted)."""
@@ -174,22 +318,150 @@ class Forked(Generic[T]):
                 os.kill(self.pid, signal.SIGKILL)
                 os.waitpid(self.pid, 0)
             self.pid = 0
-            shutil.rmtree(self._folder, ignore_errors=True)
 
 
-def in_two(work: Callable[[], T], other: Callable[[], T] | None) -> tuple[T, T | None]:
-    """`work()` here and `other()` (if any) in a forked process, at the same time."""
-    forked = Forked(other) if other is not None else None
-    try:
-        mine = work()
-        return mine, forked.result() if forked is not None else None
-    finally:
-        if forked is not None:
-            forked.stop()
+def _die_with(parent: int) -> None:
+    """Has Linux end this (forked) process when its parent ends, so a run
+    killed with SIGKILL leaves no process staging buckets behind it."""
+    if sys.platform.startswith("linux"):
+        with suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it ended before prctl took effect
+        os._exit(1)
 
 
 class InProcessError(Exception):
-    """The second process of an in-process run failed: nothing is published."""
+    """A forked process of an in-process run failed: nothing is published."""
+
+
+def in_two(
+    works: Sequence[Callable[[], T]], folder: str, exchange: Exchange, go: Callable[[], bool]
+) -> list[T] | None:
+    """Each of `works` in its own forked process, at the same time; their
+    results once `go()`, called here meanwhile, let them go on (None: it
+    did not; they are stopped). On a failure the others are stopped and the
+    first real cause is raised (not a process's report that the other ended
+    first)."""
+    forks: list[Forked[T]] = []
+    try:
+        for work in works:
+            forks.append(Forked(work, folder))
+        exchange.started()
+        if not go():
+            return None
+        exchange.go()
+        results: list[T] = []
+        handed: HandOverError | None = None
+        for forked in forks:
+            try:
+                results.append(forked.result())
+            except HandOverError as e:
+                handed = e  # the other one's own error comes next
+        if handed is not None:
+            raise InProcessError(str(handed))
+        return results
+    finally:
+        exchange.close()
+        for forked in forks:
+            forked.stop()
+
+
+@dataclass
+class Checked:
+    """What one process checked and applied: counts per input, reject files,
+    the results of the buckets it applied."""
+
+    counts: dict[int, dict[str, int]]
+    reject_files: list[RejectFile]
+    results: list[dict[str, int]]
+
+
+def apply_buckets(job: ImportJob, commands: dict[int, BucketCommands]) -> list[dict[str, int]]:
+    """Applies each touched bucket's commands, bucket after bucket."""
+    sink = job.finalizer.staging.sink if job.finalizer.staging is not None else None
+    source = job.source
+    source.open()
+    if sink is not None:
+        sink.open()
+    now = job.finalizer.ctx.started_at
+    results = []
+    for bucket in sorted(commands):
+        in_bucket = commands[bucket]
+        applied = sum(map(len, in_bucket.values()))
+        results.append(apply_bucket(source, sink, bucket, in_bucket, applied, now))
+    return results
+
+
+def write_rejects(job: ImportJob, part: Part) -> list[RejectFile]:
+    return [write_reject_file(job.rejects_dir, seq, payload) for seq, payload in part.rejects]
+
+
+def in_one(job: ImportJob, checker: CommandChecker, splits: Sequence[InputSplit]) -> Checked:
+    params = job.transport_params or None
+    part = check_part(splits, checker, job.check, params, buckets=job.buckets)
+    reject_files = write_rejects(job, part)
+    return Checked(part.counts, reject_files, apply_buckets(job, part.mine))
+
+
+def in_two_halves(
+    job: ImportJob,
+    checker: CommandChecker,
+    parts: Sequence[Sequence[InputSplit]],
+    go: Callable[[], bool],
+) -> Checked | None:
+    """The two halves in two forked processes at once, each checking its half
+    and applying the buckets it owns, with the commands the other hands over;
+    neither hands over before `go()`, called here meanwhile, says to (None:
+    it did not, nothing was applied).
+
+    Input order holds for every identifier: the first half's commands come
+    before the second half's in every bucket, whichever side applies it.
+    """
+
+    def side(number: int) -> Checked:
+        exchange.take_side(number)
+        splits = numbered(parts[number], None)
+        part = check_part(splits, checker, job.check, None, buckets=job.buckets, side=number)
+        exchange.wait_to_go()
+        exchange.send({bucket: lines.payload() for bucket, lines in part.theirs.items()})
+        reject_files = write_rejects(job, part)
+        handed = exchange.receive()
+        if number == 0:  # the later commands, after its own
+            commands = part.mine
+            add_handed(commands, handed)
+        else:  # the earlier commands, before its own
+            commands = {}
+            add_handed(commands, handed)
+            for bucket, in_bucket in part.mine.items():
+                before = commands.get(bucket)
+                if before is None:
+                    commands[bucket] = in_bucket
+                    continue
+                for key, sequence in in_bucket.items():
+                    earlier = before.get(key)
+                    if earlier is None:
+                        before[key] = sequence
+                    else:
+                        earlier += sequence
+        # Left to the process's exit, like everything it built (see Forked).
+        LEFT_TO_EXIT.extend((part, handed, commands))
+        return Checked(part.counts, reject_files, apply_buckets(job, commands))
+
+    folder = tempfile.mkdtemp(prefix="profile-import-halves-")
+    try:
+        exchange = Exchange(folder)
+        done = in_two([lambda: side(0), lambda: side(1)], folder, exchange, go)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if done is None:
+        return None
+    first, second = done
+    counts = {
+        index: add_counts([first.counts.get(index, {}), second.counts.get(index, {})])
+        for index in {*first.counts, *second.counts}
+    }
+    return Checked(counts, first.reject_files + second.reject_files, first.results + second.results)
 
 
 def run(job: ImportJob) -> dict[str, Any]:
@@ -197,61 +469,42 @@ def run(job: ImportJob) -> dict[str, Any]:
     finalizer = job.finalizer
     ctx = finalizer.ctx
     params = job.transport_params or None
-    hashes = [hash_content(f, params) for f in ctx.inputs]
-    decided = decide(
-        hashes,
-        finalizer.store,
-        finalizer.parent,
-        job.semantics,
-        allow_reapply=job.allow_reapply,
-        input_count=len(ctx.inputs),
-    )
     checker = job.check.build()
-    parts = halves(ctx.inputs, decided.applied, params)
-    with paused():
-        # Two halves: the second checked by a forked process at the same time;
-        # its accepted lines come back raw and are parsed again here (~2 µs a
-        # line), after the first half's, so every identifier keeps input order.
-        first, forked_part = in_two(
-            lambda: check_part(parts[0], checker, job.check, params, keep_raw=False),
-            (lambda: check_part(parts[1], checker, job.check, None, keep_raw=True))
-            if len(parts) == 2
-            else None,
+    listed = frozenset(f.index for f in ctx.inputs)
+    decided: Decided | None = None
+
+    def decide_inputs() -> Decided:
+        hashes = [hash_content(f, params) for f in ctx.inputs]
+        return decide(
+            hashes,
+            finalizer.store,
+            finalizer.parent,
+            job.semantics,
+            allow_reapply=job.allow_reapply,
+            input_count=len(ctx.inputs),
         )
-        second = forked_part or Part()
-        by_key = first.by_key
-        for key, content in second.lines:
-            sequence = by_key.get(key)
-            if sequence is None:
-                by_key[key] = sequence = []
-            sequence.append(load_accepted(content))
-        input_counts = {
-            index: add_counts([first.counts.get(index, {}), second.counts.get(index, {})])
-            for index in {*first.counts, *second.counts}
-        }
-        reject_files = [
-            write_reject_file(job.rejects_dir, sequence, payload)
-            for sequence, payload in [*first.rejects, *second.rejects]
-        ]
-        commands: dict[int, dict[bytes, list[Command]]] = {}
-        for key, sequence in by_key.items():
-            bucket = bucket_of(key, job.buckets)
-            in_bucket = commands.get(bucket)
-            if in_bucket is None:
-                commands[bucket] = in_bucket = {}
-            in_bucket[key] = sequence
-        del by_key, first, second
-        sink = finalizer.staging.sink if finalizer.staging is not None else None
-        source = job.source
-        source.open()
-        if sink is not None:
-            sink.open()
-        now = ctx.started_at
-        results = []
-        for bucket in sorted(commands):
-            in_bucket = commands.pop(bucket)
-            applied = sum(map(len, in_bucket.values()))
-            results.append(apply_bucket(source, sink, bucket, in_bucket, applied, now))
-    report = finalizer.finalize(decided, input_counts, add_counts(results), reject_files)
+
+    def applies_all() -> bool:
+        nonlocal decided
+        decided = decide_inputs()
+        return decided.applied == listed
+
+    done: Checked | None = None
+    with paused():
+        parts = halves(ctx.inputs, listed, params)
+        if len(parts) == 2:
+            # The two halves are checked while this process hashes the inputs
+            # and asks the ledger; they apply only if it applies every input.
+            done = in_two_halves(job, checker, parts, applies_all)
+        if done is None:
+            decided = decided or decide_inputs()
+            parts = halves(ctx.inputs, decided.applied, params)
+            if len(parts) == 2:
+                done = in_two_halves(job, checker, parts, lambda: True)
+            else:
+                done = in_one(job, checker, parts[0])
+    if done is None or decided is None:  # cannot be: each path above sets both
+        raise InProcessError("the run ended without a result")
+    report = finalizer.finalize(decided, done.counts, add_counts(done.results), done.reject_files)
     write_report(ctx, report)
     return report

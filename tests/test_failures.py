@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -106,6 +107,31 @@ def test_a_killed_run_leaves_the_store_unchanged(
     assert len(export(store)) == 2
     assert list((store / "staging").iterdir()) == []
     assert len(list((store / "data").iterdir())) == 2
+
+
+def test_a_launcher_killed_alone_takes_its_forked_halves_with_it(
+    tmp_path: Path, big_input: Path
+) -> None:
+    """`kill -9 PID` of an in-process run, not of its process group: the two
+    forked halves end with it (they ask Linux to), so none goes on staging
+    buckets, and the next run finds the store as it was."""
+    store, current, before = seeded_store(tmp_path)
+    process = start_mid_run(store, big_input, "in_process")
+    with open(f"/proc/{process.pid}/task/{process.pid}/children", encoding="ascii") as f:
+        halves = [int(pid) for pid in f.read().split()]
+    assert len(halves) == 2
+    try:
+        for pid in halves:  # held still: only their parent's end can end them
+            os.kill(pid, signal.SIGSTOP)
+        process.kill()
+        process.wait()
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in halves), timeout=10)
+    finally:
+        for pid in halves:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert (store / "CURRENT").read_bytes() == current
+    assert export(store) == before
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ from profile_import.inputs.plan import InputFile
 from profile_import.pipelines import in_process
 from profile_import.runners import runner_choice
 from profile_import.runners.execution import Execution, RunSettings
+from profile_import.stores import StoreError
+from profile_import.transforms.apply_bucket import apply_bucket
 
 from .helpers import ONE_WORKER, delete, export, run_cli, upsert, write_big_input, write_lines
 
@@ -44,28 +47,51 @@ def test_what_a_run_asks_for(beam_args: list[str], expected: bool | None) -> Non
     assert runner_choice.requested(beam_args) is expected
 
 
-def _input(size: int | None, compression: str | None = None, index: int = 0) -> InputFile:
-    return InputFile(index, f"in-{index}.ndjson", size, compression)
+def _input(
+    size: int | None, compression: str | None = None, index: int = 0, where: str = ""
+) -> InputFile:
+    return InputFile(index, f"{where}in-{index}.ndjson", size, compression)
+
+
+PLENTY = 64 << 30  # bytes of memory free
 
 
 @pytest.mark.parametrize(
-    ("inputs", "small"),
+    ("inputs", "available", "small"),
     [
-        ([_input(0)], True),
-        ([_input(48 * MIB)], True),
-        ([_input(48 * MIB + 1)], False),
-        ([_input(24 * MIB), _input(24 * MIB, index=1)], True),
-        ([_input(24 * MIB), _input(24 * MIB + 1, index=1)], False),
-        # Compressed: counted as 8 times its size, NDJSON compresses ~5-10x.
-        ([_input(6 * MIB, "gzip")], True),
-        ([_input(6 * MIB + 1, "gzip")], False),
-        # A size nobody knows (an unsized URL): Beam, which reads it in parallel.
-        ([_input(None)], False),
-        ([_input(10), _input(None, index=1)], False),
+        ([_input(0)], 0, True),
+        # Up to 48 MiB: without Beam whatever the memory.
+        ([_input(48 * MIB)], 0, True),
+        ([_input(24 * MIB), _input(24 * MIB, index=1)], 0, True),
+        ([_input(48 * MIB + 1)], 0, False),
+        # Beyond, local uncompressed files whose run fits in half the free memory.
+        ([_input(48 * MIB + 1)], PLENTY, True),
+        ([_input(100 * MIB)], 2 * 6 * 100 * MIB, True),
+        ([_input(100 * MIB)], 2 * 6 * 100 * MIB - 1, False),
+        ([_input(512 * MIB)], PLENTY, True),
+        ([_input(256 * MIB), _input(256 * MIB + 1, index=1)], PLENTY, False),
+        # Compressed: counted as 8 times its size, NDJSON compresses ~5-10x;
+        # beyond 48 MiB it cannot be cut in halves: Beam.
+        ([_input(6 * MIB, "gzip")], 0, True),
+        ([_input(6 * MIB + 1, "gzip")], PLENTY, False),
+        ([_input(100 * MIB), _input(MIB, "gzip", index=1)], PLENTY, False),
+        # In a bucket, beyond 48 MiB: Beam, which reads ranges of it in parallel.
+        ([_input(10 * MIB, where="s3://b/")], 0, True),
+        ([_input(100 * MIB, where="gs://b/")], PLENTY, False),
+        # A size nobody knows (an unsized URL): Beam.
+        ([_input(None)], PLENTY, False),
+        ([_input(10), _input(None, index=1)], PLENTY, False),
     ],
 )
-def test_which_inputs_are_small(inputs: list[InputFile], small: bool) -> None:
-    assert runner_choice.small(inputs) is small
+def test_which_inputs_are_imported_without_beam(
+    inputs: list[InputFile], available: int, small: bool
+) -> None:
+    assert runner_choice.small(inputs, available) is small
+
+
+def test_the_memory_free_is_the_systems() -> None:
+    free = runner_choice.available_memory()
+    assert free is not None and 0 < free <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def test_a_small_import_runs_in_this_process_without_importing_beam(tmp_path: Path) -> None:
@@ -166,6 +192,7 @@ def test_an_import_over_the_size_limit_runs_on_beam(
 ) -> None:
     commands = write_lines(tmp_path / "in.ndjson", [upsert(ALICE, {"a": 1})] * 3)
     monkeypatch.setattr(runner_choice, "IN_PROCESS_MAX_BYTES", commands.stat().st_size - 1)
+    monkeypatch.setattr(runner_choice, "LOCAL_MAX_BYTES", commands.stat().st_size - 1)
     settings = RunSettings(inputs=[str(commands)], store=str(tmp_path / "s"))
     outcome = Execution(settings).run()
     assert outcome.exit_code == 0, outcome.report["message"]
@@ -192,6 +219,124 @@ def test_a_failed_in_process_run_says_why_in_one_line_and_publishes_nothing(
     assert "damaged" in last and last.endswith("the store is unchanged")
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "FAILED"
     assert len(run_cli("versions", "--store", store).stdout.strip().splitlines()) >= 1
+
+
+def _in_halves(
+    tmp_path: Path, inputs: list[Path], store: Path, **settings: Any
+) -> tuple[dict[str, Any], int]:
+    """An in-process run whose inputs, however small, go to two forked halves;
+    its report and exit status."""
+    run = RunSettings(
+        inputs=[str(p) for p in inputs],
+        store=str(store),
+        rejects_path=str(tmp_path / "rejects.ndjson"),
+        buckets=4,
+        **settings,
+    )
+    outcome = Execution(run).run()
+    return outcome.report, outcome.exit_code
+
+
+@pytest.fixture
+def halves_always(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every in-process run cut in two halves; the forks' pids, as started."""
+    forks: list[int] = []
+
+    class Counted(in_process.Forked[Any]):
+        def __init__(self, work: Any, folder: str) -> None:
+            super().__init__(work, folder)
+            forks.append(self.pid)
+
+    monkeypatch.setattr(in_process, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(in_process, "Forked", Counted)
+    return forks
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_rerun_in_two_halves_applies_nothing_and_stops_both(
+    tmp_path: Path, halves_always: list[int]
+) -> None:
+    """The halves start checking while this process hashes the inputs; the
+    ledger says the input was applied, so both are stopped before applying."""
+    lines = [upsert({"email_hash": f"h{i}"}, {"n": i}) for i in range(40)]
+    first = write_lines(tmp_path / "a.ndjson", lines)
+    fds = os.listdir("/proc/self/fd")
+    report, code = _in_halves(tmp_path, [first], tmp_path / "s")
+    assert code == 0 and report["counts"]["profiles_created"] == 40
+    assert len(halves_always) == 2
+    before = export(tmp_path / "s")
+    report, code = _in_halves(tmp_path, [first], tmp_path / "s")
+    assert code == 0 and report["status"] == "ALREADY_APPLIED", report["message"]
+    assert len(halves_always) == 4 and all(map(_gone, halves_always))
+    assert export(tmp_path / "s") == before
+    assert os.listdir("/proc/self/fd") == fds  # no pipe left open
+
+
+def test_a_run_with_an_applied_input_in_two_halves_applies_only_the_new_one(
+    tmp_path: Path, halves_always: list[int]
+) -> None:
+    """Speculative halves over both inputs are stopped; the run starts again
+    over the new input alone, in two halves again."""
+    old = write_lines(tmp_path / "old.ndjson", [upsert(ALICE, {"v": 1}), "{bad"])
+    assert _in_halves(tmp_path, [old], tmp_path / "s")[1] == 0
+    new = write_lines(
+        tmp_path / "new.ndjson",
+        [upsert(ALICE, {"w": 2}), "{bad", *(upsert({"email_hash": f"h{i}"}, {}) for i in range(9))],
+    )
+    report, code = _in_halves(tmp_path, [old, new], tmp_path / "s")
+    assert code == 0, report["message"]
+    assert [i["applied"] for i in report["inputs"]] == [False, True]
+    assert report["counts"]["lines"] == 11 and report["counts"]["rejected"] == 1
+    assert len(halves_always) == 2 + 2 + 2  # first run; stopped; over the new input
+    rejects = [json.loads(x) for x in (tmp_path / "rejects.ndjson").read_text().splitlines()]
+    assert [(r["file"], r["line"]) for r in rejects] == [(str(new), 2)]
+    alice = [p for p in export(tmp_path / "s") if p.get("user_account_id") == "alice"]
+    assert [p["user_profile"] for p in alice] == [{"v": 1, "w": 2}]
+
+
+@pytest.mark.parametrize("side", [0, 1])
+@pytest.mark.parametrize("step", ["check", "apply"])
+def test_a_failure_in_either_half_fails_the_run_with_its_own_cause(
+    tmp_path: Path, halves_always: list[int], monkeypatch: pytest.MonkeyPatch, side: int, step: str
+) -> None:
+    """Whichever half fails, before handing its lines over or after, the run
+    fails with that half's error (not the other's report that its partner
+    ended first), stops both and publishes nothing."""
+    lines = [upsert({"email_hash": f"h{i}"}, {"n": i}) for i in range(40)]
+    first = write_lines(tmp_path / "a.ndjson", lines[:20])
+    assert _in_halves(tmp_path, [first], tmp_path / "s")[1] == 0
+    before = export(tmp_path / "s")
+    check_part = in_process.check_part
+
+    def failing_check(*args: Any, side: int | None = None, **kwargs: Any) -> Any:
+        if side == failing:
+            raise StoreError(f"store s: cannot check half {side} (test)")
+        return check_part(*args, side=side, **kwargs)
+
+    def failing_apply(source: Any, sink: Any, bucket: int, *args: Any) -> dict[str, int]:
+        if in_process.owner(bucket) == failing:
+            raise StoreError(f"store s: bucket {bucket} is damaged (test)")
+        return apply_bucket(source, sink, bucket, *args)
+
+    failing = side
+    if step == "check":
+        monkeypatch.setattr(in_process, "check_part", failing_check)
+    else:
+        monkeypatch.setattr(in_process, "apply_bucket", failing_apply)
+    report, code = _in_halves(tmp_path, [write_lines(tmp_path / "b.ndjson", lines)], tmp_path / "s")
+    assert code == 1 and report["status"] == "FAILED"
+    assert report["failure"].startswith("the import failed: store s: ")
+    assert report["failure"].endswith("(test)")
+    assert all(map(_gone, halves_always))
+    assert export(tmp_path / "s") == before
+    assert not list((tmp_path / "s" / "staging").iterdir())
 
 
 @pytest.mark.slow

@@ -85,14 +85,9 @@ def identity(obj: dict[str, Any]) -> tuple[str, ...]:
 def sequential_fold(state: dict[tuple[str, ...], Any], lines: list[str]) -> None:
     """The reference: one line after another, into a dict."""
     for line in lines:
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError:
+        if not applies(line):
             continue
-        if not isinstance(obj, dict) or not any(
-            k in obj for k in ("email_hash", "user_agent_id", "user_account_id")
-        ):
-            continue
+        obj = orjson.loads(line)
         who = identity(obj)
         if obj["operation"] == "DELETE":
             state.pop(who, None)
@@ -134,7 +129,29 @@ def import_run(
     )
     outcome = Execution(settings_).run()
     assert outcome.exit_code == 0, outcome.report["message"]
+    # Every rejected line, and only those, is named by its file and number.
+    expected = {
+        (path, number)
+        for i, path in enumerate(paths)
+        for number, line in enumerate(lines[i * size : (i + 1) * size], 1)
+        if line.strip() and not applies(line)
+    }
+    rejects = folder / f"{name}.rejects.ndjson"
+    kept = rejects.read_bytes().splitlines() if rejects.exists() else []
+    records = [orjson.loads(x) for x in kept]
+    assert sorted((r["file"], r["line"]) for r in records) == sorted(expected)
     return outcome.report
+
+
+def applies(line: str) -> bool:
+    """Whether the reference applies a line (`sequential_fold`), rather than rejecting it."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and any(
+        k in obj for k in ("email_hash", "user_agent_id", "user_account_id")
+    )
 
 
 def exported(store: Path | str) -> dict[tuple[str, ...], Any]:
@@ -296,9 +313,9 @@ def test_in_process_run_in_two_processes_equals_sequential_fold(
     forks: list[int] = []
 
     class Counted(in_process.Forked[Any]):
-        def __init__(self, work: Any) -> None:
+        def __init__(self, work: Any, folder: str) -> None:
             forks.append(1)
-            super().__init__(work)
+            super().__init__(work, folder)
 
     with (
         tempfile.TemporaryDirectory() as tmp,
