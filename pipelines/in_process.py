@@ -375,6 +375,7 @@ class Checked:
     counts: dict[int, dict[str, int]]
     reject_files: list[RejectFile]
     results: list[dict[str, int]]
+    processes: int = 1  # that did the work
 
 
 def apply_buckets(job: ImportJob, commands: dict[int, BucketCommands]) -> list[dict[str, int]]:
@@ -425,6 +426,7 @@ def in_two_halves(
         part = check_part(splits, checker, job.check, None, buckets=job.buckets, side=number)
         exchange.wait_to_go()
         exchange.send({bucket: lines.payload() for bucket, lines in part.theirs.items()})
+        part.theirs.clear()
         reject_files = write_rejects(job, part)
         handed = exchange.receive()
         if number == 0:  # the later commands, after its own
@@ -461,7 +463,8 @@ def in_two_halves(
         index: add_counts([first.counts.get(index, {}), second.counts.get(index, {})])
         for index in {*first.counts, *second.counts}
     }
-    return Checked(counts, first.reject_files + second.reject_files, first.results + second.results)
+    files, results = first.reject_files + second.reject_files, first.results + second.results
+    return Checked(counts, files, results, processes=2)
 
 
 def run(job: ImportJob) -> dict[str, Any]:
@@ -505,6 +508,9 @@ def run(job: ImportJob) -> dict[str, Any]:
                 done = in_one(job, checker, parts[0])
     if done is None or decided is None:  # cannot be: each path above sets both
         raise InProcessError("the run ended without a result")
+    # The report names the processes that did the work.
+    ctx = replace(ctx, workers=done.processes)
+    finalizer = replace(finalizer, ctx=ctx)
     report = finalizer.finalize(decided, done.counts, add_counts(done.results), done.reject_files)
     write_report(ctx, report)
     return report

@@ -467,7 +467,7 @@ class Execution:
         return Outcome(report, exit_code, report_written=written)
 
     def _run_in_process(self, job: ImportJob) -> dict[str, Any]:
-        with logs.phase("in process", "a small import, no Beam pipeline") as end:
+        with logs.phase("in process", "no Beam pipeline") as end:
             report = in_process.run(job)
             end["detail"] = report["message"]
         return report

@@ -270,7 +270,7 @@ def test_a_rerun_in_two_halves_applies_nothing_and_stops_both(
     fds = os.listdir("/proc/self/fd")
     report, code = _in_halves(tmp_path, [first], tmp_path / "s")
     assert code == 0 and report["counts"]["profiles_created"] == 40
-    assert len(halves_always) == 2
+    assert len(halves_always) == 2 and report["workers"] == 2
     before = export(tmp_path / "s")
     report, code = _in_halves(tmp_path, [first], tmp_path / "s")
     assert code == 0 and report["status"] == "ALREADY_APPLIED", report["message"]

@@ -28,7 +28,7 @@ LOG_LINE = re.compile(
 PHASES = ["listing inputs", "waiting for the store lock"]
 # The last phase, by engine: (Beam options, its name, what its start says).
 ENGINES = {
-    "in_process": ((), "in process", r"a small import, no Beam pipeline"),
+    "in_process": ((), "in process", r"no Beam pipeline"),
     "pipeline": (ONE_WORKER, "pipeline", r"FnApiRunner, 1 worker\(s\)"),
 }
 
