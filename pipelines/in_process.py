@@ -50,9 +50,9 @@ from profile_import.transforms.reject_files import RejectFile, write_reject_file
 from .job import ImportJob
 
 RUNNER = "InProcess"
-# From this many bytes of input, two processes share the work: below,
-# forking and handing lines over cost more than they save.
-PARALLEL_MIN_BYTES = 8 << 20
+# From this many bytes of local input (about 3,300 lines), two processes
+# share the work: below, forking and handing lines over cost what they save.
+PARALLEL_MIN_BYTES = 1 << 20
 
 T = TypeVar("T")
 

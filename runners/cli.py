@@ -115,10 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(run, command_line=True)
     run.add_argument(
         "--runner",
-        help="what runs the import. Default: an import of up to 48 MiB (decompressed, "
-        "estimated) with no Beam option runs in this process (InProcess), a larger one on "
-        "FnApiRunner, Beam's local runner (DirectRunner is the same), one worker per core. "
-        "InProcess asks for this process whatever the size; any other Beam runner "
+        help="what runs the import. Default, with no Beam option: without Beam (InProcess: "
+        "this process and two forked copies) for an import that fits in memory (up to "
+        "48 MiB of input, or local uncompressed files up to 512 MiB with memory to spare), "
+        "else FnApiRunner, Beam's local runner (DirectRunner is the same), one worker per "
+        "core. InProcess asks for no Beam whatever the size; any other Beam runner "
         "(PortableRunner, DataflowRunner, ...) is passed to Beam, and needs a store its "
         "workers reach",
     )

@@ -1,7 +1,7 @@
 """Which engine runs an import: this process, or a Beam runner.
 
 With no Beam option, an import runs without Beam (`pipelines.in_process`:
-this process, and from 8 MiB a forked copy, each doing half of the work)
+this process, and from 1 MiB two forked copies, each doing half of the work)
 whenever that is faster and fits in memory:
 
 - up to `IN_PROCESS_MAX_BYTES` of input, always: Beam's start-up (a second

@@ -340,7 +340,7 @@ def test_a_failure_in_either_half_fails_the_run_with_its_own_cause(
 
 
 @pytest.mark.slow
-def test_an_input_over_8_mib_checked_in_two_processes_gives_the_pipelines_result(
+def test_an_input_in_two_halves_gives_the_pipelines_result(
     tmp_path: Path,
 ) -> None:
     """Past `PARALLEL_MIN_BYTES` a forked process checks the second half of the
