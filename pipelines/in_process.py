@@ -70,14 +70,10 @@ BucketCommands = dict[bytes, list[Command]]
 @dataclass
 class Handed:
     """One bucket's accepted lines for the other process, in input order: their
-    keys, and the lines as read. Lines hold no newline, so they travel
-    joined by one, and a line is parsed only by the process that applies it."""
+    keys, and the lines as read (parsed only by the process that applies them)."""
 
     keys: list[bytes] = field(default_factory=list)
     lines: list[bytes] = field(default_factory=list)
-
-    def payload(self) -> tuple[list[bytes], bytes]:
-        return self.keys, b"\n".join(self.lines)
 
 
 @dataclass
@@ -136,15 +132,13 @@ def check_part(
     return part
 
 
-def add_handed(
-    into: dict[int, BucketCommands], handed: dict[int, tuple[list[bytes], bytes]]
-) -> None:
+def add_handed(into: dict[int, BucketCommands], handed: dict[int, Handed]) -> None:
     """Appends the handed-over lines' commands (in input order) to their keys' in `into`."""
-    for bucket, (keys, joined) in handed.items():
+    for bucket, lines in handed.items():
         in_bucket = into.get(bucket)
         if in_bucket is None:
             into[bucket] = in_bucket = {}
-        for key, content in zip(keys, joined.split(b"\n"), strict=True):
+        for key, content in zip(lines.keys, lines.lines, strict=True):
             sequence = in_bucket.get(key)
             if sequence is None:
                 in_bucket[key] = sequence = []
@@ -204,12 +198,11 @@ def numbered(splits: Sequence[InputSplit], params: dict[str, Any] | None) -> lis
 class Exchange:
     """How the two sides of a run and the launching process signal each other.
 
-    Each side hands the other one payload: written to a file (a pipe would
-    block two writers of large ones), then one byte on a pipe says it is
-    there. The launching process says when both may go on (`go`: one byte
-    to each). A process that ends closes its ends of the pipes, so the one
-    waiting for it never waits for nothing. Payloads are lists and bytes,
-    which marshal writes and reads fastest.
+    Each side hands the other the lines of the other's buckets: written to a
+    file (a pipe would block two writers of large ones), then one byte on a
+    pipe says they are there. The launching process says when both may go
+    on (`go`: one byte to each). A process that ends closes its ends of the
+    pipes, so the one waiting for it never waits for nothing.
     """
 
     def __init__(self, folder: str) -> None:
@@ -249,21 +242,37 @@ class Exchange:
             raise HandOverError("the run stopped before applying anything")
 
     def _path(self, side: int) -> str:
-        return os.path.join(self._folder, f"to-{side}.marshal")
+        return os.path.join(self._folder, f"to-{side}.lines")
 
-    def send(self, payload: Any) -> None:
+    def send(self, handed: dict[int, Handed]) -> None:
+        """Hands the other side its buckets' lines: their buckets and keys
+        (marshal), then the lines, each ended by a newline (a line holds none)."""
+        header = marshal.dumps([(bucket, lines.keys) for bucket, lines in handed.items()])
         with open(self._path(1 - self._side), "wb") as f:
-            f.write(marshal.dumps(payload))
+            f.write(len(header).to_bytes(8, "little"))
+            f.write(header)
+            for lines in handed.values():
+                f.write(b"\n".join(lines.lines))
+                f.write(b"\n")
         try:
             os.write(self._to[1 - self._side][1], b"1")
         except BrokenPipeError as e:
             raise HandOverError("the other process of the run ended first") from e
 
-    def receive(self) -> Any:
+    def receive(self) -> dict[int, Handed]:
+        """The lines the other side handed over, by bucket."""
         if os.read(self._to[self._side][0], 1) != b"1":
             raise HandOverError("the other process of the run ended before handing over its lines")
         with open(self._path(self._side), "rb") as f:
-            return marshal.loads(f.read())  # marshal.load(f) reads a few bytes at a time
+            header = marshal.loads(f.read(int.from_bytes(f.read(8), "little")))
+            lines = f.read().split(b"\n")
+        handed, start = {}, 0
+        for bucket, keys in header:
+            handed[bucket] = Handed(keys, lines[start : start + len(keys)])
+            start += len(keys)
+        if start != len(lines) - 1:  # the last newline ends the last line
+            raise HandOverError("the other process of the run handed over a damaged file")
+        return handed
 
 
 class HandOverError(Exception):
@@ -425,7 +434,7 @@ def in_two_halves(
         splits = numbered(parts[number], None)
         part = check_part(splits, checker, job.check, None, buckets=job.buckets, side=number)
         exchange.wait_to_go()
-        exchange.send({bucket: lines.payload() for bucket, lines in part.theirs.items()})
+        exchange.send(part.theirs)
         part.theirs.clear()
         reject_files = write_rejects(job, part)
         handed = exchange.receive()
