@@ -327,11 +327,28 @@ def test_in_process_run_in_two_processes_equals_sequential_fold(
     assert bool(forks) == bool(first or second)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The database stores in-process, cut in two forked halves whatever the
+# size: each half opens its own connection, reads and stages its buckets.
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(**TWO_RUNS)
-def test_in_process_run_equals_sequential_fold_on_postgresql(
-    postgres: str, first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
+def test_in_process_halves_equal_sequential_fold_on_databases(
+    request: pytest.FixtureRequest,
+    database: str,
+    first: list[str],
+    second: list[str],
+    files: int,
+    split_bytes: int,
+    spill: bool,
 ) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        store = f"postgresql:///{postgres}?table=p_{uuid.uuid4().hex[:12]}"
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.object(in_process, "PARALLEL_MIN_BYTES", 1),
+    ):
+        store = (
+            f"sqlite:///{Path(tmp) / 'p.db'}"
+            if database == "sqlite"
+            else f"postgresql:///{request.getfixturevalue('postgres')}"
+            f"?table=p_{uuid.uuid4().hex[:12]}"
+        )
         check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill, (IN_PROCESS,))
