@@ -10,13 +10,13 @@ What it leaves out is what one machine does not need: Beam's start-up (a
 second to import it in each process), splitting inputs into many ranges,
 and shuffling every line between processes.
 
-From `PARALLEL_MIN_BYTES` of local input, two processes share the work, each
-doing every step on half of it (`in_two_halves`): this one checks the first
-half of the input's bytes, a forked one the second; each applies half of
-the buckets (`owner`). Each keeps its own buckets' commands parsed and hands
-the other the raw lines of the other's buckets, which the other parses
-again: a quarter of the lines on each side, instead of every line as in the
-pipeline's shuffle.
+From `PARALLEL_MIN_BYTES` of local input, two forked processes share the
+work (`in_two_halves`): one checks the first half of the input's bytes, the
+other the second, while this one hashes the inputs and asks the ledger;
+each then applies half of the buckets (`owner`). Each keeps its own
+buckets' commands parsed and hands the other the raw lines of the other's
+buckets, which the other parses again: a quarter of the lines on each side,
+instead of every line as in the pipeline's shuffle.
 """
 
 from __future__ import annotations
@@ -315,7 +315,9 @@ class Forked(Generic[T]):
             with suppress(OSError), open(self._result + ".error", "rb") as f:
                 handed, message = pickle.load(f)
                 raise (HandOverError if handed else InProcessError)(message)
-            raise InProcessError(f"a process of the run ended with status {status}")
+            code = os.waitstatus_to_exitcode(status)
+            how = f"signal {-code}" if code < 0 else f"status {code}"
+            raise InProcessError(f"a process of the run ended with {how}, without a word")
         with open(self._result, "rb") as f:
             result: T = pickle.load(f)
         return result
