@@ -340,6 +340,6 @@ class CommandChecker:
         return Accepted(key, operation, obj)
 
 
-def load_accepted(content: bytes) -> Command:
+def load_accepted(content: bytes | memoryview) -> Command:
     """The command of a line that `CommandChecker` accepted."""
     return Command.from_object(orjson.loads(content))
