@@ -294,7 +294,7 @@ class HandOverError(Exception):
 
 # What a forked process built and keeps to its end: it ends with `os._exit`,
 # and the system takes its memory back at once, where freeing millions of
-# commands object by object costs a sixth of a large import's CPU.
+# commands object by object costs a tenth of a large import's CPU.
 LEFT_TO_EXIT: list[Any] = []
 
 
