@@ -51,8 +51,6 @@ from profile_import.inputs.plan import InputFile
 from profile_import.pipelines.in_process import PARALLEL_MIN_BYTES
 from profile_import.runners import runner_choice
 
-LOCAL_RUNNER = "--runner=FnApiRunner"
-
 DEFAULT_LINES = 1_000_000
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 SEED = 7
@@ -827,7 +825,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if in_process
         else f"Beam, {cores} workers"
     )
-    beam = (f"pipeline: Beam local runner, {cores} workers", "pipeline-beam", [LOCAL_RUNNER])
+    beam = (
+        f"pipeline: Beam local runner, {cores} workers",
+        "pipeline-beam",
+        [f"--runner={runner_choice.LOCAL_RUNNER}"],
+    )
     beam_row = [beam] if in_process and args.beam_row else []
     pipelines = [
         (f"pipeline: default ({default})", "pipeline-default", []),

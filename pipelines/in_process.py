@@ -148,6 +148,21 @@ def add_handed(into: dict[int, BucketCommands], handed: dict[int, Handed]) -> No
             sequence.append(load_accepted(content))  # orjson reads a view as bytes
 
 
+def append_later(into: dict[int, BucketCommands], later: dict[int, BucketCommands]) -> None:
+    """Appends `later`'s commands after those `into` holds for the same keys."""
+    for bucket, in_bucket in later.items():
+        before = into.get(bucket)
+        if before is None:
+            into[bucket] = in_bucket
+            continue
+        for key, sequence in in_bucket.items():
+            earlier = before.get(key)
+            if earlier is None:
+                before[key] = sequence
+            else:
+                earlier += sequence
+
+
 def halves(
     inputs: Sequence[InputFile], applied: frozenset[int], params: dict[str, Any] | None
 ) -> list[list[InputSplit]]:
@@ -459,17 +474,7 @@ def in_two_halves(
         else:  # the earlier commands, before its own
             commands = {}
             add_handed(commands, handed)
-            for bucket, in_bucket in part.mine.items():
-                before = commands.get(bucket)
-                if before is None:
-                    commands[bucket] = in_bucket
-                    continue
-                for key, sequence in in_bucket.items():
-                    earlier = before.get(key)
-                    if earlier is None:
-                        before[key] = sequence
-                    else:
-                        earlier += sequence
+            append_later(commands, part.mine)
         # Left to the process's exit, like everything it built (see Forked).
         LEFT_TO_EXIT.extend((part, handed, commands))
         return Checked(part.counts, reject_files, apply_buckets(job, commands))
