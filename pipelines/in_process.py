@@ -1,7 +1,7 @@
 """The import's steps run in this process, without Beam: imports that fit in memory.
 
-    inputs ──hash_content──► decide (ledger) ──checked_lines──► commands by bucket
-        ──apply_bucket──► staged buckets, reject files ──Finalizer──► report
+    inputs ──hash_content──► decide (ledger) ──checked_lines──► accepted lines by bucket
+        ──apply_lines──► staged buckets, reject files ──Finalizer──► report
 
 The same steps as the pipeline (`pipelines.import_profiles`), through the
 same functions (`transforms.decisions`, `check_lines`, `apply_bucket`,
@@ -13,10 +13,10 @@ and shuffling every line between processes.
 From `PARALLEL_MIN_BYTES` of local input, two forked processes share the
 work (`in_two_halves`): one checks the first half of the input's bytes, the
 other the second, while this one hashes the inputs and asks the ledger;
-each then applies half of the buckets (`owner`). Each keeps its own
-buckets' commands parsed and hands the other the raw lines of the other's
-buckets, which the other parses again: a quarter of the lines on each side,
-instead of every line as in the pipeline's shuffle.
+each then applies half of the buckets (`owner`). A check keeps each
+accepted line as read, with its key, and each process hands the other the
+lines of the other's buckets; a line is parsed again when its bucket is
+applied, as in the pipeline after its shuffle (`apply_lines` says why).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from profile_import.core.commands import CheckSettings, CommandChecker, load_accepted
-from profile_import.core.fold import Command
 from profile_import.core.identifiers import bucket_of
 from profile_import.core.numbering import RangeCount, first_lines
 from profile_import.inputs.plan import InputFile, InputSplit, is_remote
@@ -65,15 +64,11 @@ def whole_input(file: InputFile) -> InputSplit:
     return InputSplit(file.index, file.location, 0, None, 1, file.compression, name)
 
 
-# The commands of one bucket, by key, each key's in input order.
-BucketCommands = dict[bytes, list[Command]]
-
-
 @dataclass
-class Handed:
-    """One bucket's accepted lines for the other process, in input order: their
-    keys, and the lines as read (parsed only by the process that applies them:
-    handed over, views of the memory the two share)."""
+class Lines:
+    """One bucket's accepted lines in input order, with their keys: as read,
+    or views of the file the other process handed them over in. They are
+    parsed again as the bucket is applied (`apply_lines`)."""
 
     keys: list[bytes] = field(default_factory=list)
     lines: list[bytes | memoryview] = field(default_factory=list)
@@ -81,12 +76,10 @@ class Handed:
 
 @dataclass
 class Part:
-    """What checking some splits found: the parsed commands of the buckets this
-    process applies (`mine`), the lines of the other process's (`theirs`),
-    counts per input, the rejects of each split with any."""
+    """What checking some splits found: the accepted lines by bucket, counts
+    per input, the rejects of each split with any."""
 
-    mine: dict[int, BucketCommands] = field(default_factory=dict)
-    theirs: dict[int, Handed] = field(default_factory=dict)
+    buckets: dict[int, Lines] = field(default_factory=dict)
     counts: dict[int, dict[str, int]] = field(default_factory=dict)
     rejects: list[tuple[tuple[int, int], bytes]] = field(default_factory=list)
 
@@ -103,31 +96,21 @@ def check_part(
     params: dict[str, Any] | None,
     *,
     buckets: int,
-    side: int | None = None,
 ) -> Part:
-    """Checks the splits in order. `side`: this process applies only the
-    buckets whose `owner` it is (None: every bucket)."""
+    """Checks the splits in order; keeps each accepted line, not its parsed
+    command (see `apply_lines`)."""
     part = Part()
-    mine, theirs = part.mine, part.theirs
+    by_bucket = part.buckets
     for split in splits:
         tally = SplitTally()
         for accepted, content in checked_lines(split, checker, settings, tally, params):
             key = accepted.key
             bucket = bucket_of(key, buckets)
-            if side is not None and owner(bucket) != side:
-                handed = theirs.get(bucket)
-                if handed is None:
-                    theirs[bucket] = handed = Handed()
-                handed.keys.append(key)
-                handed.lines.append(content)
-                continue
-            in_bucket = mine.get(bucket)
+            in_bucket = by_bucket.get(bucket)
             if in_bucket is None:
-                mine[bucket] = in_bucket = {}
-            sequence = in_bucket.get(key)
-            if sequence is None:
-                in_bucket[key] = sequence = []
-            sequence.append(Command.from_object(accepted.obj))
+                by_bucket[bucket] = in_bucket = Lines()
+            in_bucket.keys.append(key)
+            in_bucket.lines.append(content)
         index = split.input_index
         part.counts[index] = add_counts([part.counts.get(index, {}), tally.counts()])
         if tally.reject_lines:
@@ -135,32 +118,12 @@ def check_part(
     return part
 
 
-def add_handed(into: dict[int, BucketCommands], handed: dict[int, Handed]) -> None:
-    """Appends the handed-over lines' commands (in input order) to their keys' in `into`."""
-    for bucket, lines in handed.items():
-        in_bucket = into.get(bucket)
-        if in_bucket is None:
-            into[bucket] = in_bucket = {}
-        for key, content in zip(lines.keys, lines.lines, strict=True):
-            sequence = in_bucket.get(key)
-            if sequence is None:
-                in_bucket[key] = sequence = []
-            sequence.append(load_accepted(content))  # orjson reads a view as bytes
-
-
-def append_later(into: dict[int, BucketCommands], later: dict[int, BucketCommands]) -> None:
-    """Appends `later`'s commands after those `into` holds for the same keys."""
-    for bucket, in_bucket in later.items():
-        before = into.get(bucket)
-        if before is None:
-            into[bucket] = in_bucket
-            continue
-        for key, sequence in in_bucket.items():
-            earlier = before.get(key)
-            if earlier is None:
-                before[key] = sequence
-            else:
-                earlier += sequence
+def in_order(earlier: dict[int, Lines], later: dict[int, Lines]) -> dict[int, list[Lines]]:
+    """Each bucket's lines from two parts of the input, the earlier part's first."""
+    return {
+        bucket: [part[bucket] for part in (earlier, later) if bucket in part]
+        for bucket in sorted({*earlier, *later})
+    }
 
 
 def halves(
@@ -265,7 +228,7 @@ class Exchange:
     def _path(self, side: int, what: str) -> str:
         return os.path.join(self._folder, f"to-{side}.{what}")
 
-    def send(self, handed: dict[int, Handed]) -> None:
+    def send(self, handed: dict[int, Lines]) -> None:
         """Hands the other side its buckets' lines."""
         header = []
         end = 0
@@ -282,7 +245,7 @@ class Exchange:
         except BrokenPipeError as e:
             raise HandOverError("the other process of the run ended first") from e
 
-    def receive(self) -> dict[int, Handed]:
+    def receive(self) -> dict[int, Lines]:
         """The lines the other side handed over, by bucket: views of its file,
         mapped for as long as this process runs."""
         if os.read(self._to[self._side][0], 1) != b"1":
@@ -299,7 +262,7 @@ class Exchange:
             if len(ends) != len(keys) + 1 or ends[-1] > size:
                 raise HandOverError("the other process of the run handed over a damaged list")
             lines: list[bytes | memoryview] = [view[a:b] for a, b in itertools.pairwise(ends)]
-            handed[bucket] = Handed(keys, lines)
+            handed[bucket] = Lines(keys, lines)
         return handed
 
 
@@ -308,8 +271,8 @@ class HandOverError(Exception):
 
 
 # What a forked process built and keeps to its end: it ends with `os._exit`,
-# and the system takes its memory back at once, where freeing millions of
-# commands object by object costs a tenth of a large import's CPU.
+# and the system takes its memory back at once, where freeing a million
+# lines and keys object by object costs 0.4 s at 1M lines (5% of the run).
 LEFT_TO_EXIT: list[Any] = []
 
 
@@ -417,8 +380,15 @@ class Checked:
     processes: int = 1  # that did the work
 
 
-def apply_buckets(job: ImportJob, commands: dict[int, BucketCommands]) -> list[dict[str, int]]:
-    """Applies each touched bucket's commands, bucket after bucket."""
+def apply_lines(job: ImportJob, buckets: dict[int, list[Lines]]) -> list[dict[str, int]]:
+    """Applies each bucket's lines (its parts in input order), bucket after bucket.
+
+    A line is parsed again as the fold reads it, so only one bucket's
+    commands are ever in memory, as in the pipeline's apply step. Holding
+    every parsed command instead took twice the memory at 1M lines, and
+    the first touch of that memory cost more than parsing twice (1.7 GiB and
+    9.6 s against 0.8 GiB and 7.8 s; bench/README.md).
+    """
     sink = job.finalizer.staging.sink if job.finalizer.staging is not None else None
     source = job.source
     source.open()
@@ -426,10 +396,19 @@ def apply_buckets(job: ImportJob, commands: dict[int, BucketCommands]) -> list[d
         sink.open()
     now = job.finalizer.ctx.started_at
     results = []
-    for bucket in sorted(commands):
-        in_bucket = commands[bucket]
-        applied = sum(map(len, in_bucket.values()))
-        results.append(apply_bucket(source, sink, bucket, in_bucket, applied, now))
+    for bucket in sorted(buckets):
+        by_key: dict[bytes, list[bytes | memoryview]] = {}
+        applied = 0
+        for part in buckets[bucket]:
+            applied += len(part.keys)
+            for key, content in zip(part.keys, part.lines, strict=True):
+                sequence = by_key.get(key)
+                if sequence is None:
+                    by_key[key] = sequence = []
+                sequence.append(content)
+        # orjson reads a view as bytes.
+        commands = {key: map(load_accepted, lines) for key, lines in by_key.items()}
+        results.append(apply_bucket(source, sink, bucket, commands, applied, now))
     return results
 
 
@@ -441,7 +420,7 @@ def in_one(job: ImportJob, checker: CommandChecker, splits: Sequence[InputSplit]
     params = job.transport_params or None
     part = check_part(splits, checker, job.check, params, buckets=job.buckets)
     reject_files = write_rejects(job, part)
-    return Checked(part.counts, reject_files, apply_buckets(job, part.mine))
+    return Checked(part.counts, reject_files, apply_lines(job, in_order(part.buckets, {})))
 
 
 def in_two_halves(
@@ -451,33 +430,28 @@ def in_two_halves(
     go: Callable[[], bool],
 ) -> Checked | None:
     """The two halves in two forked processes at once, each checking its half
-    and applying the buckets it owns, with the commands the other hands over;
+    and applying the buckets it owns, with the lines the other hands over;
     neither hands over before `go()`, called here meanwhile, says to (None:
     it did not, nothing was applied).
 
-    Input order holds for every identifier: the first half's commands come
+    Input order holds for every identifier: the first half's lines come
     before the second half's in every bucket, whichever side applies it.
     """
 
     def side(number: int) -> Checked:
         exchange.take_side(number)
         splits = numbered(parts[number], None)
-        part = check_part(splits, checker, job.check, None, buckets=job.buckets, side=number)
+        part = check_part(splits, checker, job.check, None, buckets=job.buckets)
+        mine = {b: lines for b, lines in part.buckets.items() if owner(b) == number}
         exchange.wait_to_go()
-        exchange.send(part.theirs)
-        part.theirs.clear()
+        exchange.send({b: lines for b, lines in part.buckets.items() if owner(b) != number})
+        part.buckets.clear()  # what was handed over: its memory serves the folds
         reject_files = write_rejects(job, part)
         handed = exchange.receive()
-        if number == 0:  # the later commands, after its own
-            commands = part.mine
-            add_handed(commands, handed)
-        else:  # the earlier commands, before its own
-            commands = {}
-            add_handed(commands, handed)
-            append_later(commands, part.mine)
         # Left to the process's exit, like everything it built (see Forked).
-        LEFT_TO_EXIT.extend((part, handed, commands))
-        return Checked(part.counts, reject_files, apply_buckets(job, commands))
+        LEFT_TO_EXIT.extend((mine, handed))
+        buckets = in_order(mine, handed) if number == 0 else in_order(handed, mine)
+        return Checked(part.counts, reject_files, apply_lines(job, buckets))
 
     folder = tempfile.mkdtemp(prefix="profile-import-halves-")
     try:

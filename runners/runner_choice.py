@@ -32,7 +32,8 @@ IN_PROCESS_MAX_BYTES = 48 << 20
 # Up to this many, no Beam for local uncompressed files that fit in memory.
 LOCAL_MAX_BYTES = 512 << 20
 # The run's memory (all its processes) per byte of input, with a margin:
-# 1.6 GiB for the bench's 305 MiB of 1M lines, about 5.3 bytes a byte.
+# 0.8 GiB for the bench's 305 MiB of 1M lines, about 2.7 bytes a byte; short
+# lines cost more a byte (each line's key, list slots, a view per handed line).
 MEMORY_PER_INPUT_BYTE = 6
 # A compressed input is counted as this many times its size: NDJSON
 # commands compress about 5-10x.

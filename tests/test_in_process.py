@@ -315,10 +315,11 @@ def test_a_failure_in_either_half_fails_the_run_with_its_own_cause(
     before = export(tmp_path / "s")
     check_part = in_process.check_part
 
-    def failing_check(*args: Any, side: int | None = None, **kwargs: Any) -> Any:
-        if side == failing:
-            raise StoreError(f"store s: cannot check half {side} (test)")
-        return check_part(*args, side=side, **kwargs)
+    def failing_check(splits: Any, *args: Any, **kwargs: Any) -> Any:
+        half = 0 if splits[0].start == 0 else 1  # the second half starts past 0
+        if half == failing:
+            raise StoreError(f"store s: cannot check half {half} (test)")
+        return check_part(splits, *args, **kwargs)
 
     def failing_apply(source: Any, sink: Any, bucket: int, *args: Any) -> dict[str, int]:
         if in_process.owner(bucket) == failing:
