@@ -232,9 +232,11 @@ class Exchange:
         """Hands the other side its buckets' lines."""
         header = []
         end = 0
-        with open(self._path(1 - self._side, "lines"), "wb") as f:
+        # Written line by line through one buffer: joining them first would
+        # copy them all into new memory, then into the file.
+        with open(self._path(1 - self._side, "lines"), "wb", buffering=1 << 20) as f:
             for bucket, lines in handed.items():
-                f.write(b"".join(lines.lines))
+                f.writelines(lines.lines)
                 ends = list(itertools.accumulate(map(len, lines.lines), initial=end))
                 header.append((bucket, lines.keys, ends))
                 end = ends[-1]
