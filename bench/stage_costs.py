@@ -27,7 +27,10 @@ from pathlib import Path
 # (stage, the frames that mark it, innermost first): a stack counts for the
 # first stage one of whose frames it holds, looked for from its top.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("apply: parse each line again (after the shuffle or hand-over)", ("load_accepted",)),
+    (
+        "apply: parse each line again (after the shuffle or hand-over)",
+        ("load_accepted", "load_commands"),
+    ),
     ("parse: read lines", ("lines.py:",)),
     ("parse: check lines (orjson, schema, identifier)", ("commands.py:", "validation.py:")),
     ("apply: fold commands (merge)", ("fold.py:", "merge.py:")),

@@ -11,6 +11,7 @@ checks them after the schema.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -19,7 +20,7 @@ import orjson
 from profile_import import schemas
 
 from .codes import LineRejected, RejectCode
-from .fold import DELETE, UPSERT, Command
+from .fold import DELETE, DELETE_COMMAND, DELETES, STAND_IN, UPSERT, Command, moot
 from .identifiers import IDENTIFIER_FIELDS, json_type, resolve
 from .nesting import (
     MAX_LINE_DEPTH,
@@ -343,3 +344,17 @@ class CommandChecker:
 def load_accepted(content: bytes | memoryview) -> Command:
     """The command of a line that `CommandChecker` accepted."""
     return Command.from_object(orjson.loads(content))
+
+
+def load_commands(kinds: Sequence[int], lines: Sequence[bytes | memoryview]) -> Iterator[Command]:
+    """One identifier's commands from its accepted lines and their kinds
+    (`fold.kind_of`), in order. Parses only the lines whose content counts:
+    not a DELETE, nor an UPSERT that a later command makes moot (`fold.moot`)."""
+    first = moot(kinds)
+    for index, line in enumerate(lines):
+        if kinds[index] == DELETES:
+            yield DELETE_COMMAND
+        elif index < first:
+            yield STAND_IN
+        else:
+            yield load_accepted(line)

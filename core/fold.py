@@ -18,11 +18,15 @@ after it:
 
 A DELETE of a profile that does not exist at that point is a no-op counted as
 `deletes_missing`.
+
+A DELETE or a replacing UPSERT sets the profile whatever came before it, so
+the content of an UPSERT before one is lost: a run that keeps its lines raw
+need not parse such an UPSERT, nor any DELETE (`moot`, `STAND_IN`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -56,6 +60,42 @@ class Command(NamedTuple):
             obj["force_replace"],
             obj.get("merge_objects", False),
         )
+
+
+# What a command is to the commands after it, one byte a line, kept beside
+# the raw lines of a run that parses them only when it applies them.
+DELETES = 0
+REPLACES = 1  # an UPSERT with force_replace
+MERGES = 2  # an UPSERT without
+
+DELETE_COMMAND = Command(DELETE)
+# An UPSERT whose content a later command sets aside (see `moot`); never a
+# fold's result, since that later command always replaces it.
+STAND_IN = Command(UPSERT, {}, force_replace=True)
+
+
+def kind_of(operation: str, force_replace: bool | None) -> int:
+    """A command's kind (`DELETES`, `REPLACES` or `MERGES`); `force_replace`
+    as the line gives it (None: absent, as a DELETE may have it)."""
+    if operation == DELETE:
+        return DELETES
+    return REPLACES if force_replace else MERGES
+
+
+def moot(kinds: Sequence[int]) -> int:
+    """How many of one identifier's commands, from the first, are moot: the
+    commands before the last DELETE or replacing UPSERT, which sets the
+    profile whatever they did.
+
+    They still count by whether they leave a profile: a DELETE among them
+    deletes one or finds none (`deletes_missing`). So each UPSERT among them
+    can be applied as `STAND_IN`, without its content, and each DELETE as
+    itself: the fold's result, outcome and counts are the same.
+    """
+    for index in range(len(kinds) - 1, 0, -1):
+        if kinds[index] != MERGES:
+            return index
+    return 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,24 @@
 from __future__ import annotations
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from profile_import.core.fold import DELETE, Command, Outcome, StoredProfile, apply_commands
+from profile_import.core.commands import load_accepted, load_commands
+from profile_import.core.fold import (
+    DELETE,
+    DELETES,
+    MERGES,
+    REPLACES,
+    STAND_IN,
+    Command,
+    Outcome,
+    StoredProfile,
+    apply_commands,
+    kind_of,
+    moot,
+)
 
 NOW = "2026-11-23T00:00:00.000Z"
 THEN = "2026-01-01T00:00:00.000Z"
@@ -82,3 +98,79 @@ def test_command_from_object_defaults_merge_objects_to_false() -> None:
     obj = {"operation": "UPSERT", "email_hash": "h", "force_replace": False, "user_profile": {}}
     assert Command.from_object(obj) == Command("UPSERT", {}, False, False)
     assert Command.from_object({"operation": "DELETE", "user_profile": {"x": 1}}) == DEL
+
+
+D, R, M = DELETES, REPLACES, MERGES
+
+
+@pytest.mark.parametrize(
+    ("kinds", "moot_count"),
+    [
+        ([], 0),
+        ([M], 0),
+        ([R], 0),
+        ([D], 0),
+        ([M, M, M], 0),
+        ([M, R], 1),
+        ([M, D], 1),
+        ([M, M, D, M], 2),
+        ([R, M, R, M, M], 2),
+        ([D, M, D], 2),
+        ([R, D, M], 1),
+        ([M, R, M, D, M, M], 3),
+    ],
+)
+def test_moot_counts_the_commands_before_the_last_delete_or_replace(
+    kinds: list[int], moot_count: int
+) -> None:
+    assert moot(kinds) == moot_count
+
+
+@pytest.mark.parametrize(
+    ("operation", "force_replace", "kind"),
+    [("DELETE", False, D), ("DELETE", True, D), ("UPSERT", True, R), ("UPSERT", False, M)],
+)
+def test_kind_of(operation: str, force_replace: bool, kind: int) -> None:
+    assert kind_of(operation, force_replace) == kind
+
+
+def _line(command: Command) -> bytes:
+    obj: dict[str, object] = {"operation": command.operation, "email_hash": "h"}
+    if command.operation != DELETE:
+        obj |= {"force_replace": command.force_replace, "user_profile": command.profile}
+        obj["merge_objects"] = command.merge_objects
+    return orjson.dumps(obj)
+
+
+def test_load_commands_parses_only_what_counts() -> None:
+    commands = [up({"a": 1}), DEL, up({"b": 2}, merge=True), up({"c": 3}, force=True), up({"d": 4})]
+    lines = [_line(c) for c in commands]
+    kinds = [kind_of(c.operation, c.force_replace) for c in commands]
+    assert list(load_commands(kinds, lines)) == [STAND_IN, DEL, STAND_IN, *commands[3:]]
+    assert [load_accepted(line) for line in lines] == commands
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from(["x", "y"]),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from("ab"), inner),
+    max_leaves=4,
+)
+_profiles = st.dictionaries(st.sampled_from("abc"), _values, max_size=3)
+_commands = st.one_of(
+    st.just(DEL),
+    st.builds(up, _profiles, st.booleans(), st.booleans()),
+)
+_stored = st.none() | st.builds(StoredProfile, _profiles, st.just(THEN), st.just(THEN))
+
+
+@given(_stored, st.lists(_commands, max_size=8))
+def test_folding_without_the_moot_lines_gives_the_same_result(
+    stored: StoredProfile | None, commands: list[Command]
+) -> None:
+    """Every line parsed and applied, or only those whose content counts:
+    the same profile, outcome, timestamps and counts."""
+    lines = [_line(c) for c in commands]
+    kinds = [kind_of(c.operation, c.force_replace) for c in commands]
+    assert apply_commands(stored, load_commands(kinds, lines), NOW) == apply_commands(
+        stored, commands, NOW
+    )

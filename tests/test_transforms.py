@@ -17,7 +17,7 @@ from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from profile_import.core import records
 from profile_import.core.commands import CheckSettings
-from profile_import.core.fold import StoredProfile
+from profile_import.core.fold import StoredProfile, kind_of
 from profile_import.core.idempotency import ALREADY_APPLIED, AppliedInput, InputDecision
 from profile_import.core.identifiers import Identifier, bucket_of
 from profile_import.stores.snapshot import SnapshotStore
@@ -49,8 +49,10 @@ def decoded(elements: Iterable[tuple[int, batches.CommandBatch]]) -> list[tuple[
     """(bucket, email hash) of every command, in input order within its bucket."""
     out = []
     for bucket, batch in elements:
-        for key, content in batches.in_input_order([batch]):
+        for key, kind, content in batches.in_input_order([batch]):
             assert bucket == bucket_of(key, BUCKETS)
+            command = orjson.loads(content)
+            assert kind == kind_of(command["operation"], command.get("force_replace"))
             assert Identifier.from_key(key).values[0] == orjson.loads(content)["email_hash"]
             out.append((bucket, orjson.loads(content)["email_hash"]))
     return sorted(out)
@@ -149,7 +151,12 @@ def sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
 
 def _batch(lines: list[dict[str, Any]], first_line: int) -> tuple[int, batches.CommandBatch]:
     keyed = [
-        batches.keyed(Identifier.email_hash(x["email_hash"]).key, orjson.dumps(x)) for x in lines
+        batches.keyed(
+            kind_of(x["operation"], x.get("force_replace")),
+            Identifier.email_hash(x["email_hash"]).key,
+            orjson.dumps(x),
+        )
+        for x in lines
     ]
     bucket = bucket_of(Identifier.email_hash(lines[0]["email_hash"]).key, BUCKETS)
     return bucket, batches.encode(bucket, 0, first_line, keyed)

@@ -3,10 +3,11 @@
 Sending one element per line through a GroupByKey costs more than all the
 work done on the line (measured: a per-element pipeline ran ~5x slower than a
 plain loop). So each input split sends one element per bucket it touches: the
-accepted lines of that split for that bucket, each prefixed by its
-identifier's key and a tab (so the apply step need not resolve it again),
-joined by newlines. Keys hold no tab or newline and lines no newline, so the
-framing is unambiguous.
+accepted lines of that split for that bucket, each prefixed by its command's
+kind (one digit, `core.fold.kind_of`: the apply step need not parse a line
+whose content a later command makes moot), its identifier's key (the apply
+step need not resolve it again) and a tab, joined by newlines. Keys hold no
+tab or newline and lines no newline, so the framing is unambiguous.
 
 The element is a plain tuple, which Beam's coders encode natively (a
 NamedTuple would be pickled): `(input index, first line of the split,
@@ -33,10 +34,13 @@ from collections.abc import Iterable, Iterator
 CommandBatch = tuple[int, int, bytes, str]
 
 _KEY_SEPARATOR = b"\t"
+_DIGIT_ZERO = 0x30
+_KIND_DIGITS = tuple(bytes((_DIGIT_ZERO + kind,)) for kind in range(3))
 
 
-def keyed(key: bytes, content: bytes) -> bytes:
-    return key + _KEY_SEPARATOR + content
+def keyed(kind: int, key: bytes, content: bytes) -> bytes:
+    """A line framed for a batch: its command's kind, its key, a tab, the line."""
+    return _KIND_DIGITS[kind] + key + _KEY_SEPARATOR + content
 
 
 def encode(
@@ -46,7 +50,7 @@ def encode(
     keyed_lines: list[bytes],
     spill_dir: str | None = None,
 ) -> CommandBatch:
-    """A batch from lines already prefixed with `key + b"\\t"`."""
+    """A batch from lines already framed by `keyed`."""
     payload = b"\n".join(keyed_lines)
     if spill_dir is None:
         return (input_index, first_line, payload, "")
@@ -66,9 +70,9 @@ def _payload(batch: CommandBatch) -> bytes:
         return f.read()
 
 
-def in_input_order(batches: Iterable[CommandBatch]) -> Iterator[tuple[bytes, bytes]]:
-    """Every (key, line) of a bucket's batches, in input order."""
+def in_input_order(batches: Iterable[CommandBatch]) -> Iterator[tuple[bytes, int, bytes]]:
+    """Every (key, kind, line) of a bucket's batches, in input order."""
     for batch in sorted(batches, key=lambda b: (b[0], b[1])):
         for item in _payload(batch).split(b"\n"):
-            key, _, content = item.partition(_KEY_SEPARATOR)
-            yield key, content
+            head, _, content = item.partition(_KEY_SEPARATOR)
+            yield head[1:], head[0] - _DIGIT_ZERO, content
