@@ -11,7 +11,7 @@ checks them after the schema.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -344,6 +344,24 @@ class CommandChecker:
 def load_accepted(content: bytes | memoryview) -> Command:
     """The command of a line that `CommandChecker` accepted."""
     return Command.from_object(orjson.loads(content))
+
+
+def commands_by_key(
+    lines: Iterable[tuple[bytes, int, bytes | memoryview]],
+) -> tuple[dict[bytes, Iterator[Command]], int]:
+    """Each identifier's commands from a bucket's (key, kind, line) in input
+    order, parsed only as the fold reads them (`load_commands`), so the
+    lines stay raw until then; and how many lines there were."""
+    by_key: dict[bytes, tuple[bytearray, list[bytes | memoryview]]] = {}
+    count = 0
+    for key, kind, content in lines:
+        sequence = by_key.get(key)
+        if sequence is None:
+            by_key[key] = sequence = (bytearray(), [])
+        sequence[0].append(kind)
+        sequence[1].append(content)
+        count += 1
+    return {key: load_commands(*sequence) for key, sequence in by_key.items()}, count
 
 
 def load_commands(kinds: Sequence[int], lines: Sequence[bytes | memoryview]) -> Iterator[Command]:

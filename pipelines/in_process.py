@@ -40,7 +40,7 @@ from profile_import.core.commands import (
     FORCE_REPLACE,
     CheckSettings,
     CommandChecker,
-    load_commands,
+    commands_by_key,
 )
 from profile_import.core.fold import kind_of
 from profile_import.core.identifiers import bucket_of
@@ -410,18 +410,12 @@ def apply_lines(job: ImportJob, buckets: dict[int, list[Lines]]) -> list[dict[st
     now = job.finalizer.ctx.started_at
     results = []
     for bucket in sorted(buckets):
-        by_key: dict[bytes, tuple[bytearray, list[bytes | memoryview]]] = {}
-        applied = 0
-        for part in buckets[bucket]:
-            applied += len(part.keys)
-            for key, content, kind in zip(part.keys, part.lines, part.kinds, strict=True):
-                sequence = by_key.get(key)
-                if sequence is None:
-                    by_key[key] = sequence = (bytearray(), [])
-                sequence[0].append(kind)
-                sequence[1].append(content)
         # orjson reads a view as bytes.
-        commands = {key: load_commands(*sequence) for key, sequence in by_key.items()}
+        commands, applied = commands_by_key(
+            itertools.chain.from_iterable(
+                zip(part.keys, part.kinds, part.lines, strict=True) for part in buckets[bucket]
+            )
+        )
         results.append(apply_bucket(source, sink, bucket, commands, applied, now))
     return results
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from profile_import.core.commands import load_accepted, load_commands
+from profile_import.core.commands import commands_by_key, load_accepted, load_commands
 from profile_import.core.fold import (
     DELETE,
     DELETES,
@@ -148,6 +148,19 @@ def test_load_commands_parses_only_what_counts() -> None:
     kinds = [kind_of(c.operation, c.force_replace) for c in commands]
     assert list(load_commands(kinds, lines)) == [STAND_IN, DEL, STAND_IN, *commands[3:]]
     assert [load_accepted(line) for line in lines] == commands
+
+
+def test_commands_by_key_keeps_each_identifiers_lines_in_order() -> None:
+    a1, b1, a2, a3 = up({"a": 1}), up({"b": 1}), DEL, up({"a": 3}, merge=True)
+    lines = [(b"a", a1), (b"b", b1), (b"a", a2), (b"a", a3)]
+    commands, count = commands_by_key(
+        (key, kind_of(c.operation, c.force_replace), _line(c)) for key, c in lines
+    )
+    assert count == 4
+    assert {key: list(found) for key, found in commands.items()} == {
+        b"a": [STAND_IN, DEL, a3],
+        b"b": [b1],
+    }
 
 
 _values = st.recursive(
