@@ -31,6 +31,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         "apply: parse each line again (after the shuffle or hand-over)",
         ("load_accepted", "load_commands"),
     ),
+    ("apply: group lines by identifier", ("commands_by_key",)),
     ("parse: read lines", ("lines.py:",)),
     ("parse: check lines (orjson, schema, identifier)", ("commands.py:", "validation.py:")),
     ("apply: fold commands (merge)", ("fold.py:", "merge.py:")),
