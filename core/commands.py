@@ -20,7 +20,7 @@ import orjson
 from profile_import import schemas
 
 from .codes import LineRejected, RejectCode
-from .fold import DELETE, DELETE_COMMAND, DELETES, STAND_IN, UPSERT, Command, moot
+from .fold import DELETE, DELETE_COMMAND, DELETES, STAND_IN, UPSERT, Command, kind_of, moot
 from .identifiers import IDENTIFIER_FIELDS, json_type, resolve
 from .nesting import (
     MAX_LINE_DEPTH,
@@ -75,6 +75,7 @@ class Accepted(NamedTuple):
     key: bytes  # the identifier's canonical key
     operation: str
     obj: dict[str, Any]  # the parsed line, for a caller that applies it at once
+    kind: int  # `fold.kind_of`, for a caller that keeps the line raw
 
 
 def huge_integer_path(value: Any, path: str) -> str | None:
@@ -338,7 +339,7 @@ class CommandChecker:
                     obj[USER_PROFILE], redact=self.settings.redact, prefix="user_profile"
                 ),
             )
-        return Accepted(key, operation, obj)
+        return Accepted(key, operation, obj, kind_of(operation, obj.get(FORCE_REPLACE)))
 
 
 def load_accepted(content: bytes | memoryview) -> Command:

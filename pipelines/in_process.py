@@ -36,13 +36,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
-from profile_import.core.commands import (
-    FORCE_REPLACE,
-    CheckSettings,
-    CommandChecker,
-    commands_by_key,
-)
-from profile_import.core.fold import kind_of
+from profile_import.core.commands import CheckSettings, CommandChecker, commands_by_key
 from profile_import.core.identifiers import bucket_of
 from profile_import.core.numbering import RangeCount, first_lines
 from profile_import.inputs.plan import InputFile, InputSplit, is_remote
@@ -119,7 +113,7 @@ def check_part(
                 by_bucket[bucket] = in_bucket = Lines()
             in_bucket.keys.append(key)
             in_bucket.lines.append(content)
-            in_bucket.kinds.append(kind_of(accepted.operation, accepted.obj.get(FORCE_REPLACE)))
+            in_bucket.kinds.append(accepted.kind)
         index = split.input_index
         part.counts[index] = add_counts([part.counts.get(index, {}), tally.counts()])
         if tally.reject_lines:
@@ -192,7 +186,7 @@ class Exchange:
     one after another in one file, their buckets, keys and ends in another
     (a pipe would block two writers of large ones); then one byte on a pipe
     says they are there. The receiving side maps the lines' file and parses
-    each line straight from the mapping: no copy, no object per line. The
+    each line straight from the mapping (a view of it), never copying it. The
     launching process says when both may go on (`go`: one byte to each). A
     process that ends closes its ends of the pipes, so the one waiting for
     it never waits for nothing.

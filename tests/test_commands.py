@@ -17,7 +17,7 @@ from profile_import.core.commands import (
     load_accepted,
     nul_path,
 )
-from profile_import.core.fold import Command
+from profile_import.core.fold import DELETES, MERGES, REPLACES, Command
 from profile_import.core.validation import SchemaValidator
 
 CHECKER = CheckSettings().build()
@@ -108,6 +108,21 @@ def test_default_compartment_makes_a_bare_account_valid() -> None:
     assert code_of(line) is RejectCode.INVALID_IDENTIFIER
     accepted = CheckSettings(default_compartment_id="1000").build().check(line)
     assert accepted is not None and accepted.key == b"a\x001000\x007"
+
+
+@pytest.mark.parametrize(
+    ("changes", "kind"),
+    [
+        ({"force_replace": True}, REPLACES),
+        ({"force_replace": False}, MERGES),
+        ({"force_replace": False, "merge_objects": True}, MERGES),
+        ({"operation": "DELETE", "force_replace": ..., "user_profile": ...}, DELETES),
+        ({"operation": "DELETE", "force_replace": True}, DELETES),
+    ],
+)
+def test_an_accepted_line_carries_its_kind(changes: dict[str, Any], kind: int) -> None:
+    accepted = CHECKER.check(with_(**changes).encode())
+    assert accepted is not None and accepted.kind == kind
 
 
 PROFILE_SCHEMA = {

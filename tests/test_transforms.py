@@ -53,8 +53,8 @@ def decoded(elements: Iterable[tuple[int, batches.CommandBatch]]) -> list[tuple[
             assert bucket == bucket_of(key, BUCKETS)
             command = orjson.loads(content)
             assert kind == kind_of(command["operation"], command.get("force_replace"))
-            assert Identifier.from_key(key).values[0] == orjson.loads(content)["email_hash"]
-            out.append((bucket, orjson.loads(content)["email_hash"]))
+            assert Identifier.from_key(key).values[0] == command["email_hash"]
+            out.append((bucket, command["email_hash"]))
     return sorted(out)
 
 

@@ -10,8 +10,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
 
 from profile_import.core.codes import RejectCode
-from profile_import.core.commands import FORCE_REPLACE, CheckSettings
-from profile_import.core.fold import kind_of
+from profile_import.core.commands import CheckSettings
 from profile_import.core.identifiers import bucket_of
 from profile_import.inputs.plan import InputSplit
 
@@ -84,8 +83,7 @@ class ParseSplitFn(beam.DoFn):
             batch = per_bucket.get(bucket)
             if batch is None:
                 per_bucket[bucket] = batch = []
-            kind = kind_of(accepted.operation, accepted.obj.get(FORCE_REPLACE))
-            batch.append(batches.keyed(kind, key, content))
+            batch.append(batches.keyed(accepted.kind, key, content))
 
         for bucket, keyed_lines in per_bucket.items():
             yield (
