@@ -27,12 +27,10 @@ import marshal
 import mmap
 import os
 import pickle
-import shutil
 import signal
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
@@ -47,6 +45,7 @@ from profile_import.transforms.decisions import Decided, decide
 from profile_import.transforms.finalize import add_counts, write_report
 from profile_import.transforms.gc_pause import paused
 from profile_import.transforms.reject_files import RejectFile, write_reject_file
+from profile_import.transforms.scratch import folder as scratch_folder
 
 from .job import ImportJob
 
@@ -338,8 +337,43 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
+PerInput = dict[int, dict[str, int]]
+
+
 class InProcessError(Exception):
     """A forked process of an in-process run failed: nothing is published."""
+
+    def __init__(self, message: str, counts: PerInput | None = None) -> None:
+        super().__init__(message)
+        self.counts = counts  # per input, when every input was read and checked
+
+
+class RunFailed(Exception):
+    """The run failed, nothing is published: its cause in one line, what it
+    read and checked when every input was (per input), and what it decided
+    of the inputs when it did."""
+
+    def __init__(self, message: str, counts: PerInput | None, decided: Decided | None) -> None:
+        super().__init__(message)
+        self.counts = counts
+        self.decided = decided
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else repr(error)
+
+
+@contextmanager
+def counted(counts: PerInput) -> Iterator[None]:
+    """A failure once every input was read and checked carries the counts."""
+    try:
+        yield
+    except InProcessError as e:
+        e.counts = e.counts or counts
+        raise
+    except Exception as e:
+        raise InProcessError(_first_line(e), counts) from e
 
 
 def in_two(
@@ -421,8 +455,9 @@ def write_rejects(job: ImportJob, part: Part) -> list[RejectFile]:
 def in_one(job: ImportJob, checker: CommandChecker, splits: Sequence[InputSplit]) -> Checked:
     params = job.transport_params or None
     part = check_part(splits, checker, job.check, params, buckets=job.buckets)
-    reject_files = write_rejects(job, part)
-    return Checked(part.counts, reject_files, apply_lines(job, in_order(part.buckets, {})))
+    with counted(part.counts):
+        reject_files = write_rejects(job, part)
+        return Checked(part.counts, reject_files, apply_lines(job, in_order(part.buckets, {})))
 
 
 def in_two_halves(
@@ -444,6 +479,9 @@ def in_two_halves(
         exchange.take_side(number)
         splits = numbered(parts[number], None)
         part = check_part(splits, checker, job.check, None, buckets=job.buckets)
+        # For the report of a run that fails from here (`counts_checked`).
+        with open(os.path.join(folder, f"counts-{number}.pickle"), "wb") as f:
+            pickle.dump(part.counts, f)
         mine = {b: lines for b, lines in part.buckets.items() if owner(b) == number}
         exchange.wait_to_go()
         exchange.send({b: lines for b, lines in part.buckets.items() if owner(b) != number})
@@ -455,12 +493,17 @@ def in_two_halves(
         buckets = in_order(mine, handed) if number == 0 else in_order(handed, mine)
         return Checked(part.counts, reject_files, apply_lines(job, buckets))
 
-    folder = tempfile.mkdtemp(prefix="profile-import-halves-")
-    try:
+    # The hand-over files: removed whatever ends the run, or by the next run.
+    with scratch_folder("profile-import-halves-") as folder:
         exchange = Exchange(folder)
-        done = in_two([lambda: side(0), lambda: side(1)], folder, exchange, go)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            done = in_two([lambda: side(0), lambda: side(1)], folder, exchange, go)
+        except Exception:
+            counts = counts_checked(folder, len(parts))
+            if counts is None:
+                raise
+            with counted(counts):
+                raise
     if done is None:
         return None
     first, second = done
@@ -470,6 +513,19 @@ def in_two_halves(
     }
     files, results = first.reject_files + second.reject_files, first.results + second.results
     return Checked(counts, files, results, processes=2)
+
+
+def counts_checked(folder: str, sides: int) -> PerInput | None:
+    """What every side read and checked, if every side finished checking."""
+    counts: list[PerInput] = []
+    for number in range(sides):
+        try:
+            with open(os.path.join(folder, f"counts-{number}.pickle"), "rb") as f:
+                counts.append(pickle.load(f))
+        except (OSError, pickle.UnpicklingError, EOFError):
+            return None
+    indexes = {index for side in counts for index in side}
+    return {i: add_counts(side.get(i, {}) for side in counts) for i in indexes}
 
 
 def run(job: ImportJob) -> dict[str, Any]:
@@ -498,19 +554,22 @@ def run(job: ImportJob) -> dict[str, Any]:
         return decided.applied == listed
 
     done: Checked | None = None
-    with paused():
-        parts = halves(ctx.inputs, listed, params)
-        if len(parts) == 2:
-            # The two halves are checked while this process hashes the inputs
-            # and asks the ledger; they apply only if it applies every input.
-            done = in_two_halves(job, checker, parts, applies_all)
-        if done is None:
-            decided = decided or decide_inputs()
-            parts = halves(ctx.inputs, decided.applied, params)
+    try:
+        with paused():
+            parts = halves(ctx.inputs, listed, params)
             if len(parts) == 2:
-                done = in_two_halves(job, checker, parts, lambda: True)
-            else:
-                done = in_one(job, checker, parts[0])
+                # The two halves are checked while this process hashes the inputs
+                # and asks the ledger; they apply only if it applies every input.
+                done = in_two_halves(job, checker, parts, applies_all)
+            if done is None:
+                decided = decided or decide_inputs()
+                parts = halves(ctx.inputs, decided.applied, params)
+                if len(parts) == 2:
+                    done = in_two_halves(job, checker, parts, lambda: True)
+                else:
+                    done = in_one(job, checker, parts[0])
+    except Exception as e:
+        raise RunFailed(_first_line(e), getattr(e, "counts", None), decided) from e
     if done is None or decided is None:  # cannot be: each path above sets both
         raise InProcessError("the run ended without a result")
     # The report names the processes that did the work.

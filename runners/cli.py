@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import profile_import
 from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier, normalise_value
@@ -37,6 +37,9 @@ from profile_import.stores import DEFAULT_STORE, ProfileStore, StoreError, open_
 from . import logs, read_commands, runner_choice
 from .local_worker import VERBOSE_ENV, stop_workers
 from .options import add_run_options, positive_int
+
+if TYPE_CHECKING:
+    from .execution import Execution, Outcome
 
 PROG = "profile-import"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -315,24 +318,16 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         len(args.inputs),
         args.store,
     )
-    outcome = execution.run()
-    if _Interrupt.signal is not None and outcome.report["version"] is None:
-        _Interrupt.exit()  # the pipeline failed because it was interrupted
-    text = (json.dumps(outcome.report, indent=2) + "\n").encode()
     try:
-        if not outcome.report_written:
-            execution.report_output.write(text)
-    except Exception as e:  # noqa: BLE001 - OSError, and remote clients' own errors
-        # Proven writable before the run, yet failing now (a full disk): the
-        # run's outcome stands, published or not, and the report goes to
-        # stdout instead, so a retry does not fail forever on a done import.
-        print(
-            f"{PROG}: warning: cannot write the report to "
-            f"{execution.report_output}: {e}; it follows on standard output",
-            file=sys.stderr,
-        )
-        sys.stdout.buffer.write(text)
-        sys.stdout.flush()
+        outcome = execution.run()
+    except KeyboardInterrupt:
+        outcome = execution.interrupted(_Interrupt.signal or "SIGINT")
+    if _Interrupt.signal is not None and outcome.report["version"] is None:
+        # Stopped before it published (the pipeline failed because it was
+        # interrupted): the report says so, never a run still under way.
+        _write_report(execution, execution.interrupted(_Interrupt.signal))
+        _Interrupt.exit()
+    _write_report(execution, outcome)
     report = outcome.report
     if outcome.exit_code:
         # Cause first; the counts are in the report.
@@ -345,6 +340,26 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         if report.get("rejects_file"):
             print(f"{PROG}: rejects in {report['rejects_file']}", file=sys.stderr)
     return outcome.exit_code
+
+
+def _write_report(execution: Execution, outcome: Outcome) -> None:
+    """The report at --report (whole or not at all), unless the run's final step wrote it."""
+    if outcome.report_written:
+        return
+    text = (json.dumps(outcome.report, indent=2) + "\n").encode()
+    try:
+        execution.report_output.write(text)
+    except Exception as e:  # noqa: BLE001 - OSError, and remote clients' own errors
+        # Proven writable before the run, yet failing now (a full disk): the
+        # run's outcome stands, published or not, and the report goes to
+        # stdout instead, so a retry does not fail forever on a done import.
+        print(
+            f"{PROG}: warning: cannot write the report to "
+            f"{execution.report_output}: {e}; it follows on standard output",
+            file=sys.stderr,
+        )
+        sys.stdout.buffer.write(text)
+        sys.stdout.flush()
 
 
 def _identifier(args: argparse.Namespace) -> Identifier:

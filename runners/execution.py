@@ -17,9 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -28,7 +26,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 from profile_import.core import clock
-from profile_import.core import report as reports
 from profile_import.core.commands import DEFAULT_MAX_LINE_BYTES, CheckSettings
 from profile_import.core.properties import DeclarationError, Declarations
 from profile_import.core.report import Status
@@ -43,8 +40,9 @@ from profile_import.stores import (
     open_store,
     reachable_from_anywhere,
 )
-from profile_import.transforms import outputs
-from profile_import.transforms.finalize import Finalizer, RunContext, build_report
+from profile_import.transforms import outputs, scratch
+from profile_import.transforms.decisions import Decided
+from profile_import.transforms.finalize import Finalizer, RunContext, build_report, read_counts
 from profile_import.transforms.outputs import Output, OutputError
 
 from . import logs, progress_display, runner_choice
@@ -248,11 +246,32 @@ class Execution:
             result_path=result_path,
         )
 
-    def _failed(self, failure: str, exit_code: int, message: str | None = None) -> Outcome:
+    def _failed(
+        self,
+        failure: str,
+        exit_code: int,
+        message: str | None = None,
+        *,
+        checked: dict[int, dict[str, int]] | None = None,
+        decided: Decided | None = None,
+    ) -> Outcome:
+        """A FAILED report; with what the run read and checked (`checked`, per
+        input) when it got that far, rather than zeros."""
+        counts, rejects_by_code = read_counts(checked or {}, checked or {})
         report = build_report(
-            self._context(), Status.FAILED, reports.empty_counts(), failure=failure, message=message
+            self._context(),
+            Status.FAILED,
+            counts,
+            decided=decided,
+            rejects_by_code=rejects_by_code,
+            failure=failure,
+            message=message,
         )
         return Outcome(report, exit_code)
+
+    def interrupted(self, signal_name: str) -> Outcome:
+        """The report of a run stopped by a signal before it published."""
+        return self._failed(f"interrupted ({signal_name})", 130)
 
     def _usage_error(self, error: Exception) -> Outcome:
         message = f"{Status.FAILED}: {error}; nothing ran, the store is unchanged"
@@ -320,11 +339,10 @@ class Execution:
                 )
 
     def run(self) -> Outcome:
-        scratch = tempfile.mkdtemp(prefix="profile-import-")
-        try:
-            return self._run(scratch)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        # What killed runs left in $TMPDIR; never a live run's (`scratch`).
+        scratch.sweep()
+        with scratch.folder() as folder:
+            return self._run(folder)
 
     def _run(self, scratch: str) -> Outcome:
         s = self.settings
@@ -342,17 +360,17 @@ class Execution:
             if self.in_process is None:
                 self.in_process = runner_choice.small(self.inputs)
                 self.runner = self._runner_name()
-            store = open_store(s.store, buckets=s.buckets, work_root=self.work_root)
-            placeholder = json.dumps(
-                {"execution_id": self.execution_id, "status": "RUNNING", "store": s.store}
-            )
+            # A database store's local work folder (each input's reject
+            # files) is the run's scratch, removed whatever ends the run.
+            work_root = self.work_root or os.path.join(scratch, "store-work")
+            store = open_store(s.store, buckets=s.buckets, work_root=work_root)
             try:
-                self.report_output.check(placeholder.encode() + b"\n")
+                self.report_output.check()
             except OutputError:
                 # Nothing ran: the report saying so goes to standard output.
                 self.report_output = Output("--report", outputs.STDOUT)
                 raise
-            self.rejects_output.check(b"")
+            self.rejects_output.check()
         except (UsageError, input_plan.InputError, StoreError, OutputError) as e:
             return self._usage_error(e)
         check = CheckSettings(
@@ -451,8 +469,12 @@ class Execution:
                 if submitted:
                     return self._submitted(staging is not None)
         except Exception as e:  # noqa: BLE001 - any failure of the run fails it cleanly
-            if self.in_process:
+            if isinstance(e, in_process.RunFailed):
                 # Our own errors, already one line and naming their cause.
+                return self._failed(
+                    f"the import failed: {e}", 1, checked=e.counts, decided=e.decided
+                )
+            if self.in_process:
                 first = str(e).strip().splitlines()
                 return self._failed(f"the import failed: {first[0] if first else repr(e)}", 1)
             crash = f"the pipeline failed: {_root_message(e)} (--verbose shows Beam's log)"

@@ -206,6 +206,23 @@ def gather_rejects(
     return str(target), written, first
 
 
+def read_counts(
+    applied: Iterable[int], input_counts: Mapping[int, Mapping[str, int]]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The report's counts of what was read and checked of the applied inputs
+    (no profile counts yet), and its rejects by code."""
+    counts = reports.empty_counts()
+    rejects_by_code: dict[str, int] = {}
+    for index in applied:
+        for name, value in input_counts.get(index, {}).items():
+            if name.startswith(metrics.REJECTED_PREFIX):
+                code = name[len(metrics.REJECTED_PREFIX) :]
+                rejects_by_code[code] = rejects_by_code.get(code, 0) + value
+            elif name in counts:
+                counts[name] += value
+    return counts, {str(c): rejects_by_code[c] for c in RejectCode if c in rejects_by_code}
+
+
 @dataclass(frozen=True)
 class Finalizer:
     """The final step's work, run once every input to it is complete."""
@@ -242,18 +259,9 @@ class Finalizer:
                 parent=self.parent,
             )
 
-        counts = reports.empty_counts()
-        rejects_by_code: dict[str, int] = {}
-        for index in applied:
-            for name, value in input_counts.get(index, {}).items():
-                if name.startswith(metrics.REJECTED_PREFIX):
-                    code = name[len(metrics.REJECTED_PREFIX) :]
-                    rejects_by_code[code] = rejects_by_code.get(code, 0) + value
-                elif name in counts:
-                    counts[name] += value
+        counts, rejects_by_code = read_counts(applied, input_counts)
         for name in reports.PROFILE_COUNTS:
             counts[name] = totals.get(name, 0)
-        rejects_by_code = {str(c): rejects_by_code[c] for c in RejectCode if c in rejects_by_code}
 
         rejects_output = Output("--rejects", ctx.rejects_location)
         try:

@@ -1,29 +1,153 @@
-"""Where a run writes its report and its rejects: a local file, a remote URL
-(`s3://`, `gs://`, through smart-open) or standard output (`-`).
+"""Where a run writes its report, its rejects and its changes: a local file, a
+remote URL (`s3://`, `gs://`, through smart-open) or standard output (`-`).
 
-Both go through this one layer, and both are proven writable before the run
-starts by writing there: the report a placeholder saying the run is under
-way, the rejects file empty. A location that cannot be written is a usage
-error (exit 2) with nothing run; finding it out after a publish would leave a
-run that changed the store and could only say so on standard output.
+Every output goes through this one layer, and each is written whole or not
+at all, never truncated first: a local file as a temporary file in the same
+folder, renamed over the destination once complete and durable; an object
+uploaded once, at the end (an unfinished upload leaves no object). So a run
+killed at any moment, or one that fails while writing, leaves the previous
+content of the destination, or nothing; and a run that writes nothing there
+(`ALREADY_APPLIED` writes no rejects) leaves it as it was.
+
+Before the run starts, each location is proven writable without touching
+what is there: its folder exists and accepts a temporary file (removed at
+once), its bucket exists. A location that cannot be written is a usage error
+(exit 2) with nothing run; finding it out after a publish would leave a run
+that changed the store and could only say so on standard output.
+
+A temporary file is locked (`fcntl.flock`) by the process writing it; the
+check of a destination removes the ones of that destination whose lock it
+can take, left by a killed run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import os
 import stat
 import sys
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import IO
 
 from profile_import.inputs.plan import is_remote
+from profile_import.stores.failpoints import OUTPUT_WRITTEN, failpoint
 
 STDOUT = "-"
 
 
 class OutputError(Exception):
     """An output location that cannot be written."""
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _is_stream(path: str) -> bool:
+    """A destination that is not a file to replace (`/dev/null`, `/dev/stdout`, a FIFO)."""
+    if path.startswith(("/dev/", "/proc/")):
+        return True  # /dev/stdout redirected to a file is still the caller's stream
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False  # not there yet: a file to create
+
+
+def _temp_pattern(target: str) -> tuple[str, str]:
+    """The temporary files of `target`: (their folder, a glob of their names)."""
+    folder, name = os.path.split(target)
+    return folder, f".{glob.escape(name)}.*.tmp"
+
+
+def _create_temp(target: str) -> tuple[str, int]:
+    """A new temporary file beside `target`, locked by this process."""
+    folder, name = os.path.split(target)
+    while True:
+        path = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Another run's check may have taken it for a dead run's before
+            # the lock was held: then it is gone, and another name is drawn.
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return path, fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        os.close(fd)
+
+
+def remove_dead_temps(target: str) -> list[str]:
+    """Removes the temporary files of `target` that no live process writes."""
+    folder, pattern = _temp_pattern(target)
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass  # written now, or gone
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _fsync_folder(folder: str) -> None:
+    with contextlib.suppress(OSError):  # not every file system syncs a folder
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _replacing(location: str) -> Iterator[IO[bytes]]:
+    """A stream to a temporary file that replaces `location` once complete."""
+    target = os.path.realpath(location)  # a link's target is what gets replaced
+    path, fd = _create_temp(target)
+    try:
+        with contextlib.suppress(OSError):  # a replaced file keeps its permissions
+            os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))
+        with os.fdopen(fd, "wb", closefd=False) as out:
+            yield out
+            out.flush()
+            os.fsync(fd)
+        failpoint(OUTPUT_WRITTEN)
+        os.replace(path, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
+    _fsync_folder(os.path.dirname(target))
+
+
+def _check_bucket(location: str) -> None:
+    """The bucket of `location` exists and can be reached."""
+    from profile_import.inputs import remote
+
+    scheme, bucket, key = remote.split_url(location)
+    if not bucket or not key or key.endswith("/"):
+        raise OutputError("an object URL names a bucket and a key (scheme://bucket/key)")
+    if scheme == "s3":
+        remote.s3_client().head_bucket(Bucket=bucket)
+    elif not remote.gcs_client().bucket(bucket).exists():
+        raise OutputError(f"no bucket {bucket}")
 
 
 class Output:
@@ -40,42 +164,63 @@ class Output:
     def __str__(self) -> str:
         return "standard output" if self.is_stdout else str(self.location)
 
-    def check(self, placeholder: bytes) -> None:
-        """Proves the location writable by writing `placeholder` there."""
-        if self.location is None or self.is_stdout:
+    def check(self) -> None:
+        """Proves the location writable, leaving what is there as it is."""
+        location = self.location
+        if location is None or self.is_stdout:
             return
-        if not is_remote(self.location):
-            if os.path.isdir(self.location):
-                raise OutputError(f"{self.option} {self.location}: is a directory")
-            folder = os.path.dirname(os.path.abspath(self.location))
-            if not os.path.isdir(folder):
-                raise OutputError(f"{self.option} {self.location}: no folder {folder}")
+        where = f"{self.option} {location}"
+        if is_remote(location):
+            try:
+                _check_bucket(location)
+            except OutputError as e:
+                raise OutputError(f"{where}: {e}") from e
+            except Exception as e:
+                raise OutputError(f"{where}: cannot write: {_first_line(e)}") from e
+            return
+        if os.path.isdir(location):
+            raise OutputError(f"{where}: is a directory")
+        if _is_stream(location):
+            if not os.access(location, os.W_OK):
+                raise OutputError(f"{where}: cannot write: permission denied")
+            return
+        target = os.path.realpath(location)
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):
+            raise OutputError(f"{where}: no folder {os.path.dirname(os.path.abspath(location))}")
         try:
-            self.write(placeholder)
-        except Exception as e:
-            raise OutputError(f"{self.option} {self.location}: cannot write: {e}") from e
+            remove_dead_temps(target)
+            path, fd = _create_temp(target)
+            os.close(fd)
+            os.unlink(path)
+        except OSError as e:
+            raise OutputError(f"{where}: cannot write: {e.strerror or e}") from e
 
     def write(self, data: bytes) -> None:
         with self.open() as out:
             out.write(data)
 
-    @contextmanager
+    @contextlib.contextmanager
     def open(self) -> Iterator[IO[bytes]]:
-        """A binary stream to the location, complete and durable when closed."""
-        assert self.location is not None
+        """A binary stream to the location: what it received replaces what was
+        there once the block ends without an error, and nothing does otherwise."""
+        location = self.location
+        assert location is not None
         if self.is_stdout:
             out = sys.stdout.buffer
             yield out
             out.flush()
-            return
-        if is_remote(self.location):
+        elif is_remote(location):
             import smart_open  # imported when used (see inputs.plan.open_raw)
 
-            with smart_open.open(self.location, "wb") as remote:
+            # The upload completes when the stream closes without an error,
+            # and is abandoned otherwise: the object appears whole or not at all.
+            with smart_open.open(location, "wb") as remote:
                 yield remote
-            return
-        with open(self.location, "wb") as local:
-            yield local
-            local.flush()
-            if stat.S_ISREG(os.fstat(local.fileno()).st_mode):  # not /dev/stdout
-                os.fsync(local.fileno())
+                failpoint(OUTPUT_WRITTEN)
+        elif _is_stream(location):
+            with open(location, "ab") as stream:
+                yield stream
+        else:
+            with _replacing(location) as local:
+                yield local
