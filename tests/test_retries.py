@@ -74,6 +74,7 @@ def test_a_retry_leaves_the_rejects_and_reports_who_applied_the_input(tmp_path: 
     assert sorted(p.name for p in out.iterdir()) == ["rejects.ndjson", "report.json"]
 
 
+@pytest.mark.slow
 def test_a_retry_leaves_the_rejects_object_as_it_is(tmp_path: Path, object_scheme: str) -> None:
     bucket = new_bucket(object_scheme)
     report = f"{object_scheme}://{bucket}/2026-11-23/report.json"
@@ -116,6 +117,7 @@ KILL_POINTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_a_killed_run_leaves_the_previous_outputs(tmp_path: Path, point: str) -> None:
     store, out = tmp_path / "store", tmp_path / "out"
@@ -192,10 +194,17 @@ def test_an_interrupted_run_reports_it(tmp_path: Path) -> None:
     assert run_cli("run", "--store", store, "--report", os.devnull, seed).returncode == 0
     report = tmp_path / "report.json"
     src = day_input(tmp_path, "d.ndjson", range(3))
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
     argv = [*CLI, "run", "--store", str(store), "--report", str(report), "--lock-timeout", "60"]
-    with locking.exclusive(str(store / ".lock"), 0, "store"):
+    with src.open("rb") as stdin, locking.exclusive(str(store / ".lock"), 0, "store"):
         process = subprocess.Popen(
-            [*argv, str(src)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*argv, "-"],  # standard input, spooled to the run's scratch
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TMPDIR": str(tmpdir)},
         )
         assert process.stderr is not None
         for line in process.stderr:
@@ -209,6 +218,7 @@ def test_an_interrupted_run_reports_it(tmp_path: Path) -> None:
     interrupted = json.loads(report.read_text())
     assert interrupted["status"] == "FAILED"
     assert interrupted["failure"] == "interrupted (SIGTERM)"
+    assert list(tmpdir.iterdir()) == []  # its scratch went with it
 
 
 # --- the output layer itself --------------------------------------------------
@@ -271,6 +281,7 @@ def test_an_object_that_fails_while_written_keeps_what_was_there(object_scheme: 
 # --- scratch in $TMPDIR --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_killed_runs_scratch_is_removed_by_the_next_run(tmp_path: Path) -> None:
     """Killed while its halves hand their lines over, a run leaves its scratch
     folders; the next run removes them, never a live run's."""
@@ -323,10 +334,13 @@ def test_a_run_that_cannot_write_reports_what_it_read(
     with src.open("a") as f:
         f.write(BAD + "\n\n")
     report = tmp_path / "report.json"
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
     argv = [*CLI, "run", "--quiet", "--store", str(store), "--buckets", "1"]
     argv += ["--report", str(report), "--rejects", str(tmp_path / "r.ndjson"), str(src)]
     result = subprocess.run(
         argv,
+        env={**os.environ, "TMPDIR": str(tmpdir)},
         capture_output=True,
         text=True,
         timeout=300,
@@ -344,3 +358,4 @@ def test_a_run_that_cannot_write_reports_what_it_read(
     assert failed["rejects_by_code"] == {"INVALID_JSON": 1}
     assert failed["inputs"][0]["lines"] == lines + 2
     assert not (store / "CURRENT").exists() or export(store) == []
+    assert list(tmpdir.iterdir()) == []  # its scratch, hand-over files included
