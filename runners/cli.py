@@ -446,8 +446,8 @@ def _export(store: ProfileStore, args: argparse.Namespace) -> int:
 
 def _verify(store: ProfileStore, number: int | None) -> int:
     result = store.verify(number)
-    for problem in result.problems:
-        print(problem)
+    for line in (*result.problems, *result.unchecked):
+        print(line)
     what = f"version {result.version}: {result.files:,} files, {result.lines:,} lines"
     if result.sound:
         print(f"{what}: sound (line counts, sizes, checksums, keys and records as recorded)")

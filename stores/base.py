@@ -114,6 +114,9 @@ class Verification:
     files: int
     lines: int
     problems: tuple[str, ...]
+    # What could not be checked, though nothing is wrong with it (a file an
+    # older version recorded without its checksum).
+    unchecked: tuple[str, ...] = ()
 
     @property
     def sound(self) -> bool:

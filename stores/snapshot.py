@@ -5,8 +5,8 @@ Layout of a store folder:
     profile-store.json          what this folder is: format, bucket count
     CURRENT                     the published version number (replaced atomically)
     versions/00000007.json      one manifest per version: its buckets' files
-                                (each with its line count, size and crc32), its
-                                profile count, its ledger's segments
+                                and its ledger's segments (each with its line
+                                count, size and crc32), its profile count
     data/<execution>/bucket-00042.kv
                                 a bucket's base, written whole: store lines
                                 (`core.records`: `<key>\t<export record>`)
@@ -40,9 +40,10 @@ first version is published (the last step of that publish): what a failed or
 killed first run leaves is not a store, and the next run starts it afresh.
 
 Damage is never read as data: each manifest records what each bucket file
-holds, and every read checks it (the size before anything is read, the line
-count and crc32 once a file has been read to its end). `verify` checks a
-whole version line by line.
+and each ledger segment holds, and every read checks it (the size before
+anything is read, the line count and crc32 once a file has been read to its
+end). `verify` checks a whole version line by line, its ledger included, and
+that `CURRENT` names a version that is there.
 """
 
 from __future__ import annotations
@@ -82,8 +83,12 @@ FORMAT = "profile-import/snapshot-store"
 # and a store becomes format 2 with its first publish by this code.
 # 3: a bucket may have delta segments over its base file (`Shard.deltas`).
 # Formats 1 and 2 are read, and become 3 with their next publish.
-FORMAT_VERSION = 3
-_READABLE_FORMATS = (1, 2, 3)
+# 4: ledger segments are recorded like bucket files (lines, bytes, crc32).
+# Older manifests list bare paths: such segments are read without those
+# checks (`verify` says so), and recorded by the next publish, which checks
+# what it can of them first (every line an entry, at least one).
+FORMAT_VERSION = 4
+_READABLE_FORMATS = (1, 2, 3, 4)
 DEFAULT_BUCKETS = 64
 _META = "profile-store.json"
 _CURRENT = "CURRENT"
@@ -114,9 +119,10 @@ def _bucket_file(execution_id: str, bucket: int, *, delta: bool = False) -> str:
 class Shard:
     """One bucket's base file in a version, and what it holds; with `deltas`,
     the bucket's delta segments over it, oldest first (each a `Shard` too).
+    A ledger segment is recorded the same way (without deltas).
 
-    `lines`, `bytes` and `crc32` are None only for a format-1 file, which was
-    recorded by its path alone.
+    `lines`, `bytes` and `crc32` are None only for a file recorded by its path
+    alone: a format-1 bucket file, a ledger segment before format 4.
     """
 
     path: str
@@ -260,6 +266,37 @@ def _read_bucket(files: Files, url: str, shard: Shard) -> Iterator[tuple[bytes, 
     """(key, line) of a bucket's profiles: its base and deltas merged."""
     base = _read_keyed(files, url, shard.base)
     return segments.merge(base, [_read_keyed(files, url, d) for d in shard.deltas])
+
+
+def _ledger_of(manifest: dict[str, Any]) -> list[Shard]:
+    """A version's ledger segments, oldest first."""
+    return [Shard.from_json(segment) for segment in manifest.get("ledger", [])]
+
+
+def _recorded(path: str, data: bytes) -> Shard:
+    """The record of a file written whole as `data`."""
+    return Shard(path, data.count(b"\n"), len(data), zlib.crc32(data))
+
+
+def _ledger_segment(segment: Shard, data: bytes) -> tuple[list[AppliedInput], list[str]]:
+    """A ledger segment's entries, from its bytes `data`, and what is wrong
+    with it: unlike its record, a line that is not an entry. One recorded by
+    its path alone (before format 4) must at least hold an entry, as every
+    segment a commit writes does: emptied, it would forget inputs, and a run
+    would apply them again."""
+    problems: list[str] = []
+    if not data.endswith(b"\n") and data:
+        problems.append(f"{segment.path}: its last line is cut short")
+    mismatch = segment.mismatch(data.count(b"\n"), len(data), zlib.crc32(data))
+    if mismatch:
+        problems.append(mismatch)
+    entries, bad = ledger.decode(data)
+    problems += [f"{segment.path} line {n}: {p}" for n, p in bad[:_MAX_PROBLEMS_PER_FILE]]
+    if len(bad) > _MAX_PROBLEMS_PER_FILE:
+        problems.append(f"{segment.path}: {len(bad) - _MAX_PROBLEMS_PER_FILE:,} more bad lines")
+    if segment.lines is None and not entries and not problems:
+        problems.append(f"{segment.path} holds no entry (it was emptied)")
+    return entries, problems
 
 
 class SnapshotBucketSource(BucketSource):
@@ -571,15 +608,37 @@ class SnapshotStore(ProfileStore):
     def applied_inputs(
         self, version: Version | None, fingerprints: Collection[str]
     ) -> dict[str, AppliedInput]:
-        if version is None:
-            return {}
-        segments = self._read_manifest(version.number).get("ledger", [])
+        segments = [self._read_ledger_segment(s)[1] for s in self._ledger(version)]
+        return ledger.lookup(segments, fingerprints)
+
+    def _ledger(self, version: Version | None) -> list[Shard]:
+        return [] if version is None else _ledger_of(self._read_manifest(version.number))
+
+    def _read_ledger_segment(self, segment: Shard) -> tuple[bytes, list[AppliedInput]]:
+        """A ledger segment's bytes and entries; damage raises `StoreError`."""
         try:
-            return ledger.lookup(self.files, segments, fingerprints)
-        except (OSError, ValueError, TypeError) as e:
-            raise StoreError(
-                f"store {self.url}: the ledger of version {version.number} is unreadable: {e}"
-            ) from e
+            data = self.files.read_bytes(segment.path)
+        except FileNotFoundError as e:
+            raise _damaged(self.url, f"{segment.path} is missing") from e
+        except OSError as e:
+            raise StoreError(f"store {self.url}: cannot read {segment.path}: {e}") from e
+        entries, problems = _ledger_segment(segment, data)
+        if problems:
+            raise _damaged(self.url, problems[0])
+        return data, entries
+
+    def _record_ledger(self, segments: Sequence[Shard]) -> list[Shard]:
+        """A ledger's segments as a new version lists them: those recorded,
+        checked for their size; those an older version listed by path alone,
+        checked as far as they can be and recorded."""
+        recorded = []
+        for segment in segments:
+            if segment.lines is None:
+                recorded.append(_recorded(segment.path, self._read_ledger_segment(segment)[0]))
+            else:
+                self._check_size(segment)
+                recorded.append(segment)
+        return recorded
 
     def source(self, version: Version | None) -> SnapshotBucketSource:
         return SnapshotBucketSource(self.files, self._shards(version), self.url)
@@ -606,7 +665,7 @@ class SnapshotStore(ProfileStore):
         self._load_meta()
         if self._published():
             self._collect_garbage()
-            self._check_sizes(self._shards(parent))
+            self._check_sizes([*self._shards(parent), *self._ledger(parent)])
         else:
             # A new store, or what a first run that never published left.
             self._remove_unpublished_store()
@@ -657,7 +716,7 @@ class SnapshotStore(ProfileStore):
         shards: list[Shard | None],
         profiles: int,
         execution: dict[str, Any],
-        ledger_segments: list[str],
+        ledger_segments: Sequence[Shard],
         number: int,
     ) -> Version:
         current = self._current_number()
@@ -678,7 +737,7 @@ class SnapshotStore(ProfileStore):
             "profiles": profiles,
             "execution": execution,
             "shards": [None if s is None else s.to_json() for s in shards],
-            "ledger": ledger_segments,
+            "ledger": [segment.to_json() for segment in ledger_segments],
         }
         path = self._manifest_path(number)
         if self.files.exists(path):
@@ -746,13 +805,26 @@ class SnapshotStore(ProfileStore):
             AppliedInput(fp, staging.execution_id, number, finished_at)
             for fp in dict.fromkeys(fingerprints)
         ]
-        parent_segments = self._read_manifest(parent.number).get("ledger", []) if parent else []
-        segments, segment = ledger.next_segments(
-            self.files, parent_segments, staging.execution_id, entries
-        )
-        self.files.write_atomic(ledger.segment_path(staging.execution_id), segment)
+        segments = self._next_ledger(self._ledger(parent), staging.execution_id, entries)
         profiles = (parent.profiles if parent else 0) + profiles_delta
         return self._publish(parent, shards, profiles, execution, segments, number)
+
+    def _next_ledger(
+        self, parent: Sequence[Shard], execution_id: str, entries: Sequence[AppliedInput]
+    ) -> list[Shard]:
+        """The new version's ledger: the parent's segments and the new one it
+        writes; past `ledger.MAX_SEGMENTS`, one new segment holding them all."""
+        if ledger.folds(len(parent)):
+            data = ledger.folded([*(self._read_ledger_segment(s)[1] for s in parent), entries])
+            segments = []
+        else:
+            data = ledger.encode(entries)
+            segments = self._record_ledger(parent)
+        if data:  # a segment holds at least one entry (see `_ledger_segment`)
+            path = ledger.segment_path(execution_id)
+            self.files.write_atomic(path, data)
+            segments.append(_recorded(path, data))
+        return segments
 
     def abort(self, staging: Staging) -> None:
         self.files.remove_tree(f"staging/{staging.execution_id}")
@@ -781,7 +853,7 @@ class SnapshotStore(ProfileStore):
             for entry in manifest["shards"]:
                 if entry is not None:
                     data.update(f.execution for f in Shard.from_json(entry).files)
-            ledgers.update(manifest.get("ledger", []))
+            ledgers.update(segment.path for segment in _ledger_of(manifest))
         return data, ledgers
 
     def _remove_unpublished_versions(self, current: int | None) -> None:
@@ -832,7 +904,7 @@ class SnapshotStore(ProfileStore):
             shards,
             target["profiles"],
             execution,
-            target.get("ledger", []),
+            self._record_ledger(_ledger_of(target)),
             (self._current_number() or 0) + 1,
         )
 
@@ -874,20 +946,36 @@ class SnapshotStore(ProfileStore):
         return found
 
     def verify(self, number: int | None = None) -> Verification:
-        published = self._version_numbers()
-        if not published:
+        current = self._current_number()
+        if current is None:
             raise StoreError(f"store {self.url} has no published version")
+        if number is None and current not in self._manifest_numbers():
+            # Every other command fails on it too; older versions may be sound.
+            problem = (
+                f"{_CURRENT} names version {current}, which versions/ does not hold; "
+                f"restore it from a backup, or write a kept version's number in {_CURRENT} "
+                "(`verify --version N` checks one)"
+            )
+            return Verification(current, 0, 0, (problem,))
         if number is None:
-            number = published[-1]  # the current version
-        if number not in published:
+            number = current
+        problems: list[str] = []
+        if number not in self._version_numbers():
             raise StoreError(f"store {self.url} has no version {number} (see `versions`)")
         manifest = self._read_manifest(number)
         shards = manifest.get("shards")
-        problems: list[str] = []
         if not isinstance(shards, list) or len(shards) != self.buckets:
             problems.append(f"version {number}: its manifest does not list {self.buckets} buckets")
             return Verification(number, 0, 0, tuple(problems))
-        files = lines = 0
+        segments = _ledger_of(manifest)
+        problems += self._verify_ledger(number, manifest["execution"], segments)
+        unchecked = [
+            f"{s.path}: recorded without its line count and checksum (a store written before "
+            "format 4): read and checked line by line only; the next run records them"
+            for s in segments
+            if s.lines is None
+        ]
+        files, lines = len(segments), 0
         for bucket, entry in enumerate(shards):
             if entry is None:
                 continue
@@ -901,7 +989,36 @@ class SnapshotStore(ProfileStore):
                 f"version {number} records {manifest['profiles']:,} profiles, "
                 f"its files hold {lines:,}"
             )
-        return Verification(number, files, lines, tuple(problems))
+        return Verification(number, files, lines, tuple(problems), tuple(unchecked))
+
+    def _verify_ledger(
+        self, number: int, execution: dict[str, Any], segments: Sequence[Shard]
+    ) -> list[str]:
+        """The problems of a version's ledger: of each segment, and an input
+        the version's own execution applied that it does not hold."""
+        problems: list[str] = []
+        entries: list[list[AppliedInput]] = []
+        for segment in segments:
+            try:
+                data = self.files.read_bytes(segment.path)
+            except OSError as e:
+                what = "is missing" if isinstance(e, FileNotFoundError) else f"cannot be read: {e}"
+                problems.append(f"{segment.path} {what}")
+                continue
+            found, wrong = _ledger_segment(segment, data)
+            entries.append(found)
+            problems += wrong
+        if problems:
+            return problems
+        held = ledger.merged(entries)
+        for applied in execution.get("inputs", []):
+            fingerprint = applied.get("fingerprint")
+            if fingerprint not in held:
+                problems.append(
+                    f"version {number} applied {applied.get('path')} (fingerprint "
+                    f"{str(fingerprint)[:12]}...), which its ledger does not hold"
+                )
+        return problems
 
     def _verify_bucket(self, bucket: int, shard: Shard) -> tuple[list[str], int]:
         """The problems of a bucket's files, and how many profiles they hold."""
@@ -1007,7 +1124,7 @@ class SnapshotStore(ProfileStore):
                 "started_at": clock.iso(started),
                 "status": "COMPACTED",
             }
-            segments_ = self._read_manifest(current.number).get("ledger", [])
+            segments_ = self._record_ledger(self._ledger(current))
             number = current.number + 1
             return self._publish(current, shards, current.profiles, execution, segments_, number)
         except BaseException:

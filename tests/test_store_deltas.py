@@ -206,14 +206,14 @@ def test_compact_rollback_and_prune(tmp_path: Path) -> None:
 
 
 def test_a_run_and_compact_on_a_format_2_store(tmp_path: Path) -> None:
-    """Format 2 stores (no deltas) are read, and written onward as format 3."""
+    """Format 2 stores (no deltas) are read, and written onward as the current format."""
     store = SnapshotStore(str(tmp_path / "s"), buckets=1)
     forty = {ident(n): [Command("UPSERT", {"n": n}, True)] for n in range(40)}
     apply_run(store, "r1", forty, 1, whole=True)
     meta = tmp_path / "s" / "profile-store.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "format_version": 2}))
     apply_run(store, "r2", {ident(1): [Command("DELETE")]}, 2, whole=False)
-    assert json.loads(meta.read_text())["format_version"] == 3
+    assert json.loads(meta.read_text())["format_version"] == 4
     assert len(delta_files(tmp_path / "s")) == 1 and store.verify().sound
 
 

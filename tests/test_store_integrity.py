@@ -11,6 +11,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,7 +129,7 @@ def test_a_damaged_bucket_file_is_an_error_for_every_reader(store: Path, damage:
     result = read_cli("verify", "--store", store)
     assert result.returncode == 1, result.stdout
     assert problem in result.stdout
-    assert result.stdout.splitlines()[-1].startswith("version 1: 64 files")
+    assert result.stdout.splitlines()[-1].startswith("version 1: 65 files")
     assert "DAMAGED" in result.stdout.splitlines()[-1]
 
 
@@ -136,7 +137,7 @@ def test_verify_says_a_sound_store_is_sound(store: Path) -> None:
     result = read_cli("verify", "--store", store)
     assert result.returncode == 0, result.stdout
     assert result.stdout == (
-        f"version 1: 64 files, {PROFILES} lines: sound "
+        f"version 1: 65 files, {PROFILES} lines: sound "
         "(line counts, sizes, checksums, keys and records as recorded)\n"
     )
     assert read_cli("verify", "--store", store, "--version", "1").returncode == 0
@@ -225,3 +226,175 @@ def test_export_to_a_file_is_the_same_as_to_stdout(store: Path, tmp_path: Path) 
     result = read_cli("export", "--store", store, "--output", tmp_path / "no" / "out.ndjson")
     assert result.returncode == 2
     one_error_line(result.stderr, "no such folder")
+
+
+# --- the ledger, and what CURRENT names ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def merged_good(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two versions: `tags` seeded, then a deep merge that appends to them."""
+    folder = tmp_path_factory.mktemp("merged")
+    store = folder / "store"
+    seed = write_lines(folder / "seed.ndjson", [upsert({"email_hash": "h"}, {"tags": ["x"]})])
+    assert run_cli("run", "--quiet", "--store", store, seed).returncode == 0
+    assert run_cli("run", "--quiet", "--store", store, _deep_merge(folder)).returncode == 0
+    assert _tags(store) == ["x", "y"]
+    return store
+
+
+def _deep_merge(folder: Path) -> Path:
+    line = upsert({"email_hash": "h"}, {"tags": ["y"]}, merge_objects=True)
+    return write_lines(folder / "merge.ndjson", [line])
+
+
+def _tags(store: Path) -> list[str]:
+    result = read_cli("get", "--store", store, "--email-hash", "h")
+    assert result.returncode == 0, result.stderr
+    tags: list[str] = json.loads(result.stdout)["user_profile"]["tags"]
+    return tags
+
+
+@pytest.fixture
+def merged(merged_good: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "store"
+    shutil.copytree(merged_good, copy)
+    return copy
+
+
+def manifest(store: Path, number: int) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((store / "versions" / f"{number:08d}.json").read_text())
+    return loaded
+
+
+def merge_segment(store: Path) -> Path:
+    """The ledger segment of the deep merge's execution (version 2's own)."""
+    execution = manifest(store, 2)["execution"]["execution_id"]
+    return store / "ledger" / f"{execution}.ndjson"
+
+
+def a_byte_changed(f: Path) -> None:
+    data = bytearray(f.read_bytes())
+    data[data.index(b'"version":2') + len('"version":')] = ord("7")
+    f.write_bytes(bytes(data))
+
+
+LEDGER_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "emptied": (emptied, ".ndjson has 0 lines, its version records 1"),
+    "deleted": (missing, ".ndjson is missing"),
+    "a byte changed": (a_byte_changed, ".ndjson has crc32"),
+    "cut mid-line": (cut_midline, ".ndjson: its last line is cut short"),
+}
+
+
+def rerun_fails_on_damage(store: Path, needle: str) -> None:
+    """The deep merge run again: one error line, nothing published, the
+    profile as it was (never the array appended to a second time)."""
+    current = (store / "CURRENT").read_bytes()
+    report = store.parent / "r.json"
+    again = _deep_merge(store.parent)
+    result = run_cli("run", "--quiet", "--store", store, "--report", report, again)
+    assert result.returncode == 1, result.stderr
+    one_error_line(result.stderr, f"store {store} ", needle)
+    assert json.loads(report.read_text())["status"] == "FAILED"
+    assert (store / "CURRENT").read_bytes() == current
+    assert sorted(p.name for p in (store / "versions").iterdir()) == [
+        "00000001.json",
+        "00000002.json",
+    ]
+    assert _tags(store) == ["x", "y"]
+
+
+def test_a_sound_ledger_skips_the_applied_merge(merged: Path) -> None:
+    result = read_cli("verify", "--store", merged)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.startswith("version 2: 3 files, 1 lines: sound")  # a bucket, 2 segments
+    assert [s["lines"] for s in manifest(merged, 2)["ledger"]] == [1, 1]
+    again = _deep_merge(merged.parent)
+    report = merged.parent / "r.json"
+    result = run_cli("run", "--quiet", "--store", merged, "--report", report, again)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text())["status"] == "ALREADY_APPLIED"
+    assert _tags(merged) == ["x", "y"]
+
+
+@pytest.mark.parametrize("damage", LEDGER_DAMAGE)
+def test_a_damaged_ledger_segment_is_damage_never_a_reapply(merged: Path, damage: str) -> None:
+    damage_file, problem = LEDGER_DAMAGE[damage]
+    damage_file(merge_segment(merged))
+
+    result = read_cli("verify", "--store", merged)
+    assert result.returncode == 1, result.stdout
+    lines = result.stdout.splitlines()
+    assert any(problem in line and line.startswith("ledger/") for line in lines), lines
+    assert lines[-1].startswith("version 2: 3 files") and "DAMAGED" in lines[-1]
+    # Version 1 does not list the merge's segment: it is sound.
+    assert read_cli("verify", "--store", merged, "--version", "1").returncode == 0
+
+    rerun_fails_on_damage(merged, f"is damaged: ledger/{merge_segment(merged).name}")
+
+
+def test_current_naming_a_missing_version_is_damage(merged: Path) -> None:
+    (merged / "versions" / "00000002.json").unlink()
+    result = read_cli("verify", "--store", merged)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "CURRENT names version 2, which versions/ does not hold; restore it from a backup, "
+        "or write a kept version's number in CURRENT (`verify --version N` checks one)",
+        "version 2: 0 files, 0 lines: DAMAGED, 1 problem(s)",
+    ]
+    assert read_cli("verify", "--store", merged, "--version", "1").returncode == 0
+    for command in (["export"], ["get", "--email-hash", "h"]):
+        result = read_cli(command[0], "--store", merged, *command[1:])
+        assert result.returncode == 1, command
+        one_error_line(result.stderr, f"store {merged} is damaged: version 2 is unreadable")
+    again = _deep_merge(merged.parent)
+    result = run_cli("run", "--quiet", "--store", merged, again)
+    assert result.returncode == 1
+    one_error_line(result.stderr, "is damaged: version 2 is unreadable")
+    assert sorted(p.name for p in (merged / "versions").iterdir()) == ["00000001.json"]
+    # The repair the line names: CURRENT back to a kept version.
+    (merged / "CURRENT").write_text("1\n")
+    assert read_cli("verify", "--store", merged).returncode == 0
+
+
+def as_format_3(store: Path) -> None:
+    """The store as the previous format wrote it: ledger segments by path alone."""
+    meta = store / "profile-store.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "format_version": 3}))
+    for f in (store / "versions").iterdir():
+        loaded = json.loads(f.read_text())
+        loaded["ledger"] = [segment["path"] for segment in loaded["ledger"]]
+        f.write_text(json.dumps(loaded))
+
+
+def test_a_format_3_ledger_is_read_said_unchecked_and_recorded_by_the_next_run(
+    merged: Path,
+) -> None:
+    as_format_3(merged)
+    result = read_cli("verify", "--store", merged)
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and "sound" in lines[-1]
+    assert all("recorded without its line count and checksum" in line for line in lines[:2])
+    # Still skipped: the format-3 ledger is read.
+    again = _deep_merge(merged.parent)
+    assert run_cli("run", "--quiet", "--store", merged, again).returncode == 0
+    assert _tags(merged) == ["x", "y"]
+
+    other = write_lines(merged.parent / "other.ndjson", [upsert({"email_hash": "o"}, {})])
+    assert run_cli("run", "--quiet", "--store", merged, other).returncode == 0
+    assert [s["lines"] for s in manifest(merged, 3)["ledger"]] == [1, 1, 1]
+    assert json.loads((merged / "profile-store.json").read_text())["format_version"] == 4
+    result = read_cli("verify", "--store", merged)
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 1, result.stdout
+
+
+@pytest.mark.parametrize("damage", ["emptied", "deleted"])
+def test_a_damaged_format_3_ledger_segment_is_damage(merged: Path, damage: str) -> None:
+    as_format_3(merged)
+    LEDGER_DAMAGE[damage][0](merge_segment(merged))
+    problem = "holds no entry (it was emptied)" if damage == "emptied" else ".ndjson is missing"
+    result = read_cli("verify", "--store", merged)
+    assert result.returncode == 1 and problem in result.stdout, result.stdout
+    rerun_fails_on_damage(merged, f"is damaged: ledger/{merge_segment(merged).name} ")
