@@ -2,11 +2,25 @@
 
 The subpackages live in the repository's top-level folders (core/, runners/,
 ...), mapped here by pyproject.toml; this folder is the package itself: its
-version and `python -m profile_import`.
+version, its Python API (`profile_import.api`: `run_import`, `Report`,
+`ProfileImportError`) and `python -m profile_import`.
 """
 
+from typing import TYPE_CHECKING, Any
 
-def __getattr__(name: str) -> str:
+if TYPE_CHECKING:
+    from .api import Counts, ProfileImportError, Report, Status, run_import
+
+__all__ = ["Counts", "ProfileImportError", "Report", "Status", "run_import"]
+
+
+def __getattr__(name: str) -> Any:
+    # The API is imported when first used, so that the command line, which
+    # imports this package, does not pay for it.
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
     # `__version__`, read from the installed metadata when asked: importing
     # importlib.metadata costs ~30 ms, a tenth of a small import's start.
     if name == "__version__":

@@ -34,7 +34,7 @@ from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier, norma
 from profile_import.core.ids import AskedIds, IdsError, read_ids
 from profile_import.stores import DEFAULT_STORE, ProfileStore, StoreError, open_store
 
-from . import logs, read_commands, runner_choice
+from . import logs, read_commands
 from .local_worker import VERBOSE_ENV, stop_workers
 from .options import add_run_options, positive_int
 
@@ -52,7 +52,12 @@ EXIT_STATUS = """exit status:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with a usage error in one line (cause first) rather than a usage dump."""
+    """argparse, with a usage error in one line (cause first) rather than a usage dump,
+    and no abbreviated options: `run` passes the options it does not know to Beam,
+    so `--stor` must be one of those, never a silent `--store`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
     def error(self, message: str) -> NoReturn:
         _fail(f"{message} (see {self.prog} --help)", EXIT_USAGE)
@@ -290,27 +295,20 @@ class _Interrupt:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from .execution import Execution, RunSettings
+    from .execution import Execution, RunSettings, UsageError
 
-    if args.default_compartment_id is not None and not args.default_compartment_id:
-        _fail("--default-compartment-id must not be empty", EXIT_USAGE)
     if args.runner:
         beam_args = [f"--runner={args.runner}", *beam_args]
-    if runner_choice.requested(beam_args) is False:
-        # Imported only here: Beam takes a second to import, and a small
-        # import run in this process never needs it.
-        from . import local
-
-        try:
-            local.check_options(beam_args)
-        except local.OptionError as e:
-            _fail(str(e), EXIT_USAGE)
     settings = RunSettings.from_options(
         args,
         beam_args,
         inputs=args.inputs,
         show_progress=not args.quiet and sys.stderr.isatty(),
     )
+    try:
+        settings.check()
+    except UsageError as e:
+        _fail(str(e), EXIT_USAGE)
     execution = Execution(settings)
     logs.log.info(
         "execution %s: %d input(s) into store %s",
@@ -330,11 +328,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     _write_report(execution, outcome)
     report = outcome.report
     if outcome.exit_code:
-        # Cause first; the counts are in the report.
-        cause = report.get("failure") or report["message"]
-        unchanged = "; the store is unchanged" if outcome.exit_code == EXIT_FAILED else ""
-        rejects = f"; rejects in {report['rejects_file']}" if report.get("rejects_file") else ""
-        print(f"{PROG}: error: {cause}{unchanged}{rejects}", file=sys.stderr)
+        print(f"{PROG}: error: {outcome.error_line()}", file=sys.stderr)
     elif not args.quiet:
         print(f"{PROG}: {report['message']}", file=sys.stderr)
         if report.get("rejects_file"):
@@ -464,8 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stray = [a for a in extra if not a.startswith("--")]
     if stray:
         parser.error(
-            f"unrecognized arguments: {' '.join(stray)} "
-            "(Beam options are written --name=value, before or after the inputs)"
+            f"unrecognized arguments: {' '.join(extra)} (options run does not know go to "
+            "Beam, written --name=value, before or after the inputs)"
         )
     # `run` logs its phases with their times (INFO) unless --quiet; Beam's own
     # log, worker start-up and whole worker tracebacks, is noise for a

@@ -118,12 +118,35 @@ class RunSettings:
             wait=wait,
         )
 
+    def check(self) -> None:
+        """Raises UsageError for what must be refused before an Execution is
+        built: Beam would print its whole usage for a bad Beam option."""
+        if self.default_compartment_id is not None and not self.default_compartment_id:
+            raise UsageError("--default-compartment-id must not be empty")
+        if runner_choice.requested(self.beam_args) is False:
+            # Imported only here: Beam takes a second to import, and a small
+            # import run in this process never needs it.
+            from . import local
+
+            try:
+                local.check_options(self.beam_args)
+            except local.OptionError as e:
+                raise UsageError(str(e)) from e
+
 
 @dataclass
 class Outcome:
     report: dict[str, Any]
     exit_code: int
     report_written: bool = False  # to its location by the run's final step
+
+    def error_line(self) -> str:
+        """Why the run did not succeed, in one line, cause first (the counts are
+        in the report): what the command line prints, what the Python API raises."""
+        cause = self.report.get("failure") or self.report["message"]
+        unchanged = "; the store is unchanged" if self.exit_code == 1 else ""
+        rejects_file = self.report.get("rejects_file")
+        return f"{cause}{unchanged}" + (f"; rejects in {rejects_file}" if rejects_file else "")
 
 
 def new_execution_id(started: Any) -> str:

@@ -17,6 +17,7 @@ For Beam and a template, flags take an optional value (`--allow_reapply`,
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,31 +28,42 @@ from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES
 DEFAULT_STORE = "profile-store"
 
 
+def _number(text: str, kind: type[int] | type[float], what: str) -> Any:
+    """`text` as a number, or an error naming the value (argparse names the option)."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+    if math.isnan(value):  # unequal to every bound, so no range check would refuse it
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value: int = _number(text, int, "a whole number, 0 or more")
     if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text!r}")
     return value
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    value: int = _number(text, int, "a whole number, 1 or more")
     if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text!r}")
     return value
 
 
 def _ratio(text: str) -> float:
-    value = float(text)
+    value: float = _number(text, float, "a number between 0 and 1")
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text!r}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value: float = _number(text, float, "a number, 0 or more")
     if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text!r}")
     return value
 
 
@@ -61,7 +73,7 @@ def _boolean(text: str) -> bool:
         return True
     if lowered in ("false", "0", "no"):
         return False
-    raise argparse.ArgumentTypeError("must be true or false")
+    raise argparse.ArgumentTypeError(f"must be true or false, not {text!r}")
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,21 @@ def _error_lines(stderr: str) -> list[str]:
             ["run", "--max-rejects", "-1", "x"],
             "argument --max-rejects/--max_rejects: must be 0 or more",
         ),
+        (
+            ["run", "--max-reject-ratio", "abc", "x"],
+            "argument --max-reject-ratio/--max_reject_ratio: must be a number between 0 and 1, "
+            "not 'abc'",
+        ),
+        (
+            ["run", "--lock-timeout", "soon", "x"],
+            "argument --lock-timeout/--lock_timeout: must be a number, 0 or more, not 'soon'",
+        ),
+        (["run", "--buckets", "0", "x"], "argument --buckets: must be 1 or more, not '0'"),
+        # No abbreviations: what run does not know goes to Beam, which knows
+        # no --stor either, and never becomes --store.
+        (["run", "--stor", "s", "x"], "unknown option(s): --stor (see --help)"),
+        (["run", "--dry", "x"], "unknown option(s): --dry (see --help)"),
+        (["verify", "--vers", "1"], "unrecognized arguments: --vers 1"),
         (["export", "--unknown"], "unrecognized arguments: --unknown (see profile-import --help)"),
         (
             ["run", "--direct_num_workers=abc", "x"],
