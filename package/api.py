@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from profile_import.core.report import COUNT_NAMES, Status
 
 if TYPE_CHECKING:
-    from profile_import.runners.execution import Outcome
+    from profile_import.runners.execution import Execution, Outcome
     from profile_import.runners.options import Option
 
 __all__ = ["Counts", "ProfileImportError", "Report", "Status", "run_import"]
@@ -299,28 +299,30 @@ def run_import(
     except UsageError as e:
         raise _usage(str(e)) from e
     execution = Execution(settings)
-    outcome = execution.run()
-    _write_report(outcome, options.report)
+    try:
+        outcome = execution.run()
+    except KeyboardInterrupt:
+        # Stopped before it published: the report says so, as the command's does.
+        _write_report(execution, execution.interrupted("SIGINT"))
+        raise
+    _write_report(execution, outcome)
     typed = Report.from_dict(outcome.report)
     if outcome.exit_code:
         raise ProfileImportError(outcome.error_line(), exit_code=outcome.exit_code, report=typed)
     return typed
 
 
-def _write_report(outcome: Outcome, location: str | None) -> None:
-    """Writes the report at `location` when the run's final step did not
-    (a run refused before it began); a report that cannot be written then
+def _write_report(execution: Execution, outcome: Outcome) -> None:
+    """The report at `report` (whole or not at all), unless the run's final
+    step wrote it; never on standard output. One that cannot be written
     leaves the run's outcome as it is, and a warning in the log."""
-    if location is None or outcome.report_written:
+    output = execution.report_output
+    if outcome.report_written or output.is_stdout:
         return
     import json
 
-    from profile_import.transforms.outputs import Output
-
     text = (json.dumps(outcome.report, indent=2) + "\n").encode()
     try:
-        Output("--report", location).write(text)
+        output.write(text)
     except Exception as e:  # noqa: BLE001 - OSError, and remote clients' own errors
-        logging.getLogger("profile_import").warning(
-            "cannot write the report to %s: %s", location, e
-        )
+        logging.getLogger("profile_import").warning("cannot write the report to %s: %s", output, e)
