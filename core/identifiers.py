@@ -119,6 +119,39 @@ class Identifier(NamedTuple):
     def user_agent_id(cls, value: str) -> Identifier:
         return cls(_AGENT, (value,))
 
+    @classmethod
+    def asked(
+        cls,
+        *,
+        email_hash: Any = None,
+        user_agent_id: Any = None,
+        compartment_id: Any = None,
+        user_account_id: Any = None,
+    ) -> Identifier | None:
+        """The one profile a reader asks for: an email_hash, a user_agent_id,
+        or a compartment_id with a user_account_id (None: not given); None
+        unless exactly one of those is given, with valid values."""
+        fields = {
+            EMAIL_HASH: email_hash,
+            USER_AGENT_ID: user_agent_id,
+            COMPARTMENT_ID: compartment_id,
+            USER_ACCOUNT_ID: user_account_id,
+        }
+        given: dict[str, str] = {}
+        for name, value in fields.items():
+            if value is not None:
+                text = normalise_value(value)
+                if text is None:
+                    return None
+                given[name] = text
+        if given.keys() == {EMAIL_HASH}:
+            return cls.email_hash(given[EMAIL_HASH])
+        if given.keys() == {USER_AGENT_ID}:
+            return cls.user_agent_id(given[USER_AGENT_ID])
+        if given.keys() == {COMPARTMENT_ID, USER_ACCOUNT_ID}:
+            return cls.account(given[COMPARTMENT_ID], given[USER_ACCOUNT_ID])
+        return None
+
 
 def bucket_of(key: bytes, buckets: int) -> int:
     """The store bucket of a key: stable across processes, runs and machines."""

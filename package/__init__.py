@@ -3,15 +3,31 @@
 The subpackages live in the repository's top-level folders (core/, runners/,
 ...), mapped here by pyproject.toml; this folder is the package itself: its
 version, its Python API (`profile_import.api`: `run_import`, `Report`,
-`ProfileImportError`) and `python -m profile_import`.
+`ProfileImportError`, `get_profile`, `export_profiles`) and `python -m profile_import`.
 """
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import Counts, ProfileImportError, Report, Status, run_import
+    from .api import (
+        Counts,
+        ProfileImportError,
+        Report,
+        Status,
+        export_profiles,
+        get_profile,
+        run_import,
+    )
 
-__all__ = ["Counts", "ProfileImportError", "Report", "Status", "run_import"]
+__all__ = [
+    "Counts",
+    "ProfileImportError",
+    "Report",
+    "Status",
+    "export_profiles",
+    "get_profile",
+    "run_import",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,9 @@ no report on standard output) and leaves logging alone (its phases go to the
 nowhere by default). A run that does not succeed raises `ProfileImportError`,
 the one exception this API raises, with the command's exit status.
 
+`get_profile` and `export_profiles` read the store's current version as
+`profile-import get` and `export` do, as dicts.
+
 Cheap to import: the run's modules (and Beam, for a run that uses it) are
 imported when a run starts.
 """
@@ -22,10 +25,11 @@ imported when a run starts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -36,8 +40,17 @@ from profile_import.core.report import COUNT_NAMES, Status
 if TYPE_CHECKING:
     from profile_import.runners.execution import Execution, Outcome
     from profile_import.runners.options import Option
+    from profile_import.stores import ProfileStore
 
-__all__ = ["Counts", "ProfileImportError", "Report", "Status", "run_import"]
+__all__ = [
+    "Counts",
+    "ProfileImportError",
+    "Report",
+    "Status",
+    "export_profiles",
+    "get_profile",
+    "run_import",
+]
 
 # A library logs, and the application decides where it goes: without this
 # handler, logging's last resort would print the project's warnings on stderr.
@@ -326,3 +339,85 @@ def _write_report(execution: Execution, outcome: Outcome) -> None:
         output.write(text)
     except Exception as e:  # noqa: BLE001 - OSError, and remote clients' own errors
         logging.getLogger("profile_import").warning("cannot write the report to %s: %s", output, e)
+
+
+def get_profile(
+    store: PathLike,
+    *,
+    email_hash: str | None = None,
+    user_agent_id: str | None = None,
+    compartment_id: str | None = None,
+    user_account_id: str | None = None,
+) -> dict[str, Any] | None:
+    """The profile with this identifier in the store's current version, as
+    `profile-import get` prints it (its export record); None when there is
+    none. Give one identifier: `email_hash`, `user_agent_id`, or
+    `compartment_id` with `user_account_id`."""
+    from profile_import.core.identifiers import Identifier
+
+    identifier = Identifier.asked(
+        email_hash=email_hash,
+        user_agent_id=user_agent_id,
+        compartment_id=compartment_id,
+        user_account_id=user_account_id,
+    )
+    if identifier is None:
+        raise _usage(
+            "get_profile needs exactly one identifier: email_hash=, user_agent_id=, "
+            "or compartment_id= with user_account_id="
+        )
+    location = _path("store", store)
+    with _store_errors(location):
+        record = _existing_store(location).get(identifier)
+    return None if record is None else _record(record)
+
+
+def export_profiles(store: PathLike) -> Iterator[dict[str, Any]]:
+    """Every profile of the store's current version, in the order of their
+    identifiers, as `profile-import export` writes them (export records),
+    read as they are iterated. A missing store raises here; a damaged one,
+    when the iteration reaches the damage."""
+    location = _path("store", store)
+    with _store_errors(location):
+        opened = _existing_store(location)
+    return _exported(opened, location)
+
+
+def _exported(opened: ProfileStore, location: str) -> Iterator[dict[str, Any]]:
+    with _store_errors(location):
+        for record in opened.export():
+            yield _record(record)
+
+
+def _record(record: bytes) -> dict[str, Any]:
+    import orjson
+
+    parsed: dict[str, Any] = orjson.loads(record)
+    return parsed
+
+
+def _existing_store(location: str) -> ProfileStore:
+    from profile_import.stores import open_store
+
+    opened = open_store(location)
+    if not opened.exists():
+        # A mistyped path must not read as an empty store.
+        raise ProfileImportError(
+            f"no profile store at {location}", exit_code=ProfileImportError.FAILED
+        )
+    return opened
+
+
+@contextlib.contextmanager
+def _store_errors(location: str) -> Iterator[None]:
+    """A store that cannot be read, as the command line says it (exit status 1)."""
+    from profile_import.stores import StoreError
+
+    try:
+        yield
+    except StoreError as e:
+        raise ProfileImportError(str(e), exit_code=ProfileImportError.FAILED) from e
+    except OSError as e:
+        raise ProfileImportError(
+            f"store {location}: {e}", exit_code=ProfileImportError.FAILED
+        ) from e

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import profile_import
-from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier, normalise_value
+from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier
 from profile_import.core.ids import AskedIds, IdsError, read_ids
 from profile_import.stores import DEFAULT_STORE, ProfileStore, StoreError, open_store
 
@@ -357,25 +357,19 @@ def _write_report(execution: Execution, outcome: Outcome) -> None:
 
 
 def _identifier(args: argparse.Namespace) -> Identifier:
-    given = [
-        name
-        for name in ("email_hash", "user_agent_id", "compartment_id", "user_account_id")
-        if getattr(args, name) is not None
-    ]
-    if given == ["email_hash"] and args.email_hash:
-        return Identifier.email_hash(args.email_hash)
-    if given == ["user_agent_id"] and args.user_agent_id:
-        return Identifier.user_agent_id(args.user_agent_id)
-    if sorted(given) == ["compartment_id", "user_account_id"]:
-        compartment = normalise_value(args.compartment_id)
-        account = normalise_value(args.user_account_id)
-        if compartment and account:
-            return Identifier.account(compartment, account)
-    _fail(
-        "get needs exactly one identifier: --email-hash H, --user-agent-id U, "
-        "or --compartment-id C with --user-account-id A",
-        EXIT_USAGE,
+    asked = Identifier.asked(
+        email_hash=args.email_hash,
+        user_agent_id=args.user_agent_id,
+        compartment_id=args.compartment_id,
+        user_account_id=args.user_account_id,
     )
+    if asked is None:
+        _fail(
+            "get needs exactly one identifier: --email-hash H, --user-agent-id U, "
+            "or --compartment-id C with --user-account-id A",
+            EXIT_USAGE,
+        )
+    return asked
 
 
 def _write_records(records: Any) -> None:

@@ -248,3 +248,83 @@ def test_the_store_lock_is_the_command_lines(tmp_path: Path) -> None:
     assert waited.status is Status.SUCCEEDED and waited.version == 3
     assert waited.parent_version == 2
     assert "mine" in {p.get("email_hash") for p in export(store)}
+
+
+# A notebook's cell: logging as the notebook configures it, the run interrupted.
+NOTEBOOK_CELL = """
+import logging, sys
+logging.basicConfig(level=logging.INFO)
+import profile_import
+try:
+    profile_import.run_import(sys.argv[1], store=sys.argv[2], report=sys.argv[3])
+except KeyboardInterrupt:
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_publishes_nothing_and_releases_the_store(tmp_path: Path) -> None:
+    store, written = tmp_path / "s", tmp_path / "report.json"
+    run_import(EXAMPLE, store=store, rejects=tmp_path / "r0")
+    current = (store / "CURRENT").read_bytes()
+    big = write_big_input(tmp_path / "big.ndjson", 100_000)
+    process = subprocess.Popen(
+        [sys.executable, "-c", NOTEBOOK_CELL, str(big), str(store), str(written)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:  # the phases, where the notebook's logging sends them
+        if "waiting for the store lock: done" in line:
+            os.kill(process.pid, signal.SIGSTOP)  # holding the store, whatever the load
+            os.kill(process.pid, signal.SIGINT)  # Ctrl-C, delivered once it goes on
+            os.kill(process.pid, signal.SIGCONT)
+            break
+    else:
+        pytest.fail(f"the run ended: {process.wait()}")
+    rest = process.communicate(timeout=120)[1]
+    assert process.returncode == 3, rest
+    report = json.loads(written.read_text())
+    assert report["status"] == "FAILED" and report["failure"] == "interrupted (SIGINT)"
+    assert (store / "CURRENT").read_bytes() == current
+    # The lock went with the run: the next one takes the store at once.
+    again = run_import(big, store=store, rejects=tmp_path / "r1")
+    assert again.status is Status.SUCCEEDED and again.version == 2
+
+
+def test_get_profile_and_export_profiles_read_what_the_command_line_reads(
+    tmp_path: Path, untouched_logging: None
+) -> None:
+    store = tmp_path / "s"
+    lines = [
+        upsert({"email_hash": "e1"}, {"n": 1}),
+        upsert({"compartment_id": "c", "user_account_id": 7}, {"n": 2}),
+        upsert({"user_agent_id": "ua"}, {"n": 3}),
+    ]
+    run_import(write_lines(tmp_path / "in.ndjson", lines), store=store)
+    exported = list(profile_import.export_profiles(store))
+    assert [p["user_profile"]["n"] for p in exported] == [2, 1, 3]  # by identifier
+    found = profile_import.get_profile(store, email_hash="e1")
+    assert found is not None and found["user_profile"] == {"n": 1} and found in exported
+    account = profile_import.get_profile(store, compartment_id="c", user_account_id="7")
+    assert account is not None and account["user_profile"] == {"n": 2}
+    assert profile_import.get_profile(store, user_agent_id="nobody") is None
+    with pytest.raises(ProfileImportError) as usage:
+        profile_import.get_profile(store, email_hash="e1", user_agent_id="ua")
+    assert usage.value.exit_code == 2 and "exactly one identifier" in str(usage.value)
+    with pytest.raises(ProfileImportError) as missing:
+        profile_import.export_profiles(tmp_path / "typo")
+    assert missing.value.exit_code == 1
+    assert str(missing.value) == f"no profile store at {tmp_path / 'typo'}"
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_damaged_store_raises_while_it_is_read(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    run_import(EXAMPLE, store=store, rejects=tmp_path / "r")
+    for shard in store.glob("data/*/bucket-*"):
+        shard.write_bytes(b"")
+    with pytest.raises(ProfileImportError) as damaged:
+        list(profile_import.export_profiles(store))
+    assert damaged.value.exit_code == 1 and "damaged" in str(damaged.value)
+    assert damaged.value.report is None
