@@ -242,6 +242,15 @@ class Execution:
 
         return local.on_this_machine(self.options)
 
+    def _builds_only(self) -> bool:
+        """Whether this is Beam's dry run (`--dry_run=True` on Dataflow): the job
+        is built and never submitted, so nothing is written for it anywhere."""
+        if self.in_process or not self.settings.beam_args:
+            return False
+        from . import local
+
+        return local.builds_only(self.options)
+
     def _is_local(self) -> bool:
         """Whether Beam's local runner runs the import."""
         if self.in_process:
@@ -414,7 +423,7 @@ class Execution:
             **({} if store.holds_nul else {"rejects_nul": True}),
         }
         try:
-            if s.dry_run or not s.wait:
+            if s.dry_run or not s.wait or self._builds_only():
                 # A job nobody waits for cannot hold the lock: its publish is
                 # a compare-and-swap on the version it started from.
                 return self._launch(store, check, semantics, scratch)
@@ -451,13 +460,33 @@ class Execution:
         # Nothing for the launcher to write: the report's place is the job's.
         return Outcome(report, 0, report_written=True)
 
+    def _built(self, job: Any) -> Outcome:
+        """Beam's dry run: the job was built for the service, not submitted."""
+        transforms = len(job.proto_pipeline.components.transforms) if job is not None else 0
+        message = (
+            f"DRY RUN: execution {self.execution_id}: the {self.runner} job was built "
+            f"({transforms} transforms) and not submitted (--dry_run); nothing was written"
+        )
+        report = {
+            "execution_id": self.execution_id,
+            "status": "DRY_RUN",
+            "runner": self.runner,
+            "store": self.settings.store,
+            "version": None,
+            "message": message,
+        }
+        # Nothing is written for a job that never runs: no report either.
+        return Outcome(report, 0, report_written=True)
+
     def _launch(
         self, store: ProfileStore, check: CheckSettings, semantics: dict[str, Any], scratch: str
     ) -> Outcome:
         """Stages the run, runs the pipeline and waits for its final step's report."""
         s = self.settings
         parent = store.current() if store.exists() else None
-        staging = None if s.dry_run else store.begin(self.execution_id, parent)
+        staging = (
+            None if s.dry_run or self._builds_only() else store.begin(self.execution_id, parent)
+        )
         work_dir = staging.work_dir if staging is not None else os.path.join(scratch, "work")
         # Where the final step leaves the report for the launcher waiting here;
         # workers elsewhere leave it only at --report.
@@ -489,6 +518,8 @@ class Execution:
                 report = self._run_in_process(job)
             else:
                 report, submitted = self._run_pipeline(job, show)
+                if submitted and self._builds_only():
+                    return self._built(report["job"])
                 if submitted:
                     return self._submitted(staging is not None)
         except Exception as e:  # noqa: BLE001 - any failure of the run fails it cleanly
@@ -531,9 +562,10 @@ class Execution:
         ctx = job.finalizer.ctx
         runner = local.create_runner(self.options, s.beam_args)
         pipeline = import_profiles.build(beam.Pipeline(runner, options=self.options), job)
-        if not s.wait:
-            pipeline.run()
-            return {}, True
+        if not s.wait or self._builds_only():
+            result = pipeline.run()
+            # Beam's dry run returns the job it built instead of submitting it.
+            return {"job": getattr(result, "job", None)}, True
         total_bytes = sum(f.size or 0 for f in self.inputs)
         with (
             logs.phase("pipeline", self._pipeline_detail()) as end,

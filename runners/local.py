@@ -133,6 +133,16 @@ def on_this_machine(options: PipelineOptions) -> bool:
     )
 
 
+def builds_only(options: PipelineOptions) -> bool:
+    """Whether Beam only builds the job: Dataflow's dry run (`--dry_run=...`),
+    which translates the job for the service and never submits it. Beam takes
+    any value given there as set (`--dry_run=False` too), and so does this."""
+    from apache_beam.options.pipeline_options import TestOptions
+
+    dataflow = _runner_key(runner_name(options)) == "dataflowrunner"
+    return dataflow and bool(options.view_as(TestOptions).dry_run)
+
+
 def workers(options: PipelineOptions) -> int:
     return int(options.view_as(DirectOptions).direct_num_workers or 1)
 
