@@ -3,8 +3,14 @@ job translates for the Dataflow service (`--dry_run`: built whole, never submitt
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
+import re
+import subprocess
+import sys
 import time
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -24,7 +30,7 @@ from profile_import.stores.snapshot import SnapshotStore
 from profile_import.transforms.finalize import Finalizer, RunContext
 
 from .helpers import PORTABLE, export, message_lines, read_ndjson, run_cli, upsert, write_lines
-from .object_servers import new_bucket
+from .object_servers import new_bucket, put
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "runners" / "dataflow"
@@ -202,29 +208,214 @@ def test_workers_elsewhere_need_everything_where_they_reach_it(
     assert {p.name for p in tmp_path.iterdir()} <= {"a.ndjson", "r.json"}
 
 
-def test_a_postgresql_store_runs_on_dataflow_with_its_work_under_temp_location(
+DOCKERFILE = TEMPLATE / "Dockerfile"
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of each instruction, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def _dockerignore_excludes(path: str) -> bool:
+    """Whether the repository's .dockerignore keeps `path` out of the build
+    context, as Docker reads it: the last matching pattern wins, a pattern
+    matches a path or any folder above it, `**` any number of folders."""
+
+    def matches(pattern: list[str], parts: list[str]) -> bool:
+        if not pattern:
+            return not parts
+        if pattern[0] == "**":
+            return any(matches(pattern[1:], parts[i:]) for i in range(len(parts) + 1))
+        return (
+            bool(parts)
+            and fnmatch.fnmatchcase(parts[0], pattern[0])
+            and (matches(pattern[1:], parts[1:]))
+        )
+
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    excluded = False
+    parts = path.split("/")
+    for line in (line.strip() for line in lines):
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = line.removeprefix("!").strip("/").split("/")
+        if any(matches(pattern, parts[:n]) for n in range(1, len(parts) + 1)):
+            excluded = not negated
+    return excluded
+
+
+def test_the_dockerfile_refers_to_what_exists_and_pins_its_bases() -> None:
+    """Docker cannot run here: the image's recipe is checked against the repository."""
+    instructions = dockerfile_instructions()
+    stages = [args.split()[-1] for op, args in instructions if op == "FROM" and " AS " in args]
+    for op, args in instructions:
+        if op == "FROM":
+            image = args.split()[0]
+            name, _, tag = image.rpartition(":")
+            assert name and "/" not in tag and tag not in ("", "latest"), image
+    copies = [args.split() for op, args in instructions if op == "COPY"]
+    context_copies = [c for c in copies if not c[0].startswith("--from=")]
+    assert all(f"--from={stages[0]}" in c for c in copies if c[0].startswith("--from="))
+    destinations = {}
+    for *sources, destination in context_copies:
+        for source in sources:
+            assert (ROOT / source).exists(), source
+            destinations[destination.rstrip("/")] = ROOT / source
+    # The launcher file the template runs is one of the repository's, copied.
+    (py_file,) = [
+        args.split("=", 1)[1]
+        for op, args in instructions
+        if op == "ENV" and args.startswith("FLEX_TEMPLATE_PYTHON_PY_FILE=")
+    ]
+    copied_to, copied_from = next(
+        (d, s) for d, s in destinations.items() if py_file.startswith(f"{d}/")
+    )
+    launcher = copied_from / py_file.removeprefix(f"{copied_to}/")
+    assert launcher == TEMPLATE / "launch.py" and launcher.is_file()
+    # What it installs: the copied package with extras pyproject declares, the
+    # extras of every documented store; Beam at the version of the SDK image.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = set(pyproject["project"]["optional-dependencies"])
+    (install,) = [args for op, args in instructions if op == "RUN" and "pip install" in args]
+    (extras,) = re.findall(rf"'{copied_to}\[([^\]]+)\]'", install)
+    assert set(extras.split(",")) <= declared
+    assert {"gcp", "s3", "postgresql"} <= set(extras.split(","))
+    sdk_versions = [
+        args.split(":")[-1] for op, args in instructions if op == "FROM" and "beam_python" in args
+    ]
+    assert re.findall(r"apache-beam\[gcp\]==([\w.]+)", install) == sdk_versions
+
+
+def test_the_docker_context_holds_the_package_and_nothing_else() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    needed = ["pyproject.toml", "setup.py", "README.md", "runners/dataflow/launch.py"]
+    for folder in pyproject["tool"]["setuptools"]["package-dir"].values():
+        needed += [
+            p.relative_to(ROOT).as_posix()
+            for p in (ROOT / folder).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        ]
+    assert [p for p in needed if _dockerignore_excludes(p)] == []
+    for unwanted in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "profile-store/CURRENT",
+        "bench/out/run.json",
+        "tests/test_dataflow.py",
+        "core/__pycache__/fold.cpython-311.pyc",
+        "build/typecheck/x.py",
+        ".mypy_cache/x.json",
+        "example-report.json",
+    ):
+        assert _dockerignore_excludes(unwanted), unwanted
+
+
+def _objects(bucket: str) -> dict[str, bytes]:
+    from google.cloud import storage  # type: ignore[attr-defined]
+
+    client = storage.Client(project="test")
+    return {b.name: b.download_as_bytes() for b in client.list_blobs(bucket)}
+
+
+DRY_RUN = (
+    "--runner=DataflowRunner",
+    "--dry_run=True",
+    "--project=profile-import-test",
+    "--region=europe-west1",
+)
+
+
+@pytest.mark.parametrize("store_exists", [False, True], ids=["new-store", "existing-store"])
+def test_a_dataflow_dry_run_builds_the_job_and_leaves_nothing_behind(
+    gcs_endpoint: str, tmp_path: Path, store_exists: bool
+) -> None:
+    """Dataflow's `--dry_run=True` builds and translates the job, says in one
+    line that it did only that, and writes nothing: no report placeholder, no
+    rejects file, nothing staged in the store."""
+    bucket = new_bucket("gs")
+    store = f"gs://{bucket}/store"
+    put(f"gs://{bucket}/in/a.ndjson", b'{"operation": "UPSERT", "email_hash": "h"}\n{oops\n')
+    if store_exists:
+        seed = write_lines(tmp_path / "seed.ndjson", [upsert({"email_hash": "g"}, {})])
+        assert run_cli("run", "--store", store, "--report", os.devnull, seed).returncode == 0
+    before = _objects(bucket)
+    result = run_cli(
+        "run",
+        "--store",
+        store,
+        "--report",
+        f"gs://{bucket}/report.json",
+        "--rejects",
+        f"gs://{bucket}/rejects.ndjson",
+        *DRY_RUN,
+        f"--temp_location=gs://{bucket}/tmp",
+        f"gs://{bucket}/in/a.ndjson",
+        beam=(),
+    )
+    assert result.returncode == 0, result.stderr
+    summary = message_lines(result.stderr)
+    assert len(summary) == 1 and summary[0].startswith("profile-import: DRY RUN: "), summary
+    assert "was built" in summary[0] and "not submitted" in summary[0]
+    assert "SUBMITTED" not in result.stderr and result.stdout == ""
+    assert _objects(bucket) == before
+
+    # The Flex Template's launcher, as the template runs it.
+    launched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "profile_import.runners.dataflow.launch",
+            f"--inputs=gs://{bucket}/in/a.ndjson",
+            f"--store={store}",
+            f"--report=gs://{bucket}/report.json",
+            f"--rejects=gs://{bucket}/rejects.ndjson",
+            *DRY_RUN,
+            f"--temp_location=gs://{bucket}/tmp",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert launched.returncode == 0, launched.stderr
+    assert "DRY RUN: " in launched.stderr and "not submitted" in launched.stderr
+    assert "SUBMITTED" not in launched.stderr and "publishes" not in launched.stderr
+    assert _objects(bucket) == before
+
+
+def test_a_dataflow_dry_run_on_postgresql_stages_nothing_on_the_server(
     postgres: str, gcs_endpoint: str, tmp_path: Path
 ) -> None:
-    """PostgreSQL is reachable from workers anywhere: the launch stages the run
-    on the server, puts its work folder under --temp_location and builds the
-    job for Dataflow (`--dry_run`: translated whole, never submitted)."""
+    """The launch of a PostgreSQL store's job builds it (its work folder under
+    --temp_location) and creates nothing on the server: no table, no staged run."""
+    import psycopg
+
     bucket = f"gs://{new_bucket('gs')}"
-    src = write_lines(tmp_path / "a.ndjson", [upsert({"email_hash": "h"}, {})])
+    table = f"t_dataflow_{uuid.uuid4().hex[:8]}"
+    put(f"{bucket}/in/a.ndjson", b'{"operation": "DELETE", "email_hash": "h"}\n')
     settings = RunSettings(
-        inputs=[str(src)],
-        store=f"postgresql:///{postgres}?table=t_dataflow_{uuid.uuid4().hex[:8]}",
+        inputs=[f"{bucket}/in/a.ndjson"],
+        store=f"postgresql:///{postgres}?table={table}",
         report_path=f"{bucket}/report.json",
         rejects_path=f"{bucket}/rejects.ndjson",
-        beam_args=[
-            "--runner=DataflowRunner",
-            "--dry_run=True",
-            "--project=profile-import-test",
-            "--region=europe-west1",
-            f"--temp_location={bucket}/tmp/",
-        ],
+        beam_args=[*DRY_RUN, f"--temp_location={bucket}/tmp/"],
         wait=False,
     )
     execution = Execution(settings)
     outcome = execution.run()
-    assert outcome.exit_code == 0 and outcome.report["status"] == "SUBMITTED", outcome.report
+    assert outcome.exit_code == 0 and outcome.report["status"] == "DRY_RUN", outcome.report
+    assert outcome.report["message"].startswith("DRY RUN: ") and outcome.report_written
     assert execution.work_root == f"{bucket}/tmp/profile-import"
+    assert list(_objects(bucket.removeprefix("gs://"))) == ["in/a.ndjson"]
+    with psycopg.connect(f"dbname={postgres}") as connection:
+        tables = connection.execute(
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE %s", (f"{table}%",)
+        ).fetchone()
+    assert tables == (0,)
