@@ -41,12 +41,16 @@ PORTABLE = (
 
 
 def run_cli(
-    *args: str | Path, beam: Sequence[str] = (), timeout: float = 300
+    *args: str | Path,
+    beam: Sequence[str] = (),
+    timeout: float = 300,
+    command: Sequence[str] = CLI,
 ) -> subprocess.CompletedProcess[str]:
     """Runs `profile-import ARGS`; `run` gets the Beam options `beam` (none: a
     small import runs in this process, as a user's does; the tests of the Beam
-    pipeline ask for it: `ONE_WORKER`, `LOCAL`, `PORTABLE`)."""
-    argv = [*CLI, *(str(a) for a in args)]
+    pipeline ask for it: `ONE_WORKER`, `LOCAL`, `PORTABLE`). `command`: another
+    `profile-import`, such as one installed from the wheel."""
+    argv = [*command, *(str(a) for a in args)]
     if args and args[0] == "run":
         argv += list(beam)
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)

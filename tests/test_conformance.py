@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .helpers import ONE_WORKER, PORTABLE, SYSTEM_FIELDS, run_cli
+from .helpers import CLI, ONE_WORKER, PORTABLE, SYSTEM_FIELDS, run_cli
 from .object_servers import new_bucket, put
 
 CASES = sorted((Path(__file__).parent / "conformance").glob("*.json"))
@@ -68,6 +69,18 @@ COMBINATIONS = [
 def test_conformance_case(
     case_path: Path, store_kind: str, runner: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    run_case(case_path, store_kind, tmp_path, request, runner)
+
+
+def run_case(
+    case_path: Path,
+    store_kind: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    runner: str = "default",
+    command: Sequence[str] = CLI,
+) -> None:
+    """One case on one store, through `command` (this checkout's, or an installed one)."""
     case = json.loads(case_path.read_text(encoding="utf-8"))
     if store_kind in FIXTURES:
         request.getfixturevalue(FIXTURES[store_kind])
@@ -100,6 +113,7 @@ def test_conformance_case(
             *run.get("args", []),
             *inputs,
             beam=RUNNERS[runner],
+            command=command,
         )
         want_status = run.get("expect_status")
         if want_status == "FAILED":
@@ -121,7 +135,7 @@ def test_conformance_case(
         )
         want = sorted((r["file"], r["line"], r["code"]) for r in run.get("expect_rejects", []))
         assert got == want
-    exported = run_cli("export", "--store", store)
+    exported = run_cli("export", "--store", store, command=command)
     assert exported.returncode == 0, exported.stderr
     profiles = []
     for line in exported.stdout.splitlines():
