@@ -157,9 +157,7 @@ def _load_profile_schema(path: str | None) -> tuple[dict[str, Any] | None, str |
     if path is None:
         return None, None
     try:
-        import smart_open  # imported when used (see inputs.plan.open_raw)
-
-        with smart_open.open(path, "rb") as f:
+        with input_plan.open_raw(path) as f:
             data = f.read()
         schema = orjson.loads(data)
     except (OSError, orjson.JSONDecodeError) as e:
@@ -179,9 +177,7 @@ def _load_declarations(path: str | None, allow_undeclared: bool) -> Declarations
             raise UsageError("--allow-undeclared-properties needs --properties-file")
         return None
     try:
-        import smart_open  # imported when used (see inputs.plan.open_raw)
-
-        with smart_open.open(path, "rb") as f:
+        with input_plan.open_raw(path) as f:
             data = f.read()
         return Declarations.from_json(data, allow_undeclared=allow_undeclared)
     except OSError as e:
@@ -552,7 +548,6 @@ class Execution:
         """Runs the Beam pipeline; returns its final step's report and whether
         the job was only submitted (nobody waits: no report here)."""
         import apache_beam as beam
-        import smart_open
 
         from profile_import.pipelines import import_profiles
 
@@ -572,11 +567,7 @@ class Execution:
             progress_display.shown(show, job.progress_dir, total_bytes, self.stderr),
         ):
             pipeline.run().wait_until_finish()
-            with (
-                open(ctx.result_path, "rb")
-                if ctx.result_path
-                else smart_open.open(s.report_path or "", "rb")
-            ) as f:
+            with input_plan.open_raw(ctx.result_path or s.report_path or "") as f:
                 report: dict[str, Any] = json.load(f)
             # The final step, inside the pipeline, checked, published or discarded.
             end["detail"] = report["message"]

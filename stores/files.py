@@ -12,7 +12,7 @@ root, with `/`):
   writers can never both publish on the same parent;
 - the lock: `flock` locally, a lease object on a bucket (`stores.lease`).
 
-`ObjectFiles` is in `stores.objects`.
+`ObjectFiles` is in `stores.objects`; `stores.folders` opens either.
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from typing import Any
 
 from . import locking
 from .base import StoreError
-
-# A pointer's version, for a conditional replace: an ETag or a generation.
-Token = Any
+from .buckets import Token
 
 
 class PointerMoved(StoreError):
@@ -203,19 +201,3 @@ class LocalFiles(Files):
 
     def lock(self, timeout: float, what: str) -> AbstractContextManager[None]:
         return locking.exclusive(self.join(".lock"), timeout, what)
-
-
-def open_files(url: str) -> Files:
-    """The files of a store at a folder path or an `s3://` / `gs://` URL."""
-    if url.startswith(("s3://", "gs://")):
-        from .objects import ObjectFiles
-
-        return ObjectFiles(url)
-    return LocalFiles(url, url)
-
-
-def remove_folder(location: str) -> None:
-    """Removes a folder, or every object under a bucket URL's prefix (a run's
-    work folder); nothing if it is not there."""
-    parent, _, name = location.rstrip("/").rpartition("/")
-    open_files(parent).remove_tree(name)

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .base import StoreError, StoreLocked
-from .objects import ABSENT, Bucket, Precondition
+from .buckets import ABSENT, Bucket, Precondition
 
 ENV = "PROFILE_IMPORT_LEASE_SECONDS"
 DEFAULT_SECONDS = 60.0

@@ -7,9 +7,7 @@ pointer (`CURRENT`) is replaced by a conditional write on the version read
 `ifGenerationMatch`): two runs that started from the same version can never
 both publish. The lock is a lease object (`stores.lease`).
 
-Clients come from each cloud's standard environment: boto3's (credentials,
-`AWS_PROFILE`, `AWS_ENDPOINT_URL` for an S3-compatible store) and Google's
-application default credentials (`STORAGE_EMULATOR_HOST` for an emulator).
+The clients, their timeouts and their errors are `stores.buckets`'.
 """
 
 from __future__ import annotations
@@ -18,189 +16,9 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-import smart_open
-
-from .files import Files, PointerMoved, Token
-
-
-class Precondition(Exception):
-    """A conditional write or delete found another version than expected."""
-
-
-ABSENT = "absent"  # the `expected` token of an object that must not exist yet
-
-
-class Bucket:
-    """The few object operations the store needs, on one bucket."""
-
-    scheme: str
-    name: str
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._client: Any = None
-
-    # Pickled to the pipeline's workers by name: each builds its own client.
-    def __getstate__(self) -> dict[str, Any]:
-        return {"name": self.name}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["name"])  # type: ignore[misc]
-
-    def get(self, key: str) -> tuple[bytes, Token]:
-        """The object's bytes and version. Raises `FileNotFoundError`."""
-        raise NotImplementedError
-
-    def put(self, key: str, data: bytes, expected: Token | None = None) -> Token:
-        """Writes the object; if `expected` is given, only over that version
-        (`ABSENT`: only if there is none). Returns the new version. Raises
-        `Precondition`."""
-        raise NotImplementedError
-
-    def delete(self, key: str, expected: Token | None = None) -> None:
-        raise NotImplementedError
-
-    def size(self, key: str) -> int:
-        raise NotImplementedError
-
-    def list_keys(self, prefix: str, delimiter: bool) -> tuple[list[str], list[str]]:
-        """(keys, sub-prefixes) under `prefix`."""
-        raise NotImplementedError
-
-    def delete_many(self, keys: list[str]) -> None:
-        for key in keys:
-            self.delete(key)
-
-
-class S3Bucket(Bucket):
-    scheme = "s3"
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3
-
-            self._client = boto3.client("s3")
-        return self._client
-
-    def _code(self, e: Exception) -> str:
-        return str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
-
-    def get(self, key: str) -> tuple[bytes, Token]:
-        try:
-            response = self.client.get_object(Bucket=self.name, Key=key)
-        except self.client.exceptions.NoSuchKey as e:
-            raise FileNotFoundError(f"s3://{self.name}/{key}") from e
-        return response["Body"].read(), response["ETag"]
-
-    def put(self, key: str, data: bytes, expected: Token | None = None) -> Token:
-        conditions: dict[str, str] = {}
-        if expected == ABSENT:
-            conditions["IfNoneMatch"] = "*"
-        elif expected is not None:
-            conditions["IfMatch"] = expected
-        try:
-            response = self.client.put_object(Bucket=self.name, Key=key, Body=data, **conditions)
-        except Exception as e:
-            if self._code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise Precondition(key) from e
-            raise
-        return response["ETag"]
-
-    def delete(self, key: str, expected: Token | None = None) -> None:
-        self.client.delete_object(Bucket=self.name, Key=key)
-
-    def delete_many(self, keys: list[str]) -> None:
-        for start in range(0, len(keys), 1000):
-            objects = [{"Key": k} for k in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.name, Delete={"Objects": objects})
-
-    def size(self, key: str) -> int:
-        try:
-            return int(self.client.head_object(Bucket=self.name, Key=key)["ContentLength"])
-        except Exception as e:
-            if self._code(e) in ("404", "NoSuchKey", "NotFound"):
-                raise FileNotFoundError(f"s3://{self.name}/{key}") from e
-            raise
-
-    def list_keys(self, prefix: str, delimiter: bool) -> tuple[list[str], list[str]]:
-        keys: list[str] = []
-        prefixes: list[str] = []
-        extra = {"Delimiter": "/"} if delimiter else {}
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.name, Prefix=prefix, **extra):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-            prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-        return keys, prefixes
-
-
-class GCSBucket(Bucket):
-    scheme = "gs"
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from google.cloud import storage  # type: ignore[attr-defined]
-
-            self._client = storage.Client()
-        return self._client
-
-    @property
-    def bucket(self) -> Any:
-        return self.client.bucket(self.name)
-
-    def get(self, key: str) -> tuple[bytes, Token]:
-        from google.api_core.exceptions import NotFound
-
-        blob = self.bucket.blob(key)
-        try:
-            data = blob.download_as_bytes()
-        except NotFound as e:
-            raise FileNotFoundError(f"gs://{self.name}/{key}") from e
-        return data, blob.generation
-
-    def put(self, key: str, data: bytes, expected: Token | None = None) -> Token:
-        from google.api_core.exceptions import PreconditionFailed
-
-        blob = self.bucket.blob(key)
-        condition = (
-            {}
-            if expected is None
-            else {"if_generation_match": 0 if expected == ABSENT else expected}
-        )
-        try:
-            blob.upload_from_string(data, **condition)
-        except PreconditionFailed as e:
-            raise Precondition(key) from e
-        return blob.generation
-
-    def delete(self, key: str, expected: Token | None = None) -> None:
-        from google.api_core.exceptions import NotFound, PreconditionFailed
-
-        condition = {} if expected is None else {"if_generation_match": expected}
-        try:
-            self.bucket.blob(key).delete(**condition)
-        except NotFound:
-            pass
-        except PreconditionFailed as e:
-            raise Precondition(key) from e
-
-    def size(self, key: str) -> int:
-        blob = self.bucket.get_blob(key)
-        if blob is None:
-            raise FileNotFoundError(f"gs://{self.name}/{key}")
-        return int(blob.size)
-
-    def list_keys(self, prefix: str, delimiter: bool) -> tuple[list[str], list[str]]:
-        blobs = self.client.list_blobs(
-            self.name, prefix=prefix, delimiter="/" if delimiter else None
-        )
-        keys = [b.name for b in blobs]
-        return keys, sorted(blobs.prefixes)
-
-
-def bucket_of(scheme: str, name: str) -> Bucket:
-    return S3Bucket(name) if scheme == "s3" else GCSBucket(name)
+from .buckets import ABSENT, Precondition, Token, bucket_of, open_object
+from .files import Files, PointerMoved
+from .lease import Lease
 
 
 class ObjectFiles(Files):
@@ -222,8 +40,7 @@ class ObjectFiles(Files):
 
     def open_read(self, path: str) -> Any:
         self.size(path)  # FileNotFoundError before a stream is opened
-        stream = smart_open.open(self.join(path), "rb", compression="disable")
-        return stream
+        return open_object(self.join(path), "rb")
 
     def read_bytes(self, path: str) -> bytes:
         return self.bucket.get(self._key(path))[0]
@@ -231,7 +48,7 @@ class ObjectFiles(Files):
     @contextmanager
     def write_stream(self, path: str) -> Iterator[Any]:
         # smart-open completes the upload on close, and aborts it on an error.
-        with smart_open.open(self.join(path), "wb", compression="disable") as out:
+        with open_object(self.join(path), "wb") as out:
             yield out
 
     def write_atomic(self, path: str, data: bytes) -> None:
@@ -281,8 +98,6 @@ class ObjectFiles(Files):
             ) from e
 
     def lock(self, timeout: float, what: str) -> AbstractContextManager[None]:
-        from .lease import Lease
-
         lease = Lease(self.bucket, self._key(".lock"), what)
         # Travels with the store to the worker that publishes.
         self._fence = lease.fence

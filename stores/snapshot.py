@@ -75,7 +75,8 @@ from .base import (
     Version,
 )
 from .failpoints import AFTER_POINTER, BEFORE_POINTER, BUCKET_WRITTEN, DATA_WRITTEN, failpoint
-from .files import Files, PointerMoved, open_files
+from .files import Files, PointerMoved
+from .folders import open_files
 
 FORMAT = "profile-import/snapshot-store"
 # 2: manifests record each file's lines, bytes and crc32; data files are `.kv`.

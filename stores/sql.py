@@ -20,7 +20,7 @@ from profile_import.core.identifiers import Identifier
 
 from .base import ProfileStore, Staging, StoreError, Verification, Version
 from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, failpoint
-from .files import remove_folder
+from .folders import remove_folder
 from .migrations import Migration, latest
 
 DEFAULT_BUCKETS = 64

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from profile_import.stores import failpoints, lease, open_store
-from profile_import.stores.files import open_files
+from profile_import.stores.folders import open_files
 
 from .helpers import (
     CLI,
@@ -72,7 +72,8 @@ def test_runs_publish_versions_a_reader_sees_whole(object_scheme: str, tmp_path:
 
 
 def test_the_pointer_is_replaced_only_over_the_version_read(object_scheme: str) -> None:
-    from profile_import.stores.files import PointerMoved, open_files
+    from profile_import.stores.files import PointerMoved
+    from profile_import.stores.folders import open_files
 
     files = open_files(f"{object_scheme}://{new_bucket(object_scheme)}/s")
     other = open_files(files.url)
@@ -91,7 +92,7 @@ def test_a_lease_is_exclusive_renewed_released_and_fenced(
     object_scheme: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from profile_import.stores.base import StoreError, StoreLocked
-    from profile_import.stores.files import open_files
+    from profile_import.stores.folders import open_files
     from profile_import.stores.lease import ENV
 
     monkeypatch.setenv(ENV, "0.6")

@@ -16,7 +16,7 @@ from profile_import.core.fold import StoredProfile
 from profile_import.core.identifiers import Identifier, bucket_of
 from profile_import.stores import failpoints, open_store
 from profile_import.stores.base import Staging, StoreError, StoreLocked
-from profile_import.stores.files import open_files
+from profile_import.stores.folders import open_files
 from profile_import.stores.postgres import PostgresStore, parse_url
 
 from .helpers import (

@@ -36,6 +36,7 @@ from profile_import.core.codes import RejectCode
 from profile_import.core.report import Status
 from profile_import.inputs.plan import InputFile, is_remote
 from profile_import.stores.base import ProfileStore, Staging, StoreError, Version
+from profile_import.stores.buckets import open_object
 
 from . import metrics
 from .decisions import Decided
@@ -173,9 +174,7 @@ def build_report(
 
 def _open_reject_file(path: str) -> Any:
     if is_remote(path):  # the work folder of a store in a bucket
-        import smart_open  # imported when used (see inputs.plan.open_raw)
-
-        return smart_open.open(path, "rb", compression="disable")
+        return open_object(path, "rb")
     return open(path, "rb")
 
 

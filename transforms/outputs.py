@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from profile_import.inputs.plan import is_remote
+from profile_import.stores.buckets import open_object
 from profile_import.stores.failpoints import OUTPUT_WRITTEN, failpoint
 
 STDOUT = "-"
@@ -211,11 +212,9 @@ class Output:
             yield out
             out.flush()
         elif is_remote(location):
-            import smart_open  # imported when used (see inputs.plan.open_raw)
-
             # The upload completes when the stream closes without an error,
             # and is abandoned otherwise: the object appears whole or not at all.
-            with smart_open.open(location, "wb") as remote:
+            with open_object(location, "wb", compression="infer_from_extension") as remote:
                 yield remote
                 failpoint(OUTPUT_WRITTEN)
         elif _is_stream(location):

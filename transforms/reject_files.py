@@ -11,6 +11,7 @@ import os
 from typing import NamedTuple
 
 from profile_import.inputs.plan import is_remote
+from profile_import.stores.buckets import open_object
 
 
 class RejectFile(NamedTuple):
@@ -31,9 +32,7 @@ def write_reject_file(directory: str, sequence: tuple[int, int], payload: bytes)
     """Writes `payload` (NDJSON reject lines) as the file of the split `sequence`."""
     path = os.path.join(directory, reject_file_name(sequence))
     if is_remote(path):  # a store's work folder in a bucket: objects appear whole
-        import smart_open  # imported when used (see inputs.plan.open_raw)
-
-        with smart_open.open(path, "wb", compression="disable") as out:
+        with open_object(path, "wb") as out:
             out.write(payload)
     else:
         os.makedirs(directory, exist_ok=True)
