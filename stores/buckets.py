@@ -296,6 +296,11 @@ class Bucket:
     def _bucket_exists(self) -> bool:
         raise NotImplementedError
 
+    def exists(self) -> bool:
+        """Whether the bucket exists (and these credentials may see it)."""
+        with self._errors():
+            return self._bucket_exists()
+
     def get(self, key: str) -> tuple[bytes, Token]:
         """The object's bytes and version. Raises `FileNotFoundError`."""
         raise NotImplementedError
@@ -334,7 +339,7 @@ class Bucket:
 
 
 def describe_missing_bucket(scheme: str, name: str) -> str:
-    return f"{SERVICES[scheme]} bucket {name} does not exist"
+    return f"{SERVICES['gs' if scheme == 'gcs' else scheme]} bucket {name} does not exist"
 
 
 def _ns(when: Any) -> int | None:

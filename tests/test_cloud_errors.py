@@ -197,20 +197,21 @@ def test_s3_credentials_refused_and_access_denied(
         for args in [
             ("versions", "--store", store),
             ("run", "--quiet", "--store", store, data),
-            ("run", "--quiet", "--store", tmp_path / "s", "--report", f"{store}/r.json", data),
         ]:
             code, stderr, _ = cli(*args, env=env)
             assert cause in one_error_line(stderr), (args, stderr)
             assert code in (1, 2)
-        # An input is first asked for its size (HEAD), whose answer has no
-        # body to tell refused credentials from a denial.
-        args = ("run", "--quiet", "--store", tmp_path / "s", f"s3://{bucket}/in.ndjson")
-        code, stderr, _ = cli(*args, env=env)
-        assert f"input s3://{bucket}/in.ndjson: cannot be read: S3 denied access to bucket " in (
-            one_error_line(stderr)
-        )
-        assert "(403: wrong credentials or no permission)" in stderr
-        assert code == 2
+        # An input is first asked for its size, and an output's bucket whether
+        # it exists (HEAD): an answer without a body, that cannot tell refused
+        # credentials from a denial.
+        for args, names in [
+            ((f"s3://{bucket}/in.ndjson",), f"input s3://{bucket}/in.ndjson: cannot be read: "),
+            (("--report", f"{store}/r.json", data), f"--report {store}/r.json: cannot write: "),
+        ]:
+            code, stderr, _ = cli("run", "--quiet", "--store", tmp_path / "s", *args, env=env)
+            line = one_error_line(stderr)
+            assert f"{names}S3 denied access to bucket {bucket} (403: wrong credentials" in line
+            assert code == 2
     assert not (tmp_path / "s").exists()
 
 

@@ -33,7 +33,12 @@ from collections.abc import Iterator
 from typing import IO
 
 from profile_import.inputs.plan import is_remote
-from profile_import.stores.buckets import open_object
+from profile_import.stores.buckets import (
+    bucket_of,
+    describe_missing_bucket,
+    open_object,
+    split_url,
+)
 from profile_import.stores.failpoints import OUTPUT_WRITTEN, failpoint
 
 STDOUT = "-"
@@ -140,15 +145,11 @@ def _replacing(location: str) -> Iterator[IO[bytes]]:
 
 def _check_bucket(location: str) -> None:
     """The bucket of `location` exists and can be reached."""
-    from profile_import.inputs import remote
-
-    scheme, bucket, key = remote.split_url(location)
+    scheme, bucket, key = split_url(location)
     if not bucket or not key or key.endswith("/"):
         raise OutputError("an object URL names a bucket and a key (scheme://bucket/key)")
-    if scheme == "s3":
-        remote.s3_client().head_bucket(Bucket=bucket)
-    elif not remote.gcs_client().bucket(bucket).exists():
-        raise OutputError(f"no bucket {bucket}")
+    if not bucket_of(scheme, bucket).exists():
+        raise OutputError(describe_missing_bucket(scheme, bucket))
 
 
 class Output:
