@@ -28,6 +28,7 @@ run is dropped by the next run.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 import zlib
@@ -126,6 +127,27 @@ def _touched_line(row: Sequence[Any]) -> bytes:
         (bytes(key), records.SEPARATOR, orjson.dumps(fields)[:-1], b',"user_profile":',
          profile.encode(), b',"created_at":"', stamps.encode(), b'"}\n')
     )  # fmt: skip
+
+
+# libpq's words around the cause of a failed connection: "connection failed:
+# connection to server at "h" (addr), port 5432 failed: CAUSE" then a hint line.
+_CONNECTION_PREFIX = re.compile(
+    r"^(?:connection failed: )?connection to server (?:at|on) (?P<server>.+?) failed: "
+)
+
+
+def connect_failure(error: Exception) -> str:
+    """Why a connection failed, cause first, in one line: libpq's first line
+    (the cause, then which server), without its hint on the next."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    first = lines[0]
+    match = _CONNECTION_PREFIX.match(first)
+    if match is None:
+        return first
+    cause = first[match.end() :].removeprefix("FATAL:").strip()
+    return f"{cause} (server {match['server']})"
 
 
 class _Names:
@@ -258,8 +280,7 @@ class PostgresStore(CurrentStateStore):
             try:
                 self._conn = psycopg.connect(self.conninfo, autocommit=True)
             except psycopg.Error as e:
-                reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-                raise StoreError(f"store {self.url}: cannot connect: {reason}") from e
+                raise StoreError(f"store {self.url}: cannot connect: {connect_failure(e)}") from e
         return self._conn
 
     def _sql(self, template: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -320,7 +341,7 @@ class PostgresStore(CurrentStateStore):
         try:
             session = psycopg.connect(self.conninfo, autocommit=True)
         except psycopg.Error as e:
-            raise StoreError(f"store {self.url}: cannot connect: {e}") from e
+            raise StoreError(f"store {self.url}: cannot connect: {connect_failure(e)}") from e
         lock_id = zlib.crc32(f"profile-import:{self.names.ident()}".encode())
         deadline = time.monotonic() + timeout
         try:

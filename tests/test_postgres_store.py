@@ -187,6 +187,28 @@ def test_an_unreachable_server_is_one_line() -> None:
     assert "cannot connect" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
+def test_a_connection_failure_says_its_cause_first(postgres: str) -> None:
+    """libpq's cause, not only its hint: a database that does not exist, and
+    a port nobody listens on."""
+    from .object_servers import _free_port
+
+    missing = run_cli("export", "--store", "postgresql:///no_such_database?table=p")
+    assert missing.returncode == 1
+    assert len(missing.stderr.splitlines()) == 1, missing.stderr
+    assert missing.stderr.startswith(
+        "profile-import: error: store postgresql:///no_such_database?table=p: cannot connect: "
+        'database "no_such_database" does not exist (server '
+    ), missing.stderr
+    port = _free_port()
+    store = f"postgresql://127.0.0.1:{port}/{postgres}?table=p"
+    refused = run_cli("versions", "--store", store)
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"profile-import: error: store {store}: cannot connect: Connection refused "
+        f'(server "127.0.0.1", port {port})\n'
+    ), refused.stderr
+
+
 NUL_LINES = [
     upsert({"email_hash": "a"}, {"n": 1, "text": "a literal \\u0000 is no NUL"}),
     upsert({"email_hash": "b"}, {"n": 2, "s": "x\x00y"}),
