@@ -48,7 +48,6 @@ import orjson
 import psutil
 
 from profile_import.inputs.plan import InputFile
-from profile_import.pipelines.in_process import PARALLEL_MIN_BYTES
 from profile_import.runners import runner_choice
 
 DEFAULT_LINES = 1_000_000
@@ -820,8 +819,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # With no Beam option the command picks its engine by the input's size
     # (and the memory free); the Beam row runs Beam's local runner anyway.
     in_process = runner_choice.small([InputFile(0, str(input_path), size, None)])
+    processes = runner_choice.local_workers(size)
     default = (
-        f"no Beam, {'2 processes' if size >= PARALLEL_MIN_BYTES else '1 process'}"
+        f"no Beam, {processes} process{'es' if processes > 1 else ''}"
         if in_process
         else f"Beam, {cores} workers"
     )

@@ -10,10 +10,10 @@ rejected.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from .plan import InputSplit, open_raw, open_text_stream
+from .plan import InputSplit, decompressed, open_raw
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _SKIP_CHUNK = 1 << 20
@@ -21,6 +21,30 @@ _SKIP_CHUNK = 1 << 20
 
 class InputReadError(Exception):
     """An input that failed while a split was read (corrupt, vanished, ...)."""
+
+
+class ReadPosition:
+    """How many bytes of its input, as stored, a split's read has gone
+    through: the compressed bytes of a compressed input, which is what a
+    progress line can count against the size listed."""
+
+    def __init__(self) -> None:
+        self._tell: Callable[[], int] = lambda: 0
+        self._start = 0
+
+    def follow(self, stream: Any, start: int) -> None:
+        self._tell, self._start = stream.tell, start
+
+    def bytes_read(self) -> int:
+        try:
+            return max(self._tell() - self._start, 0)
+        except (OSError, ValueError):  # a stream that cannot tell
+            return 0
+
+    def stop(self) -> None:
+        """Keeps the position reached, before the stream is closed."""
+        reached = self.bytes_read() + self._start
+        self._tell = lambda: reached
 
 
 class Line(NamedTuple):
@@ -33,10 +57,12 @@ def read_lines(
     split: InputSplit,
     max_line_bytes: int,
     transport_params: dict[str, Any] | None = None,
+    position: ReadPosition | None = None,
 ) -> Iterator[Line]:
-    """Every line that starts in the split, with its 1-based number."""
+    """Every line that starts in the split, with its 1-based number; `position`
+    follows the bytes read."""
     try:
-        yield from _read(split, max_line_bytes, transport_params)
+        yield from _read(split, max_line_bytes, transport_params, position)
     except InputReadError:
         raise
     except Exception as e:
@@ -44,15 +70,17 @@ def read_lines(
 
 
 def _read(
-    split: InputSplit, max_line_bytes: int, transport_params: dict[str, Any] | None
+    split: InputSplit,
+    max_line_bytes: int,
+    transport_params: dict[str, Any] | None,
+    meter: ReadPosition | None,
 ) -> Iterator[Line]:
     # Room for the longest allowed line and its `\r\n`.
     limit = max_line_bytes + 2
-    if split.compression is None:
-        stream = open_raw(split.path, transport_params)
-    else:
-        stream = open_text_stream(split.path, transport_params)
-    with stream:
+    raw = open_raw(split.path, transport_params)
+    with raw, raw if split.compression is None else decompressed(raw, split.compression) as stream:
+        if meter is not None:
+            meter.follow(raw, split.start)
         position = split.start
         if split.start:
             # The range holds the lines that start in it: the line under way
@@ -98,3 +126,5 @@ def _read(
             number += 1
             if remaining is not None:
                 remaining -= consumed
+        if meter is not None:
+            meter.stop()

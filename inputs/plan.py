@@ -106,6 +106,11 @@ class InputSplit:
         return (self.input_index, self.first_line)
 
     @property
+    def size(self) -> int | None:
+        """The bytes of the range (None: read whole)."""
+        return None if self.end is None else self.end - self.start
+
+    @property
     def display_name(self) -> str:
         return self.name or self.path
 
@@ -192,6 +197,15 @@ def _open(path: str, compression: str, transport_params: dict[str, Any] | None) 
     )
 
 
+def decompressed(raw: Any, compression: str) -> Any:
+    """The bytes of `raw` (from `open_raw`) decompressed (`compression` is one
+    of `COMPRESSIONS`); closing it leaves `raw` open."""
+    from smart_open.compression import compression_wrapper  # imported when used (see open_raw)
+
+    extension = next(ext for ext, name in COMPRESSIONS.items() if name == compression)
+    return compression_wrapper(raw, "rb", compression=extension)
+
+
 def refuse_unreadable(name: str, first_bytes: bytes) -> None:
     """Raises `InputError` for an input that would be misread as plain text."""
     extension = os.path.splitext(name)[1].lower()
@@ -267,3 +281,47 @@ def split_ranges(file: InputFile, split_bytes: int = DEFAULT_SPLIT_BYTES) -> lis
         )
         for start in range(0, file.size, split_bytes)
     ]
+
+
+def contiguous_parts(files: Sequence[InputFile], parts: int) -> list[list[InputSplit]]:
+    """The inputs as at most `parts` lists of splits of about equal bytes, each
+    list following the one before in input order (the local engine's
+    workers, `pipelines.in_process`).
+
+    A plain input is cut where a list's share ends, anywhere (a range holds
+    the lines that start in it); a range that starts past its input's first
+    byte is not numbered yet (`first_line` 0). An input in one list is read
+    whole; a compressed input always is, by the list where it starts. Empty
+    lists are left out.
+    """
+    total = sum(f.size or 0 for f in files)
+    share = max(1, -(-total // parts))
+    cut: list[list[InputSplit]] = [[] for _ in range(parts)]
+    before = 0  # bytes of the inputs before this one
+    for file in files:
+        size = file.size or 0
+        name = "" if file.location == file.path else file.path
+        if file.compression is not None or file.size is None or size == 0:
+            whole = InputSplit(file.index, file.location, 0, None, 1, file.compression, name)
+            cut[min(before // share, parts - 1)].append(whole)
+            before += size
+            continue
+        start = 0
+        while start < size:
+            part = min((before + start) // share, parts - 1)
+            end = size if part == parts - 1 else min(size, (part + 1) * share - before)
+            read_whole = start == 0 and end == size
+            cut[part].append(
+                InputSplit(
+                    file.index,
+                    file.location,
+                    start,
+                    None if read_whole else end,
+                    1 if start == 0 else 0,
+                    None,
+                    name,
+                )
+            )
+            start = end
+        before += size
+    return [splits for splits in cut if splits]

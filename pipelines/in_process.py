@@ -1,22 +1,34 @@
-"""The import's steps run in this process, without Beam: imports that fit in memory.
+"""The import's steps on this machine, without Beam: one process per usable core.
 
-    inputs ──hash_content──► decide (ledger) ──checked_lines──► accepted lines by bucket
-        ──apply_lines──► staged buckets, reject files ──Finalizer──► report
+    inputs ──contiguous_parts──► one part of the input per worker
+    worker k: count_range ─► first_lines ─► checked_by_bucket ─► its lines by bucket
+              ─ go ─► hands each worker the lines of the buckets it owns
+              ─► apply_lines, bucket after bucket, its parts in_input_order
+    this process, meanwhile: hash_content ─► decide (the ledger) ─► go
+    Finalizer ─► the report
 
-The same steps as the pipeline (`pipelines.import_profiles`), through the
-same functions (`transforms.decisions`, `check_lines`, `apply_bucket`,
-`reject_files`, `finalize`), so a run means the same whichever runs it.
-What it leaves out is what one machine does not need: Beam's start-up (a
-second to import it in each process), splitting inputs into many ranges,
-and shuffling every line between processes.
+The same steps as the Beam pipeline (`pipelines.import_profiles`), through
+the same Beam-free functions (`inputs.scan`, `core.numbering`,
+`transforms.check_lines`, `batches.in_input_order`, `apply_bucket`,
+`decisions`, `reject_files`, `finalize`), so a run means the same whichever
+engine runs it. What it leaves out is what one machine does not need:
+Beam's start-up (a second to import it in each process), many small ranges,
+and a shuffle of every line through a runner.
 
-From `PARALLEL_MIN_BYTES` of local input, two forked processes share the
-work (`in_two_halves`): one checks the first half of the input's bytes, the
-other the second, while this one hashes the inputs and asks the ledger;
-each then applies half of the buckets (`owner`). A check keeps each
-accepted line as read, with its key, and each process hands the other the
-lines of the other's buckets; a line is parsed again when its bucket is
-applied, as in the pipeline after its shuffle (`apply_lines` says why).
+From `runner_choice.PARALLEL_MIN_BYTES` of local input, workers forked from
+this process (`runner_choice.local_workers`: as many as the cores it may use)
+each check a contiguous part of the input while this one hashes the inputs
+and asks the ledger; they apply only if every input is to be applied (else
+they are stopped and the run starts again over the inputs it applies). A
+worker keeps each accepted line as read, hands the lines of the buckets
+another worker owns through a file that one maps, and applies its own
+buckets. Below that size, or on one core, this process does it all.
+
+The processes are `multiprocessing`'s (forked: the schemas, the settings and
+the store's handles are already in memory). What it lacks is kept here: a
+worker dies with this process (`_die_with`), and this process watches each
+worker's result and its exit together, so a worker that fails or dies fails
+the run at once, in one line, and publishes nothing.
 """
 
 from __future__ import annotations
@@ -25,22 +37,26 @@ import ctypes
 import itertools
 import marshal
 import mmap
+import multiprocessing
 import os
 import pickle
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from multiprocessing.connection import Connection, wait
+from typing import Any
 
-from profile_import.core.commands import CheckSettings, CommandChecker, commands_by_key
-from profile_import.core.identifiers import bucket_of
+from profile_import.core.commands import CommandChecker
 from profile_import.core.numbering import RangeCount, first_lines
-from profile_import.inputs.plan import InputFile, InputSplit, is_remote
+from profile_import.inputs.plan import InputFile, InputSplit, contiguous_parts, is_remote
 from profile_import.inputs.scan import count_range, hash_content
-from profile_import.transforms.apply_bucket import apply_bucket
-from profile_import.transforms.check_lines import SplitTally, checked_lines
+from profile_import.runners import runner_choice
+from profile_import.transforms import metrics, progress
+from profile_import.transforms.apply_bucket import apply_lines
+from profile_import.transforms.batches import in_input_order
+from profile_import.transforms.check_lines import BucketLines, SplitTally, checked_by_bucket
 from profile_import.transforms.decisions import Decided, decide
 from profile_import.transforms.finalize import add_counts, write_report
 from profile_import.transforms.gc_pause import paused
@@ -50,213 +66,190 @@ from profile_import.transforms.scratch import folder as scratch_folder
 from .job import ImportJob
 
 RUNNER = "InProcess"
-# From this many bytes of local input (about 3,300 lines), two processes
-# share the work: below, forking and handing lines over cost what they save.
-PARALLEL_MIN_BYTES = 1 << 20
 
-T = TypeVar("T")
-
-
-def whole_input(file: InputFile) -> InputSplit:
-    """One input read whole, as one split starting at its first line."""
-    name = "" if file.location == file.path else file.path
-    return InputSplit(file.index, file.location, 0, None, 1, file.compression, name)
-
-
-@dataclass
-class Lines:
-    """One bucket's accepted lines in input order, with their keys and kinds
-    (`fold.kind_of`): as read, or views of the file the other process handed
-    them over in. They are parsed again as the bucket is applied
-    (`apply_lines`)."""
-
-    keys: list[bytes] = field(default_factory=list)
-    lines: list[bytes | memoryview] = field(default_factory=list)
-    kinds: bytearray = field(default_factory=bytearray)
+# (input index, first line of its range, the lines): one worker's lines of a bucket.
+Position = tuple[int, int]
+BucketPart = tuple[int, int, BucketLines]
 
 
 @dataclass
 class Part:
-    """What checking some splits found: the accepted lines by bucket, counts
-    per input, the rejects of each split with any."""
+    """What checking a part of the input found: the accepted lines by bucket,
+    counts per input, the rejects of each split with any."""
 
-    buckets: dict[int, Lines] = field(default_factory=dict)
+    position: Position  # where the part starts in the input
+    buckets: dict[int, BucketLines] = field(default_factory=dict)
     counts: dict[int, dict[str, int]] = field(default_factory=dict)
     rejects: list[tuple[tuple[int, int], bytes]] = field(default_factory=list)
 
 
-def owner(bucket: int) -> int:
-    """Which of the two processes applies a bucket (0: the first)."""
-    return bucket & 1
+@dataclass
+class Checked:
+    """What one process checked and applied: counts per input, reject files,
+    the results of the buckets it applied."""
+
+    counts: dict[int, dict[str, int]]
+    reject_files: list[RejectFile]
+    results: list[dict[str, int]]
+    processes: int = 1  # that did the work
 
 
-def check_part(
-    splits: Sequence[InputSplit],
-    checker: CommandChecker,
-    settings: CheckSettings,
-    params: dict[str, Any] | None,
-    *,
-    buckets: int,
-) -> Part:
-    """Checks the splits in order; keeps each accepted line, not its parsed
-    command (see `apply_lines`)."""
-    part = Part()
-    by_bucket = part.buckets
+def check(job: ImportJob, checker: CommandChecker, splits: Sequence[InputSplit]) -> Part:
+    """Checks the splits, which follow each other in input order."""
+    params = job.transport_params or None
+    part = Part(splits[0].sequence if splits else (0, 0))
     for split in splits:
         tally = SplitTally()
-        for accepted, content in checked_lines(split, checker, settings, tally, params):
-            key = accepted.key
-            bucket = bucket_of(key, buckets)
-            in_bucket = by_bucket.get(bucket)
-            if in_bucket is None:
-                by_bucket[bucket] = in_bucket = Lines()
-            in_bucket.keys.append(key)
-            in_bucket.lines.append(content)
-            in_bucket.kinds.append(accepted.kind)
+        name = f"{split.input_index}-{split.start}"
+        marker = progress.marker(job.progress_dir, name, split.size)
+        checked_by_bucket(
+            split,
+            checker,
+            job.check,
+            tally,
+            job.buckets,
+            params,
+            into=part.buckets,
+            progress=marker,
+        )
         index = split.input_index
         part.counts[index] = add_counts([part.counts.get(index, {}), tally.counts()])
         if tally.reject_lines:
             part.rejects.append((split.sequence, b"".join(tally.reject_lines)))
+        progress.mark_members(job.progress_dir, f"buckets-{name}", part.buckets)
     return part
 
 
-def in_order(earlier: dict[int, Lines], later: dict[int, Lines]) -> dict[int, list[Lines]]:
-    """Each bucket's lines from two parts of the input, the earlier part's first."""
-    return {
-        bucket: [part[bucket] for part in (earlier, later) if bucket in part]
-        for bucket in sorted({*earlier, *later})
-    }
+def apply(job: ImportJob, buckets: Mapping[int, Sequence[BucketPart]]) -> list[dict[str, int]]:
+    """Applies each bucket's parts, in input order, bucket after bucket."""
+    staging = job.finalizer.staging
+    sink = staging.sink if staging is not None else None
+    source = job.source
+    source.open()
+    if sink is not None:
+        sink.open()
+    now = job.finalizer.ctx.started_at
+    results = []
+    for bucket in sorted(buckets):
+        lines = itertools.chain.from_iterable(
+            zip(part.keys, part.kinds, part.lines, strict=True)
+            for _, _, part in in_input_order(buckets[bucket])
+        )
+        result = apply_lines(source, sink, bucket, lines, now)
+        progress.mark(job.progress_dir, f"apply-{bucket}", result[metrics.COMMANDS_APPLIED])
+        results.append(result)
+    return results
 
 
-def halves(
-    inputs: Sequence[InputFile], applied: frozenset[int], params: dict[str, Any] | None
-) -> list[list[InputSplit]]:
-    """The applied inputs as one list of splits in input order, or as two that
-    follow each other (the second starts where the first ends), cut near the
-    middle of their bytes, for two processes. One list when the inputs are
-    small, not all local files, or cannot be cut (a compressed input at the
-    middle is read whole by the first)."""
-    files = [f for f in inputs if f.index in applied]
-    whole = [[whole_input(f) for f in files]]
-    sizes = [f.size for f in files]
-    if any(s is None or is_remote(f.location) for s, f in zip(sizes, files, strict=True)):
-        return whole
-    total = sum(s or 0 for s in sizes)
-    if total < PARALLEL_MIN_BYTES or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
-        return whole
-    first: list[InputSplit] = []
-    before = 0
-    for i, file in enumerate(files):
-        size = file.size or 0
-        if before + size < total // 2 or file.compression is not None:
-            first.append(whole_input(file))
-            before += size
-            continue
-        rest = [whole_input(f) for f in files[i + 1 :]]
-        cut = total // 2 - before
-        if cut <= 0:
-            return [first, [whole_input(file), *rest]] if first else whole
-        name = "" if file.location == file.path else file.path
-        head = InputSplit(file.index, file.location, 0, cut, 1, None, name)
-        # Not numbered yet (0): the process that reads it numbers it (`numbered`).
-        tail = InputSplit(file.index, file.location, cut, size, 0, None, name)
-        return [[*first, head], [tail, *rest]]
-    return whole
+def write_rejects(job: ImportJob, part: Part) -> list[RejectFile]:
+    return [write_reject_file(job.rejects_dir, seq, payload) for seq, payload in part.rejects]
 
 
-def numbered(splits: Sequence[InputSplit], params: dict[str, Any] | None) -> list[InputSplit]:
-    """The splits, the one cut at the middle of an input numbered: the number of
-    its first line comes from counting the newlines before it."""
-    done = []
-    for split in splits:
-        first_line = split.first_line
-        if first_line == 0:
-            head = replace(split, start=0, end=split.start, first_line=1)
-            count = count_range(head, params)
-            first_line = first_lines([count, RangeCount(split.start, 0, False)])[split.start]
-        done.append(replace(split, first_line=first_line))
-    return done
+def in_one(job: ImportJob, checker: CommandChecker, splits: Sequence[InputSplit]) -> Checked:
+    """The whole run in this process."""
+    part = check(job, checker, splits)
+    with counted(part.counts):
+        reject_files = write_rejects(job, part)
+        buckets = {bucket: [(*part.position, lines)] for bucket, lines in part.buckets.items()}
+        return Checked(part.counts, reject_files, apply(job, buckets))
 
 
-class Exchange:
-    """How the two sides of a run and the launching process signal each other.
+class Crew:
+    """What the workers of a run share, made before they are forked: the plan,
+    the newline counts that number the ranges, two barriers, the go.
 
-    Each side hands the other the lines of the other's buckets: the lines
-    one after another in one file, their buckets, keys and ends in another
-    (a pipe would block two writers of large ones); then one byte on a pipe
-    says they are there. The receiving side maps the lines' file and parses
-    each line straight from the mapping (a view of it), never copying it. The
-    launching process says when both may go on (`go`: one byte to each). A
-    process that ends closes its ends of the pipes, so the one waiting for
-    it never waits for nothing.
+    A worker waits for the others at a barrier twice (its ranges counted;
+    its lines handed over) and for this process's go once; a worker that
+    fails or dies leaves the others waiting, and this process stops them all.
     """
 
-    def __init__(self, folder: str) -> None:
-        self._folder = folder
-        self._to = (os.pipe(), os.pipe())  # to side 0, to side 1
-        self._go = os.pipe()
-        self._held = {*self._to[0], *self._to[1], *self._go}  # the ends this process holds
-        self._side = -1
+    def __init__(self, plan: Sequence[Sequence[InputSplit]], folder: str) -> None:
+        context = multiprocessing.get_context("fork")
+        self.plan = plan
+        self.size = len(plan)
+        self.folder = folder
+        # Every cut range, by (input, start): its newlines and whether it ends
+        # with one, counted by the worker that reads it.
+        self.ranges = [s for splits in plan for s in splits if s.end is not None]
+        self.counts = context.Array("q", 2 * len(self.ranges) or 1, lock=False)
+        self.counted = context.Barrier(self.size)
+        self.handed = context.Barrier(self.size)
+        self.go = context.Event()
 
-    def _keep(self, *ends: int) -> None:
-        for fd in self._held - set(ends):
-            os.close(fd)
-        self._held = set(ends)
+    def numbered(self, number: int, params: dict[str, Any] | None) -> list[InputSplit]:
+        """This worker's splits, numbered once every worker has counted its
+        ranges (as Beam's NumberSplits: `count_range`, then `first_lines`)."""
+        ends = {s.input_index: s.start for s in self.ranges}  # each input's last range
+        for i, split in enumerate(self.ranges):
+            if split in self.plan[number] and split.start != ends[split.input_index]:
+                count = count_range(split, params)
+                self.counts[2 * i], self.counts[2 * i + 1] = count.newlines, count.ends_with_newline
+        self.counted.wait()
+        done = []
+        for split in self.plan[number]:
+            if split.first_line != 0:
+                done.append(split)
+                continue
+            counts = [
+                RangeCount(s.start, self.counts[2 * i], bool(self.counts[2 * i + 1]))
+                for i, s in enumerate(self.ranges)
+                if s.input_index == split.input_index and s.start <= split.start
+            ]
+            done.append(replace(split, first_line=first_lines(counts)[split.start]))
+        return done
 
-    def take_side(self, side: int) -> None:
-        """In a forked side: keeps only the ends it uses."""
-        self._side = side
-        self._keep(self._to[side][0], self._to[1 - side][1], self._go[0])
+    def owner(self, bucket: int) -> int:
+        """Which worker applies a bucket."""
+        return bucket % self.size
 
-    def started(self) -> None:
-        """In the launching process, once both sides run: keeps only its go end."""
-        self._keep(self._go[1])
+    def _path(self, sender: int, receiver: int, what: str) -> str:
+        return os.path.join(self.folder, f"{sender}-to-{receiver}.{what}")
 
-    def go(self) -> None:
-        """In the launching process: lets both sides hand over and apply."""
-        with suppress(BrokenPipeError):  # both ended: their results say why
-            os.write(self._go[1], b"11")
+    def hand_over(self, number: int, part: Part) -> dict[int, list[BucketPart]]:
+        """Hands every other worker the lines of its buckets; returns, once
+        every worker has, the parts of the buckets this one owns."""
+        for receiver in range(self.size):
+            if receiver != number:
+                self._send(number, receiver, part)
+        mine = {
+            b: [(*part.position, lines)]
+            for b, lines in part.buckets.items()
+            if self.owner(b) == number
+        }
+        part.buckets.clear()  # what was handed over: its memory serves the folds
+        self.handed.wait()
+        for sender in range(self.size):
+            if sender != number:
+                for bucket, handed in self._receive(sender, number).items():
+                    mine.setdefault(bucket, []).append(handed)
+        # Left to the process's exit, like everything it built (see `_worker`).
+        LEFT_TO_EXIT.append(mine)
+        return mine
 
-    def close(self) -> None:
-        """In the launching process, at the end: a side still waiting for its
-        go learns the run stopped."""
-        self._keep()
-
-    def wait_to_go(self) -> None:
-        """In a side: waits for the launching process's go."""
-        if os.read(self._go[0], 1) != b"1":
-            raise HandOverError("the run stopped before applying anything")
-
-    def _path(self, side: int, what: str) -> str:
-        return os.path.join(self._folder, f"to-{side}.{what}")
-
-    def send(self, handed: dict[int, Lines]) -> None:
-        """Hands the other side its buckets' lines."""
+    def _send(self, sender: int, receiver: int, part: Part) -> None:
+        """The lines one after another in one file, their buckets, keys, kinds
+        and ends in another (marshal: the fastest for lists of bytes)."""
         header = []
         end = 0
         # Written line by line through one buffer: joining them first would
         # copy them all into new memory, then into the file.
-        with open(self._path(1 - self._side, "lines"), "wb", buffering=1 << 20) as f:
-            for bucket, lines in handed.items():
+        with open(self._path(sender, receiver, "lines"), "wb", buffering=1 << 20) as f:
+            for bucket, lines in part.buckets.items():
+                if self.owner(bucket) != receiver:
+                    continue
                 f.writelines(lines.lines)
                 ends = list(itertools.accumulate(map(len, lines.lines), initial=end))
                 header.append((bucket, lines.keys, ends, bytes(lines.kinds)))
                 end = ends[-1]
-        with open(self._path(1 - self._side, "keys"), "wb") as f:
-            f.write(marshal.dumps(header))
-        try:
-            os.write(self._to[1 - self._side][1], b"1")
-        except BrokenPipeError as e:
-            raise HandOverError("the other process of the run ended first") from e
+        with open(self._path(sender, receiver, "keys"), "wb") as f:
+            f.write(marshal.dumps((part.position, header)))
 
-    def receive(self) -> dict[int, Lines]:
-        """The lines the other side handed over, by bucket: views of its file,
-        mapped for as long as this process runs."""
-        if os.read(self._to[self._side][0], 1) != b"1":
-            raise HandOverError("the other process of the run ended before handing over its lines")
-        with open(self._path(self._side, "keys"), "rb") as f:
-            header = marshal.loads(f.read())
-        with open(self._path(self._side, "lines"), "rb") as f:
+    def _receive(self, sender: int, receiver: int) -> dict[int, BucketPart]:
+        """What `sender` handed over, by bucket: views of its file, mapped for
+        as long as this process runs, parsed straight from the mapping."""
+        with open(self._path(sender, receiver, "keys"), "rb") as f:
+            position, header = marshal.loads(f.read())
+        with open(self._path(sender, receiver, "lines"), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         LEFT_TO_EXIT.append(mapped)
@@ -264,66 +257,46 @@ class Exchange:
         handed = {}
         for bucket, keys, ends, kinds in header:
             if len(ends) != len(keys) + 1 or len(kinds) != len(keys) or ends[-1] > size:
-                raise HandOverError("the other process of the run handed over a damaged list")
+                raise InProcessError(f"worker {sender + 1} handed over a damaged list of lines")
             lines: list[bytes | memoryview] = [view[a:b] for a, b in itertools.pairwise(ends)]
-            handed[bucket] = Lines(keys, lines, bytearray(kinds))
+            handed[bucket] = (*position, BucketLines(keys, bytearray(kinds), lines))
         return handed
 
 
-class HandOverError(Exception):
-    """The other process ended first: its own error says why."""
-
-
-# What a forked process built and keeps to its end: it ends with `os._exit`,
-# and the system takes its memory back at once, where freeing a million
-# lines and keys object by object costs 0.4 s at 1M lines (5% of the run).
+# What a worker built and keeps to its end: it ends with `os._exit`, and the
+# system takes its memory back at once, where freeing a million lines and
+# keys object by object costs 0.4 s at 1M lines (5% of the run).
 LEFT_TO_EXIT: list[Any] = []
 
 
-class Forked(Generic[T]):
-    """`work()` run in a forked process (the schemas, the settings, the store's
-    handles are already in memory: nothing to start), its result handed back
-    through a file. The work only reads and writes local files."""
+def work(job: ImportJob, checker: CommandChecker, crew: Crew, number: int) -> Checked:
+    """One worker's share of the run: check its part, hand over, apply its buckets."""
+    splits = crew.numbered(number, job.transport_params or None)
+    part = check(job, checker, splits)
+    # For the report of a run that fails from here (`counts_checked`).
+    with open(os.path.join(crew.folder, f"counts-{number}.pickle"), "wb") as f:
+        pickle.dump(part.counts, f)
+    crew.go.wait()
+    buckets = crew.hand_over(number, part)
+    reject_files = write_rejects(job, part)
+    return Checked(part.counts, reject_files, apply(job, buckets))
 
-    def __init__(self, work: Callable[[], T], folder: str) -> None:
-        self._result = os.path.join(folder, f"result-{id(self)}.pickle")
-        parent = os.getpid()
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: never returns
-            code = 1
-            try:
-                _die_with(parent)
-                result = work()
-                with open(self._result, "wb") as f:
-                    pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
-                code = 0
-            except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails
-                with suppress(BaseException), open(self._result + ".error", "wb") as f:
-                    pickle.dump((type(e) is HandOverError, str(e) or type(e).__name__), f)
-            finally:
-                os._exit(code)
 
-    def result(self) -> T:
-        _, status = os.waitpid(self.pid, 0)
-        self.pid = 0
-        if status != 0:
-            with suppress(OSError), open(self._result + ".error", "rb") as f:
-                handed, message = pickle.load(f)
-                raise (HandOverError if handed else InProcessError)(message)
-            code = os.waitstatus_to_exitcode(status)
-            how = f"signal {-code}" if code < 0 else f"status {code}"
-            raise InProcessError(f"a process of the run ended with {how}, without a word")
-        with open(self._result, "rb") as f:
-            result: T = pickle.load(f)
-        return result
-
-    def stop(self) -> None:
-        """Ends the child if it still runs (the parent failed or was interrupted)."""
-        if self.pid:
-            with suppress(ProcessLookupError, ChildProcessError):
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-            self.pid = 0
+def _worker(
+    job: ImportJob, checker: CommandChecker, crew: Crew, number: int, out: Connection, parent: int
+) -> None:
+    """A forked worker's life: its result, or its error in one line, to `out`."""
+    code = 1
+    try:
+        _die_with(parent)
+        message: tuple[str, Any] = ("done", work(job, checker, crew, number))
+        code = 0
+    except BaseException as e:  # noqa: BLE001 - reported to this process, which fails the run
+        message = ("failed", str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    try:
+        out.send(message)
+    finally:
+        os._exit(code)
 
 
 def _die_with(parent: int) -> None:
@@ -341,7 +314,7 @@ PerInput = dict[int, dict[str, int]]
 
 
 class InProcessError(Exception):
-    """A forked process of an in-process run failed: nothing is published."""
+    """A worker of a local run failed or died: nothing is published."""
 
     def __init__(self, message: str, counts: PerInput | None = None) -> None:
         super().__init__(message)
@@ -376,156 +349,144 @@ def counted(counts: PerInput) -> Iterator[None]:
         raise InProcessError(_first_line(e), counts) from e
 
 
-def in_two(
-    works: Sequence[Callable[[], T]], folder: str, exchange: Exchange, go: Callable[[], bool]
-) -> list[T] | None:
-    """Each of `works` in its own forked process, at the same time; their
-    results once `go()`, called here meanwhile, let them go on (None: it
-    did not; they are stopped). On a failure the others are stopped and the
-    first real cause is raised (not a process's report that the other ended
-    first)."""
-    forks: list[Forked[T]] = []
-    try:
-        for work in works:
-            forks.append(Forked(work, folder))
-        exchange.started()
-        if not go():
-            return None
-        exchange.go()
-        results: list[T] = []
-        handed: HandOverError | None = None
-        for forked in forks:
-            try:
-                results.append(forked.result())
-            except HandOverError as e:
-                handed = e  # the other one's own error comes next
-        if handed is not None:
-            raise InProcessError(str(handed))
-        return results
-    finally:
-        exchange.close()
-        for forked in forks:
-            forked.stop()
-
-
-@dataclass
-class Checked:
-    """What one process checked and applied: counts per input, reject files,
-    the results of the buckets it applied."""
-
-    counts: dict[int, dict[str, int]]
-    reject_files: list[RejectFile]
-    results: list[dict[str, int]]
-    processes: int = 1  # that did the work
-
-
-def apply_lines(job: ImportJob, buckets: dict[int, list[Lines]]) -> list[dict[str, int]]:
-    """Applies each bucket's lines (its parts in input order), bucket after bucket.
-
-    A line is parsed again as the fold reads it, so only one bucket's
-    commands are ever in memory, as in the pipeline's apply step. Holding
-    every parsed command instead took twice the memory at 1M lines, and
-    the first touch of that memory cost more than parsing twice (1.7 GiB and
-    9.6 s against 0.8 GiB and 7.8 s; bench/README.md). A DELETE, or an
-    UPSERT a later command makes moot, is not parsed again at all
-    (`load_commands`): 40% of the bench's lines.
-    """
-    sink = job.finalizer.staging.sink if job.finalizer.staging is not None else None
-    source = job.source
-    source.open()
-    if sink is not None:
-        sink.open()
-    now = job.finalizer.ctx.started_at
-    results = []
-    for bucket in sorted(buckets):
-        # orjson reads a view as bytes.
-        commands, applied = commands_by_key(
-            itertools.chain.from_iterable(
-                zip(part.keys, part.kinds, part.lines, strict=True) for part in buckets[bucket]
-            )
-        )
-        results.append(apply_bucket(source, sink, bucket, commands, applied, now))
-    return results
-
-
-def write_rejects(job: ImportJob, part: Part) -> list[RejectFile]:
-    return [write_reject_file(job.rejects_dir, seq, payload) for seq, payload in part.rejects]
-
-
-def in_one(job: ImportJob, checker: CommandChecker, splits: Sequence[InputSplit]) -> Checked:
-    params = job.transport_params or None
-    part = check_part(splits, checker, job.check, params, buckets=job.buckets)
-    with counted(part.counts):
-        reject_files = write_rejects(job, part)
-        return Checked(part.counts, reject_files, apply_lines(job, in_order(part.buckets, {})))
-
-
-def in_two_halves(
-    job: ImportJob,
-    checker: CommandChecker,
-    parts: Sequence[Sequence[InputSplit]],
-    go: Callable[[], bool],
-) -> Checked | None:
-    """The two halves in two forked processes at once, each checking its half
-    and applying the buckets it owns, with the lines the other hands over;
-    neither hands over before `go()`, called here meanwhile, says to (None:
-    it did not, nothing was applied).
-
-    Input order holds for every identifier: the first half's lines come
-    before the second half's in every bucket, whichever side applies it.
-    """
-
-    def side(number: int) -> Checked:
-        exchange.take_side(number)
-        splits = numbered(parts[number], None)
-        part = check_part(splits, checker, job.check, None, buckets=job.buckets)
-        # For the report of a run that fails from here (`counts_checked`).
-        with open(os.path.join(folder, f"counts-{number}.pickle"), "wb") as f:
-            pickle.dump(part.counts, f)
-        mine = {b: lines for b, lines in part.buckets.items() if owner(b) == number}
-        exchange.wait_to_go()
-        exchange.send({b: lines for b, lines in part.buckets.items() if owner(b) != number})
-        part.buckets.clear()  # what was handed over: its memory serves the folds
-        reject_files = write_rejects(job, part)
-        handed = exchange.receive()
-        # Left to the process's exit, like everything it built (see Forked).
-        LEFT_TO_EXIT.extend((mine, handed))
-        buckets = in_order(mine, handed) if number == 0 else in_order(handed, mine)
-        return Checked(part.counts, reject_files, apply_lines(job, buckets))
-
-    # The hand-over files: removed whatever ends the run, or by the next run.
-    with scratch_folder("profile-import-halves-") as folder:
-        exchange = Exchange(folder)
-        try:
-            done = in_two([lambda: side(0), lambda: side(1)], folder, exchange, go)
-        except Exception:
-            counts = counts_checked(folder, len(parts))
-            if counts is None:
-                raise
-            with counted(counts):
-                raise
-    if done is None:
-        return None
-    first, second = done
-    counts = {
-        index: add_counts([first.counts.get(index, {}), second.counts.get(index, {})])
-        for index in {*first.counts, *second.counts}
-    }
-    files, results = first.reject_files + second.reject_files, first.results + second.results
-    return Checked(counts, files, results, processes=2)
-
-
-def counts_checked(folder: str, sides: int) -> PerInput | None:
-    """What every side read and checked, if every side finished checking."""
+def counts_checked(folder: str, workers: int) -> PerInput | None:
+    """What every worker read and checked, if every worker finished checking."""
     counts: list[PerInput] = []
-    for number in range(sides):
+    for number in range(workers):
         try:
             with open(os.path.join(folder, f"counts-{number}.pickle"), "rb") as f:
                 counts.append(pickle.load(f))
         except (OSError, pickle.UnpicklingError, EOFError):
             return None
-    indexes = {index for side in counts for index in side}
-    return {i: add_counts(side.get(i, {}) for side in counts) for i in indexes}
+    indexes = {index for one in counts for index in one}
+    return {i: add_counts(one.get(i, {}) for one in counts) for i in sorted(indexes)}
+
+
+class Workers:
+    """The forked workers of one run, watched together."""
+
+    def __init__(self, job: ImportJob, checker: CommandChecker, crew: Crew) -> None:
+        context = multiprocessing.get_context("fork")
+        self.crew = crew
+        self.processes: list[Any] = []
+        self.results: list[Connection] = []
+        for number in range(crew.size):
+            reader, writer = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_worker,
+                args=(job, checker, crew, number, writer, os.getpid()),
+                name=f"profile-import worker {number + 1}",
+                daemon=True,
+            )
+            self.processes.append(process)
+            self.results.append(reader)
+            process.start()
+            writer.close()
+
+    def wait(self) -> list[Checked]:
+        """Every worker's result, in order; the first worker that fails or
+        dies raises `InProcessError` at once, with its cause."""
+        done: dict[int, Checked] = {}
+        watched: dict[Any, int] = {}
+        for number, (process, reader) in enumerate(zip(self.processes, self.results, strict=True)):
+            watched[reader] = watched[process.sentinel] = number
+        while len(done) < len(self.processes):
+            for ready in wait(list(watched)):
+                number = watched[ready]
+                if number in done:
+                    continue
+                reader = self.results[number]
+                if ready is not reader and not reader.poll():
+                    raise InProcessError(self._died(number))
+                try:
+                    status, value = reader.recv()
+                except (EOFError, OSError):
+                    raise InProcessError(self._died(number)) from None
+                if status != "done":
+                    raise InProcessError(value)
+                done[number] = value
+        return [done[number] for number in range(len(self.processes))]
+
+    def _died(self, number: int) -> str:
+        process = self.processes[number]
+        process.join(1)
+        code = process.exitcode
+        if code is not None and code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+        else:
+            how = f"ended with status {code}"
+        return f"worker {number + 1} of {len(self.processes)} {how} before it finished"
+
+    def stop(self) -> None:
+        """Ends every worker still running (the run failed, was interrupted or
+        applies fewer inputs), and waits for it."""
+        for process in self.processes:
+            if process.is_alive():
+                process.kill()
+        for process, reader in zip(self.processes, self.results, strict=True):
+            process.join()
+            process.close()
+            reader.close()
+
+
+def in_workers(
+    job: ImportJob,
+    checker: CommandChecker,
+    plan: Sequence[Sequence[InputSplit]],
+    go: Callable[[], bool],
+) -> Checked | None:
+    """The plan's parts in forked workers at once, each checking its part and
+    applying the buckets it owns; none hands over before `go()`, called here
+    meanwhile, says to (None: it did not, nothing was applied).
+
+    Input order holds for every identifier: a bucket's parts are applied in
+    the order of the input ranges they come from (`in_input_order`),
+    whichever worker applies it.
+    """
+    # The hand-over files: removed whatever ends the run, or by the next run.
+    with scratch_folder("profile-import-workers-") as folder:
+        workers: Workers | None = None
+        try:
+            crew = Crew(plan, folder)
+            workers = Workers(job, checker, crew)
+            if not go():
+                return None
+            crew.go.set()
+            done = workers.wait()
+        except Exception:
+            counts = counts_checked(folder, len(plan))
+            if counts is None:
+                raise
+            with counted(counts):
+                raise
+        finally:
+            if workers is not None:
+                workers.stop()
+    return Checked(
+        counts={
+            index: add_counts(one.counts.get(index, {}) for one in done)
+            for index in sorted({i for one in done for i in one.counts})
+        },
+        reject_files=[f for one in done for f in one.reject_files],
+        results=[r for one in done for r in one.results],
+        processes=len(done),
+    )
+
+
+def plan_for(inputs: Sequence[InputFile]) -> list[list[InputSplit]]:
+    """The inputs in one part per worker (`runner_choice.local_workers`);
+    one part when an input is not a local file of known size."""
+    if any(f.size is None or is_remote(f.location) for f in inputs):
+        workers = 1
+    else:
+        workers = runner_choice.local_workers(sum(f.size or 0 for f in inputs))
+    return contiguous_parts(inputs, workers) if workers > 1 else [[]]
+
+
+def whole_input(file: InputFile) -> InputSplit:
+    """One input read whole, as one split starting at its first line."""
+    name = "" if file.location == file.path else file.path
+    return InputSplit(file.index, file.location, 0, None, 1, file.compression, name)
 
 
 def run(job: ImportJob) -> dict[str, Any]:
@@ -556,18 +517,21 @@ def run(job: ImportJob) -> dict[str, Any]:
     done: Checked | None = None
     try:
         with paused():
-            parts = halves(ctx.inputs, listed, params)
-            if len(parts) == 2:
-                # The two halves are checked while this process hashes the inputs
-                # and asks the ledger; they apply only if it applies every input.
-                done = in_two_halves(job, checker, parts, applies_all)
+            plan = plan_for(ctx.inputs)
+            if len(plan) > 1:
+                # The workers check while this process hashes the inputs and
+                # asks the ledger; they apply only if it applies every input.
+                done = in_workers(job, checker, plan, applies_all)
+                if done is None:
+                    progress.clear(job.progress_dir)  # what the stopped workers read
             if done is None:
                 decided = decided or decide_inputs()
-                parts = halves(ctx.inputs, decided.applied, params)
-                if len(parts) == 2:
-                    done = in_two_halves(job, checker, parts, lambda: True)
+                applied = [f for f in ctx.inputs if f.index in decided.applied]
+                plan = plan_for(applied)
+                if len(plan) > 1:
+                    done = in_workers(job, checker, plan, lambda: True)
                 else:
-                    done = in_one(job, checker, parts[0])
+                    done = in_one(job, checker, [whole_input(f) for f in applied])
     except Exception as e:
         raise RunFailed(_first_line(e), getattr(e, "counts", None), decided) from e
     if done is None or decided is None:  # cannot be: each path above sets both

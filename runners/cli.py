@@ -124,12 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--runner",
         help="what runs the import. Default, with no Beam option: without Beam (InProcess: "
-        "this process and two forked copies) for an import that fits in memory (up to "
-        "48 MiB of input, or local uncompressed files up to 512 MiB with memory to spare), "
-        "else FnApiRunner, Beam's local runner (DirectRunner is the same), one worker per "
-        "core. InProcess asks for no Beam whatever the size; any other Beam runner "
-        "(PortableRunner, DataflowRunner, ...) is passed to Beam, and needs a store its "
-        "workers reach",
+        "this process, and from 1 MiB a forked worker per usable core) for an import that "
+        "fits in memory (up to 48 MiB of input, or local uncompressed files up to 512 MiB "
+        "with memory to spare), else FnApiRunner, Beam's local runner (DirectRunner is "
+        "the same), one worker per core. InProcess asks for no Beam whatever the size; "
+        "any other Beam runner (PortableRunner, DataflowRunner, ...) is passed to Beam, "
+        "and needs a store its workers reach",
     )
     run.add_argument(
         "--quiet",

@@ -1,13 +1,14 @@
 """Which engine runs an import: this process, or a Beam runner.
 
 With no Beam option, an import runs without Beam (`pipelines.in_process`:
-this process, and from 1 MiB two forked copies, each doing half of the work)
-whenever that is faster and fits in memory:
+this process alone, or from `PARALLEL_MIN_BYTES` one forked worker per core
+this process may use, `local_workers`) whenever that is faster and fits in
+memory:
 
 - up to `IN_PROCESS_MAX_BYTES` of input, always: Beam's start-up (a second
   to import, more to start a worker per core) would be most of the time;
 - up to `LOCAL_MAX_BYTES`, when every input is a local uncompressed file
-  (the two processes cut it in halves) and the run's memory, about
+  (the workers cut it in parts) and the run's memory, about
   `MEMORY_PER_INPUT_BYTE` per byte of input, is at most half of what the
   machine (or the container) has free. On 2 cores it is 1.4-1.6x as fast as
   Beam's local runner at 1M lines, with 22-27% less CPU (bench/README.md).
@@ -20,6 +21,8 @@ Beam import here: choosing must not cost what it saves.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from contextlib import suppress
 
@@ -38,6 +41,10 @@ MEMORY_PER_INPUT_BYTE = 6
 # A compressed input is counted as this many times its size: NDJSON
 # commands compress about 5-10x.
 COMPRESSED_FACTOR = 8
+# From this many bytes of local input (about 3,300 lines), the local engine
+# forks workers, one more per this many bytes up to the cores it may use:
+# below, forking and handing lines over cost what they save.
+PARALLEL_MIN_BYTES = 1 << 20
 
 
 def is_in_process_name(name: str) -> bool:
@@ -103,3 +110,27 @@ def available_memory() -> int | None:
                 left = int(limit) - int(f.read().strip())
             free = left if free is None else min(free, left)
     return free
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity (`taskset`, a
+    container's cpuset), bounded by its cgroup v2 CPU quota (`cpu.max`, a
+    container's `--cpus`), rounded up."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    with suppress(OSError, ValueError), open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
+        quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    return max(cores, 1)
+
+
+def local_workers(local_bytes: int) -> int:
+    """How many processes the local engine runs for this many bytes of local
+    plain input: one per `PARALLEL_MIN_BYTES` begun past the first, up to the
+    usable cores; one (this process, no fork) below it or on one core."""
+    if not hasattr(os, "fork") or local_bytes < PARALLEL_MIN_BYTES:
+        return 1
+    return min(usable_cores(), local_bytes // PARALLEL_MIN_BYTES + 1)

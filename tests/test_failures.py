@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from profile_import.runners import runner_choice
 from profile_import.stores import failpoints
 
 from .helpers import (
@@ -109,25 +110,25 @@ def test_a_killed_run_leaves_the_store_unchanged(
     assert len(list((store / "data").iterdir())) == 2
 
 
-def test_a_launcher_killed_alone_takes_its_forked_halves_with_it(
+def test_a_launcher_killed_alone_takes_its_forked_workers_with_it(
     tmp_path: Path, big_input: Path
 ) -> None:
-    """`kill -9 PID` of an in-process run, not of its process group: the two
-    forked halves end with it (they ask Linux to), so none goes on staging
-    buckets, and the next run finds the store as it was."""
+    """`kill -9 PID` of an in-process run, not of its process group: its
+    forked workers (one per usable core) end with it (they ask Linux to), so
+    none goes on staging buckets, and the next run finds the store as it was."""
     store, current, before = seeded_store(tmp_path)
     process = start_mid_run(store, big_input, "in_process")
     with open(f"/proc/{process.pid}/task/{process.pid}/children", encoding="ascii") as f:
-        halves = [int(pid) for pid in f.read().split()]
-    assert len(halves) == 2
+        workers = [int(pid) for pid in f.read().split()]
+    assert len(workers) == runner_choice.usable_cores()
     try:
-        for pid in halves:  # held still: only their parent's end can end them
+        for pid in workers:  # held still: only their parent's end can end them
             os.kill(pid, signal.SIGSTOP)
         process.kill()
         process.wait()
-        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in halves), timeout=10)
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), timeout=10)
     finally:
-        for pid in halves:
+        for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert (store / "CURRENT").read_bytes() == current

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,9 @@ from profile_import.pipelines import in_process
 from profile_import.runners import runner_choice
 from profile_import.runners.execution import Execution, RunSettings
 from profile_import.stores import StoreError
-from profile_import.transforms.apply_bucket import apply_bucket
+from profile_import.transforms.apply_bucket import apply_lines
 
-from .helpers import ONE_WORKER, delete, export, run_cli, upsert, write_big_input, write_lines
+from .helpers import CLI, ONE_WORKER, delete, export, run_cli, upsert, write_big_input, write_lines
 
 ALICE = {"compartment_id": "1000", "user_account_id": "alice"}
 BOB = {"email_hash": "5d41402abc4b2a76b9719d911017c592"}
@@ -71,7 +72,7 @@ PLENTY = 64 << 30  # bytes of memory free
         ([_input(512 * MIB)], PLENTY, True),
         ([_input(256 * MIB), _input(256 * MIB + 1, index=1)], PLENTY, False),
         # Compressed: counted as 8 times its size, NDJSON compresses ~5-10x;
-        # beyond 48 MiB it cannot be cut in halves: Beam.
+        # beyond 48 MiB it cannot be cut in parts: Beam.
         ([_input(6 * MIB, "gzip")], 0, True),
         ([_input(6 * MIB + 1, "gzip")], PLENTY, False),
         ([_input(100 * MIB), _input(MIB, "gzip", index=1)], PLENTY, False),
@@ -221,10 +222,10 @@ def test_a_failed_in_process_run_says_why_in_one_line_and_publishes_nothing(
     assert len(run_cli("versions", "--store", store).stdout.strip().splitlines()) >= 1
 
 
-def _in_halves(
+def _in_workers(
     tmp_path: Path, inputs: list[Path], store: Path, **settings: Any
 ) -> tuple[dict[str, Any], int]:
-    """An in-process run whose inputs, however small, go to two forked halves;
+    """An in-process run whose inputs, however small, go to forked workers;
     its report and exit status."""
     run = RunSettings(
         inputs=[str(p) for p in inputs],
@@ -237,19 +238,22 @@ def _in_halves(
     return outcome.report, outcome.exit_code
 
 
-@pytest.fixture
-def halves_always(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Every in-process run cut in two halves; the forks' pids, as started."""
-    forks: list[int] = []
+@pytest.fixture(params=[2, 3])
+def workers_always(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every in-process run forks as many workers as the parameter (more
+    than this machine's cores for 3), whatever its size; their pids, as
+    started."""
+    pids: list[int] = []
 
-    class Counted(in_process.Forked[Any]):
-        def __init__(self, work: Any, folder: str) -> None:
-            super().__init__(work, folder)
-            forks.append(self.pid)
+    class Counted(in_process.Workers):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            pids.extend(p.pid for p in self.processes if p.pid is not None)
 
-    monkeypatch.setattr(in_process, "PARALLEL_MIN_BYTES", 1)
-    monkeypatch.setattr(in_process, "Forked", Counted)
-    return forks
+    monkeypatch.setattr(runner_choice, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(runner_choice, "usable_cores", lambda: request.param)
+    monkeypatch.setattr(in_process, "Workers", Counted)
+    return pids
 
 
 def _gone(pid: int) -> bool:
@@ -260,105 +264,185 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def test_a_rerun_in_two_halves_applies_nothing_and_stops_both(
-    tmp_path: Path, halves_always: list[int]
+def test_a_rerun_in_workers_applies_nothing_and_stops_them(
+    tmp_path: Path, workers_always: list[int]
 ) -> None:
-    """The halves start checking while this process hashes the inputs; the
-    ledger says the input was applied, so both are stopped before applying."""
+    """The workers start checking while this process hashes the inputs; the
+    ledger says the input was applied, so they are stopped before applying."""
+    workers = runner_choice.usable_cores()
     lines = [upsert({"email_hash": f"h{i}"}, {"n": i}) for i in range(40)]
     first = write_lines(tmp_path / "a.ndjson", lines)
-    fds = os.listdir("/proc/self/fd")
-    report, code = _in_halves(tmp_path, [first], tmp_path / "s")
+    report, code = _in_workers(tmp_path, [first], tmp_path / "s")
     assert code == 0 and report["counts"]["profiles_created"] == 40
-    assert len(halves_always) == 2 and report["workers"] == 2
+    assert len(workers_always) == workers and report["workers"] == workers
     before = export(tmp_path / "s")
-    report, code = _in_halves(tmp_path, [first], tmp_path / "s")
+    # After a first run: multiprocessing keeps its shared memory arena open.
+    fds = os.listdir("/proc/self/fd")
+    report, code = _in_workers(tmp_path, [first], tmp_path / "s")
     assert code == 0 and report["status"] == "ALREADY_APPLIED", report["message"]
-    assert len(halves_always) == 4 and all(map(_gone, halves_always))
+    assert len(workers_always) == 2 * workers and all(map(_gone, workers_always))
     assert export(tmp_path / "s") == before
     assert os.listdir("/proc/self/fd") == fds  # no pipe left open
 
 
-def test_a_run_with_an_applied_input_in_two_halves_applies_only_the_new_one(
-    tmp_path: Path, halves_always: list[int]
+def test_a_run_with_an_applied_input_in_workers_applies_only_the_new_one(
+    tmp_path: Path, workers_always: list[int]
 ) -> None:
-    """Speculative halves over both inputs are stopped; the run starts again
-    over the new input alone, in two halves again."""
+    """Speculative workers over both inputs are stopped; the run starts again
+    over the new input alone, in workers again."""
+    workers = runner_choice.usable_cores()
     old = write_lines(tmp_path / "old.ndjson", [upsert(ALICE, {"v": 1}), "{bad"])
-    assert _in_halves(tmp_path, [old], tmp_path / "s")[1] == 0
+    assert _in_workers(tmp_path, [old], tmp_path / "s")[1] == 0
     new = write_lines(
         tmp_path / "new.ndjson",
         [upsert(ALICE, {"w": 2}), "{bad", *(upsert({"email_hash": f"h{i}"}, {}) for i in range(9))],
     )
-    report, code = _in_halves(tmp_path, [old, new], tmp_path / "s")
+    report, code = _in_workers(tmp_path, [old, new], tmp_path / "s")
     assert code == 0, report["message"]
     assert [i["applied"] for i in report["inputs"]] == [False, True]
     assert report["counts"]["lines"] == 11 and report["counts"]["rejected"] == 1
-    assert len(halves_always) == 2 + 2 + 2  # first run; stopped; over the new input
+    assert len(workers_always) == 3 * workers  # first run; stopped; over the new input
     rejects = [json.loads(x) for x in (tmp_path / "rejects.ndjson").read_text().splitlines()]
     assert [(r["file"], r["line"]) for r in rejects] == [(str(new), 2)]
     alice = [p for p in export(tmp_path / "s") if p.get("user_account_id") == "alice"]
     assert [p["user_profile"] for p in alice] == [{"v": 1, "w": 2}]
 
 
-@pytest.mark.parametrize("side", [0, 1])
-@pytest.mark.parametrize("step", ["check", "apply"])
-def test_a_failure_in_either_half_fails_the_run_with_its_own_cause(
-    tmp_path: Path, halves_always: list[int], monkeypatch: pytest.MonkeyPatch, side: int, step: str
+def _worker_of(splits: Any, size: int) -> int:
+    """Which worker checks these splits of one input of `size` bytes."""
+    share = -(-size // runner_choice.usable_cores())
+    return int(splits[0].start // share)
+
+
+@pytest.mark.parametrize("failing", [0, -1])
+@pytest.mark.parametrize("step", ["check", "apply", "killed"])
+def test_a_failure_in_any_worker_fails_the_run_with_its_own_cause(
+    tmp_path: Path,
+    workers_always: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    failing: int,
+    step: str,
 ) -> None:
-    """Whichever half fails, before handing its lines over or after, the run
-    fails with that half's error (not the other's report that its partner
-    ended first), stops both and publishes nothing."""
+    """Whichever worker fails, before handing its lines over or after, or
+    dies (SIGKILL) while it applies, the run fails at once with that
+    worker's own cause, in one line, stops the others and publishes nothing."""
+    workers = runner_choice.usable_cores()
+    failing %= workers
     lines = [upsert({"email_hash": f"h{i}"}, {"n": i}) for i in range(40)]
     first = write_lines(tmp_path / "a.ndjson", lines[:20])
-    assert _in_halves(tmp_path, [first], tmp_path / "s")[1] == 0
+    assert _in_workers(tmp_path, [first], tmp_path / "s")[1] == 0
     before = export(tmp_path / "s")
-    check_part = in_process.check_part
+    second = write_lines(tmp_path / "b.ndjson", lines)
+    check = in_process.check
 
-    def failing_check(splits: Any, *args: Any, **kwargs: Any) -> Any:
-        half = 0 if splits[0].start == 0 else 1  # the second half starts past 0
-        if half == failing:
-            raise StoreError(f"store s: cannot check half {half} (test)")
-        return check_part(splits, *args, **kwargs)
+    def failing_check(job: Any, checker: Any, splits: Any) -> Any:
+        if _worker_of(splits, second.stat().st_size) == failing:
+            raise StoreError(f"store s: cannot check part {failing} (test)")
+        return check(job, checker, splits)
 
     def failing_apply(source: Any, sink: Any, bucket: int, *args: Any) -> dict[str, int]:
-        if in_process.owner(bucket) == failing:
+        if bucket % workers == failing:
+            if step == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
             raise StoreError(f"store s: bucket {bucket} is damaged (test)")
-        return apply_bucket(source, sink, bucket, *args)
+        return apply_lines(source, sink, bucket, *args)
 
-    failing = side
     if step == "check":
-        monkeypatch.setattr(in_process, "check_part", failing_check)
+        monkeypatch.setattr(in_process, "check", failing_check)
     else:
-        monkeypatch.setattr(in_process, "apply_bucket", failing_apply)
-    report, code = _in_halves(tmp_path, [write_lines(tmp_path / "b.ndjson", lines)], tmp_path / "s")
+        monkeypatch.setattr(f"{in_process.__name__}.apply_lines", failing_apply)
+    report, code = _in_workers(tmp_path, [second], tmp_path / "s")
     assert code == 1 and report["status"] == "FAILED"
-    assert report["failure"].startswith("the import failed: store s: ")
-    assert report["failure"].endswith("(test)")
-    assert all(map(_gone, halves_always))
+    if step == "killed":
+        assert report["failure"] == (
+            f"the import failed: worker {failing + 1} of {workers} was killed by SIGKILL "
+            "before it finished"
+        )
+    else:
+        assert report["failure"].startswith("the import failed: store s: ")
+        assert report["failure"].endswith("(test)")
+    assert all(map(_gone, workers_always))
     assert export(tmp_path / "s") == before
     assert not list((tmp_path / "s" / "staging").iterdir())
 
 
-@pytest.mark.slow
-def test_an_input_in_two_halves_gives_the_pipelines_result(
-    tmp_path: Path,
+def test_the_workers_are_the_cores_this_process_may_use() -> None:
+    assert runner_choice.usable_cores() == min(
+        len(os.sched_getaffinity(0)), _cgroup_cores() or len(os.sched_getaffinity(0))
+    )
+    one_core = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            "-c",
+            "from profile_import.runners import runner_choice as r;"
+            "print(r.usable_cores(), r.local_workers(512 << 20))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert one_core.stdout.split() == ["1", "1"]
+
+
+def _cgroup_cores() -> int | None:
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except OSError:
+        return None
+    return None if quota == "max" else -(-int(quota) // int(period))
+
+
+@pytest.mark.parametrize(
+    ("size", "cores", "workers"),
+    [
+        (0, 16, 1),
+        (MIB - 1, 16, 1),
+        (MIB, 16, 2),
+        (MIB, 1, 1),
+        (5 * MIB, 16, 6),
+        (5 * MIB, 4, 4),
+        (512 * MIB, 2, 2),
+    ],
+)
+def test_how_many_workers_a_local_run_forks(
+    monkeypatch: pytest.MonkeyPatch, size: int, cores: int, workers: int
 ) -> None:
-    """Past `PARALLEL_MIN_BYTES` a forked process checks the second half of the
-    input; the store, rejects and counts are still the Beam pipeline's."""
+    monkeypatch.setattr(runner_choice, "usable_cores", lambda: cores)
+    assert runner_choice.local_workers(size) == workers
+
+
+@pytest.mark.slow
+def test_an_input_in_workers_gives_the_pipelines_result(tmp_path: Path) -> None:
+    """Past `PARALLEL_MIN_BYTES` forked workers check parts of the input; the
+    store, rejects and counts are still the Beam pipeline's; pinned to one
+    core, the run is one process and gives the same."""
     big = write_big_input(tmp_path / "big.ndjson", 60_000)
     with big.open("a", encoding="utf-8") as f:
         f.write("{broken\n" + json.dumps(upsert(ALICE, {"last": True})) + "\n")
-    assert big.stat().st_size > in_process.PARALLEL_MIN_BYTES
+    assert big.stat().st_size > runner_choice.PARALLEL_MIN_BYTES
     seen = []
-    for name, beam in (("in_process", ()), ("pipeline", ONE_WORKER)):
+    for name, beam, pinned in (
+        ("in_process", (), False),
+        ("one_core", (), True),
+        ("pipeline", ONE_WORKER, False),
+    ):
         store, report, rejects = tmp_path / name, tmp_path / f"{name}.json", tmp_path / name
         argv: list[str | Path] = ["run", "--store", store, "--report", report]
-        result = run_cli(*argv, "--rejects", rejects.with_suffix(".rej"), big, beam=beam)
+        argv += ["--rejects", rejects.with_suffix(".rej"), big]
+        if pinned:
+            command = ["taskset", "-c", "0", *CLI, *map(str, argv)]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+        else:
+            result = run_cli(*argv, beam=beam)
         assert result.returncode == 0, result.stderr
         got = json.loads(report.read_text())
+        expected = {"in_process": runner_choice.usable_cores(), "one_core": 1}
+        assert got["workers"] == expected.get(name, got["workers"])
         times = ("created_at", "last_modified_at")
         profiles = [{k: v for k, v in p.items() if k not in times} for p in export(store)]
         seen.append((profiles, got["counts"], rejects.with_suffix(".rej").read_text()))
-    assert seen[0] == seen[1]
+    assert seen[0] == seen[1] == seen[2]
     assert seen[0][1]["lines"] == 60_002 and seen[0][1]["rejected"] == 1

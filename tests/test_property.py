@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from profile_import.core.merge import upsert
 from profile_import.pipelines import in_process
+from profile_import.runners import runner_choice
 from profile_import.runners.execution import Execution, RunSettings
 from profile_import.stores import open_store, snapshot
 
@@ -303,36 +304,37 @@ def test_in_process_run_equals_sequential_fold(
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(**TWO_RUNS)
-def test_in_process_run_in_two_processes_equals_sequential_fold(
-    first: list[str], second: list[str], files: int, split_bytes: int, spill: bool
+@given(**TWO_RUNS, workers=st.integers(2, 4))
+def test_in_process_run_in_workers_equals_sequential_fold(
+    first: list[str], second: list[str], files: int, split_bytes: int, spill: bool, workers: int
 ) -> None:
-    """With the inputs cut in two halves at their middle byte, the second
-    half checked by a forked process (`in_process.halves`), whatever the
-    files and where the middle falls."""
+    """With the inputs cut in parts of about equal bytes, each checked by a
+    forked worker (`plan.contiguous_parts`), whatever the files, the number
+    of workers and where the cuts fall."""
     forks: list[int] = []
 
-    class Counted(in_process.Forked[Any]):
-        def __init__(self, work: Any, folder: str) -> None:
-            forks.append(1)
-            super().__init__(work, folder)
+    class Counted(in_process.Workers):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            forks.append(len(self.processes))
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        mock.patch.object(in_process, "PARALLEL_MIN_BYTES", 1),
-        mock.patch.object(in_process, "Forked", Counted),
+        mock.patch.object(runner_choice, "PARALLEL_MIN_BYTES", 1),
+        mock.patch.object(runner_choice, "usable_cores", lambda: workers),
+        mock.patch.object(in_process, "Workers", Counted),
     ):
         store = Path(tmp) / "store"
         check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill, ())
     assert bool(forks) == bool(first or second)
 
 
-# The database stores in-process, cut in two forked halves whatever the
-# size: each half opens its own connection, reads and stages its buckets.
+# The database stores in-process, in forked workers whatever the size: each
+# worker opens its own connection, reads and stages its buckets.
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(**TWO_RUNS)
-def test_in_process_halves_equal_sequential_fold_on_databases(
+def test_in_process_workers_equal_sequential_fold_on_databases(
     request: pytest.FixtureRequest,
     database: str,
     first: list[str],
@@ -343,7 +345,7 @@ def test_in_process_halves_equal_sequential_fold_on_databases(
 ) -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
-        mock.patch.object(in_process, "PARALLEL_MIN_BYTES", 1),
+        mock.patch.object(runner_choice, "PARALLEL_MIN_BYTES", 1),
     ):
         store = (
             f"sqlite:///{Path(tmp) / 'p.db'}"

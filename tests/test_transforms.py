@@ -49,7 +49,7 @@ def decoded(elements: Iterable[tuple[int, batches.CommandBatch]]) -> list[tuple[
     """(bucket, email hash) of every command, in input order within its bucket."""
     out = []
     for bucket, batch in elements:
-        for key, kind, content in batches.in_input_order([batch]):
+        for key, kind, content in batches.lines_in_input_order([batch]):
             assert bucket == bucket_of(key, BUCKETS)
             command = orjson.loads(content)
             assert kind == kind_of(command["operation"], command.get("force_replace"))

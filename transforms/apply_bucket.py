@@ -1,8 +1,9 @@
-"""Applying one bucket's commands onto its stored profiles, and staging the result.
+"""Applying one bucket's lines onto its stored profiles, and staging the result.
 
-No Beam here: `transforms.apply` runs it for every bucket the pipeline
-groups, and the in-process run for every bucket it touched, so both read,
-fold and write a bucket the same way (SPEC §2, the rules are `core.bucket`).
+No Beam here: `transforms.apply` runs `apply_lines` for every bucket the
+pipeline groups, and the local engine (`pipelines.in_process`) for every
+bucket a worker owns, so both read, fold and write a bucket the same way
+(SPEC §2, the rules are `core.bucket`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,29 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from profile_import.core.bucket import apply_to_bucket, bucket_changes
+from profile_import.core.commands import commands_by_key
 from profile_import.core.fold import Command, Outcome
 from profile_import.stores.base import BucketSink, BucketSource
 
 from . import metrics
+
+
+def apply_lines(
+    source: BucketSource,
+    sink: BucketSink | None,
+    bucket: int,
+    lines: Iterable[tuple[bytes, int, bytes | memoryview]],
+    now: str,
+) -> dict[str, int]:
+    """Applies a bucket's accepted lines, as (key, kind, line) in input order
+    (`batches.in_input_order`), with `apply_bucket`.
+
+    Lines stay raw until their identifier is folded (`commands_by_key`): a
+    parsed command takes ~4x the memory of its line, and only one bucket's
+    commands are ever in memory this way.
+    """
+    commands, applied = commands_by_key(lines)
+    return apply_bucket(source, sink, bucket, commands, applied, now)
 
 
 def apply_bucket(

@@ -29,16 +29,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 # (input index, first line of the split, payload, spill path or "")
 CommandBatch = tuple[int, int, bytes, str]
+# Anything that starts with the (input index, first line) of the contiguous
+# range of lines it comes from: a CommandBatch, the local engine's parts.
+Part = TypeVar("Part", bound=tuple[Any, ...])
 
 _KEY_SEPARATOR = b"\t"
 _DIGIT_ZERO = 0x30
 _KIND_DIGITS = tuple(bytes((_DIGIT_ZERO + kind,)) for kind in range(3))
 
 
-def keyed(kind: int, key: bytes, content: bytes) -> bytes:
+def keyed(kind: int, key: bytes, content: bytes | memoryview) -> bytes:
     """A line framed for a batch: its command's kind, its key, a tab, the line."""
     return _KIND_DIGITS[kind] + key + _KEY_SEPARATOR + content
 
@@ -70,9 +74,20 @@ def _payload(batch: CommandBatch) -> bytes:
         return f.read()
 
 
-def in_input_order(batches: Iterable[CommandBatch]) -> Iterator[tuple[bytes, int, bytes]]:
+def in_input_order(parts: Iterable[Part]) -> list[Part]:
+    """A bucket's parts in input order: the input-order rule of both engines.
+
+    Each part holds the bucket's lines of one contiguous range of the input,
+    in order, and starts with that range's (input index, first line). The
+    ranges do not overlap, so sorting the parts by it puts every line of the
+    bucket back in input order; no per-line number needs to travel.
+    """
+    return sorted(parts, key=lambda part: (part[0], part[1]))
+
+
+def lines_in_input_order(batches: Iterable[CommandBatch]) -> Iterator[tuple[bytes, int, bytes]]:
     """Every (key, kind, line) of a bucket's batches, in input order."""
-    for batch in sorted(batches, key=lambda b: (b[0], b[1])):
+    for batch in in_input_order(batches):
         for item in _payload(batch).split(b"\n"):
             head, _, content = item.partition(_KEY_SEPARATOR)
             yield head[1:], head[0] - _DIGIT_ZERO, content

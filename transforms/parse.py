@@ -11,11 +11,10 @@ from apache_beam.metrics.metric import Metrics
 
 from profile_import.core.codes import RejectCode
 from profile_import.core.commands import CheckSettings
-from profile_import.core.identifiers import bucket_of
 from profile_import.inputs.plan import InputSplit
 
 from . import batches, metrics, progress
-from .check_lines import SplitTally, checked_lines
+from .check_lines import SplitTally, checked_by_bucket
 from .decisions import Decided
 from .gc_pause import paused
 
@@ -73,19 +72,19 @@ class ParseSplitFn(beam.DoFn):
         yield from outputs
 
     def _parse(self, split: InputSplit) -> Iterator[Any]:
-        buckets = self._buckets
-        per_bucket: dict[int, list[bytes]] = {}
         tally = SplitTally()
-        lines = checked_lines(split, self._checker, self._settings, tally, self._transport_params)
-        for accepted, content in lines:
-            key = accepted.key
-            bucket = bucket_of(key, buckets)
-            batch = per_bucket.get(bucket)
-            if batch is None:
-                per_bucket[bucket] = batch = []
-            batch.append(batches.keyed(accepted.kind, key, content))
-
-        for bucket, keyed_lines in per_bucket.items():
+        split_name = f"{split.input_index}-{split.first_line}"
+        per_bucket = checked_by_bucket(
+            split,
+            self._checker,
+            self._settings,
+            tally,
+            self._buckets,
+            self._transport_params,
+            progress=progress.marker(self._progress_dir, split_name, split.size),
+        )
+        for bucket, lines in per_bucket.items():
+            keyed_lines = list(map(batches.keyed, lines.kinds, lines.keys, lines.lines))
             yield (
                 bucket,
                 batches.encode(
@@ -105,11 +104,7 @@ class ParseSplitFn(beam.DoFn):
         self._deletes.inc(tally.accepted - tally.upserts)
         for code, count in tally.rejected_by_code.items():
             self._by_code[code].inc(count)
-        split_name = f"{split.input_index}-{split.first_line}"
         progress.mark_members(self._progress_dir, f"buckets-{split_name}", per_bucket)
-        progress.mark(self._progress_dir, f"read-{split_name}", tally.lines)
-        if split.end is not None:  # the bytes of a range; a compressed input's are unknown
-            progress.mark(self._progress_dir, f"bytes-{split_name}", split.end - split.start)
 
 
 Splits = beam.pvalue.PCollection[InputSplit]
