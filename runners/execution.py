@@ -488,7 +488,7 @@ class Execution:
         # workers elsewhere leave it only at --report.
         here = self._on_this_machine()
         ctx = self._context(result_path=os.path.join(scratch, "report.json") if here else None)
-        show = s.show_progress and self._is_local()
+        show = s.show_progress and (bool(self.in_process) or self._is_local())
         job = ImportJob(
             finalizer=Finalizer(ctx, store, parent, staging),
             check=check,
@@ -539,7 +539,12 @@ class Execution:
         return Outcome(report, exit_code, report_written=written)
 
     def _run_in_process(self, job: ImportJob) -> dict[str, Any]:
-        with logs.phase("in process", "no Beam pipeline") as end:
+        show = job.progress_dir is not None
+        total_bytes = sum(f.size or 0 for f in self.inputs)
+        with (
+            logs.phase("in process", "no Beam pipeline") as end,
+            progress_display.shown(show, job.progress_dir, total_bytes, self.stderr),
+        ):
             report = in_process.run(job)
             end["detail"] = report["message"]
         return report
