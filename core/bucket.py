@@ -12,7 +12,10 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 
 from . import records
+from .changes import CREATED, DELETED, UPDATED, Change
 from .fold import Command, Outcome, apply_commands
+
+_KINDS = {Outcome.CREATED: CREATED, Outcome.UPDATED: UPDATED, Outcome.DELETED: DELETED}
 
 
 def apply_to_bucket(
@@ -20,8 +23,11 @@ def apply_to_bucket(
     commands: Mapping[bytes, Iterable[Command]],
     now: str,
     tally: Counter[str],
+    changes: list[Change] | None = None,
 ) -> Iterator[bytes]:
-    """The bucket's new store lines. Counts outcomes into `tally` as it goes.
+    """The bucket's new store lines. Counts outcomes into `tally` as it goes,
+    and adds to `changes`, when given, each profile created, updated or
+    deleted (SPEC §6), in key order.
 
     `commands` maps each touched key to its commands in input order (each
     iterated once, so they may be parsed lazily).
@@ -36,8 +42,13 @@ def apply_to_bucket(
         tally["deletes_missing"] += result.deletes_missing
         if result.outcome is Outcome.UNCHANGED and line is not None:
             yield line
-        elif result.stored is not None:
-            yield records.encode(key, result.stored)
+            return
+        new = None if result.stored is None else records.encode(key, result.stored)
+        kind = _KINDS.get(result.outcome)
+        if changes is not None and kind is not None:
+            changes.append(Change(key, kind, stored_record, new))
+        if new is not None:
+            yield new
 
     for line in stored_lines:
         key, record = records.split(line)
@@ -58,17 +69,17 @@ def bucket_changes(
     commands: Mapping[bytes, Iterable[Command]],
     now: str,
     tally: Counter[str],
+    changes: list[Change] | None = None,
 ) -> tuple[list[bytes], list[bytes]]:
     """What a run changes in a bucket, given only the stored lines of the keys it
     touches (in key order): the new lines of changed profiles, and the keys of
-    deleted ones. Same outcomes and counts as `apply_to_bucket` on the whole bucket.
+    deleted ones. Same outcomes, counts and `changes` as `apply_to_bucket` on
+    the whole bucket.
     """
-    stored = {records.split(line)[0]: line for line in stored_lines}
-    changed: list[bytes] = []
-    after: set[bytes] = set()
-    for line in apply_to_bucket(stored.values(), commands, now, tally):
-        key = line[: line.index(records.SEPARATOR)]
-        after.add(key)
-        if stored.get(key) != line:
-            changed.append(line)
-    return changed, [key for key in stored if key not in after]
+    found: list[Change] = [] if changes is None else changes
+    start = len(found)
+    for _ in apply_to_bucket(stored_lines, commands, now, tally, found):
+        pass
+    new = found[start:]
+    changed = [c.after for c in new if c.after is not None]
+    return changed, [c.key for c in new if c.after is None]

@@ -95,6 +95,12 @@ class Report:
     counts: Counts
     rejects_by_code: Mapping[str, int]
     rejects_file: str | None
+    # With `changes=`: where the run's changes are, the version they belong
+    # to (None in a dry run), how many; why they could not be written.
+    changes_file: str | None
+    changes_version: int | None
+    changes_written: int | None
+    changes_error: str | None
     started_at: datetime | None
     finished_at: datetime | None
     launched_at: datetime | None
@@ -124,6 +130,10 @@ class Report:
             counts=Counts(**{name: raw["counts"][name] for name in COUNT_NAMES}),
             rejects_by_code=MappingProxyType(raw["rejects_by_code"]),
             rejects_file=raw.get("rejects_file"),
+            changes_file=raw.get("changes_file"),
+            changes_version=raw.get("changes_version"),
+            changes_written=raw.get("changes_written"),
+            changes_error=raw.get("changes_error"),
             started_at=_time(raw.get("started_at")),
             finished_at=_time(raw.get("finished_at")),
             launched_at=_time(raw.get("launched_at")),
@@ -242,6 +252,7 @@ def run_import(
     store: PathLike,
     rejects: PathLike | None = None,
     report: PathLike | None = None,
+    changes: PathLike | None = None,
     default_compartment_id: str | None = None,
     max_rejects: int | None = None,
     max_reject_ratio: float | None = None,
@@ -263,8 +274,8 @@ def run_import(
     `inputs`: a path, glob or URL, or a list of them, applied in that order.
     The keywords are the options of `profile-import run` (see its --help):
     `store` (a folder, `sqlite://`, `postgresql://`, `s3://` or `gs://`),
-    `rejects` and `report` (where to write them; the report is also
-    returned), `max_line_bytes` and `split_bytes` (None: the command's
+    `rejects`, `report` and `changes` (where to write them; the report is
+    also returned), `max_line_bytes` and `split_bytes` (None: the command's
     defaults), `runner` and `beam_args` (Beam options, `--name=value`).
 
     Returns the report of a run that succeeded: SUCCEEDED,
@@ -283,6 +294,7 @@ def run_import(
             "store": _path("store", store),
             "rejects": _optional_path("rejects", rejects),
             "report": _optional_path("report", report),
+            "changes": _optional_path("changes", changes),
             "default_compartment_id": default_compartment_id,
             "max_rejects": max_rejects,
             "max_reject_ratio": max_reject_ratio,
@@ -298,7 +310,7 @@ def run_import(
             "buckets": buckets,
         }
     )
-    for name in ("rejects", "report"):
+    for name in ("rejects", "report", "changes"):
         if getattr(options, name) == "-":
             raise _usage(f"{name}='-': the Python API writes nothing to standard output")
     if isinstance(beam_args, str) or not all(

@@ -54,7 +54,7 @@ def build(pipeline: beam.Pipeline, job: ImportJob) -> beam.Pipeline:
     )
     sink = finalizer.staging.sink if finalizer.staging is not None else None
     buckets = parsed.commands | "ApplyCommands" >> ApplyCommands(
-        job.source, sink, finalizer.ctx.started_at, job.progress_dir
+        job.source, sink, finalizer.ctx.started_at, job.progress_dir, finalizer.ctx.changes_dir
     )
     reject_files = parsed.rejects | "WriteRejects" >> WriteRejects(job.rejects_dir)
     _ = pipeline | "CommitImport" >> CommitImport(

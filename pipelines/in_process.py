@@ -129,13 +129,14 @@ def apply(job: ImportJob, buckets: Mapping[int, Sequence[BucketPart]]) -> list[d
     if sink is not None:
         sink.open()
     now = job.finalizer.ctx.started_at
+    changes_dir = job.finalizer.ctx.changes_dir
     results = []
     for bucket in sorted(buckets):
         lines = itertools.chain.from_iterable(
             zip(part.keys, part.kinds, part.lines, strict=True)
             for _, _, part in in_input_order(buckets[bucket])
         )
-        result = apply_lines(source, sink, bucket, lines, now)
+        result = apply_lines(source, sink, bucket, lines, now, changes_dir)
         progress.mark(job.progress_dir, f"apply-{bucket}", result[metrics.COMMANDS_APPLIED])
         results.append(result)
     return results

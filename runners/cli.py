@@ -2,6 +2,7 @@
 
     profile-import run [options] [beam options] INPUT...
     profile-import export [--store PATH] [--format ndjson|parquet] [--output FILE]
+    profile-import changes --since V [--store PATH] [--format ndjson|parquet] [--output FILE]
     profile-import verify [--store PATH] [--version N]
     profile-import get [--store PATH] (--email-hash H | --user-agent-id U |
                                        --compartment-id C --user-account-id A)
@@ -221,6 +222,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--cursor", metavar="C", help="the next_cursor of the previous page (on stderr)"
     )
 
+    changes = _subcommand(
+        commands,
+        "changes",
+        "write the changes since a store version, by identifier",
+        "Write one change (created, updated or deleted, as the profile stands now) for "
+        "every profile that differs between store version --since and the current one, "
+        "by identifier; then one JSON line on stderr whose version is the next --since.",
+    )
+    _store_option(changes)
+    changes.add_argument(
+        "--since",
+        type=_version_number,
+        required=True,
+        metavar="V",
+        help="the store version the consumer has (0: the empty store)",
+    )
+    changes.add_argument(
+        "--format",
+        choices=("ndjson", "parquet"),
+        default="ndjson",
+        help="NDJSON changes (default), or Parquet with a fixed schema",
+    )
+    changes.add_argument(
+        "--output",
+        metavar="FILE",
+        help="where to write (default: stdout; required for parquet); written whole or not at all",
+    )
+
     versions = _subcommand(commands, "versions", "list the store's kept versions")
     _store_option(versions)
 
@@ -333,6 +362,10 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         print(f"{PROG}: {report['message']}", file=sys.stderr)
         if report.get("rejects_file"):
             print(f"{PROG}: rejects in {report['rejects_file']}", file=sys.stderr)
+        if report.get("changes_file"):
+            of = report["changes_version"]
+            what = "would make" if of is None else f"of version {of}"
+            print(f"{PROG}: changes {what} in {report['changes_file']}", file=sys.stderr)
     return outcome.exit_code
 
 
@@ -432,6 +465,35 @@ def _export(store: ProfileStore, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _version_number(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be a store version (0, 1, 2, ...), not {text!r}")
+    return number
+
+
+def _changes(store: ProfileStore, args: argparse.Namespace) -> int:
+    from . import changes, export
+
+    output = None if args.output in (None, "-") else args.output
+    if args.format == "parquet" and output is None:
+        _fail("changes --format parquet needs --output FILE", EXIT_USAGE)
+    if output is not None and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        _fail(f"changes --output {output}: no such folder", EXIT_USAGE)
+    feed = changes.Feed(store, args.since)  # read whole before anything is written
+    if output is None:
+        _write_records(feed)
+    elif args.format == "parquet":
+        changes.write_parquet(feed, output)
+    else:
+        export.export_ndjson(feed, output)
+    print(json.dumps(feed.info), file=sys.stderr)
+    return EXIT_OK
+
+
 def _verify(store: ProfileStore, number: int | None) -> int:
     result = store.verify(number)
     for line in (*result.problems, *result.unchecked):
@@ -475,6 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(store, args)
         if args.command == "verify":
             return _verify(store, args.version_number)
+        if args.command == "changes":
+            return _changes(store, args)
         if args.command == "list":
             return _list(store, args)
         if args.command == "get" and args.ids is not None:

@@ -62,6 +62,7 @@ class RunSettings:
     store: str
     rejects_path: str | None = None
     report_path: str | None = None
+    changes_path: str | None = None
     default_compartment_id: str | None = None
     max_rejects: int | None = None
     max_reject_ratio: float | None = None
@@ -100,6 +101,7 @@ class RunSettings:
             store=options.store,
             rejects_path=options.rejects,
             report_path=options.report,
+            changes_path=options.changes,
             default_compartment_id=options.default_compartment_id,
             max_rejects=options.max_rejects,
             max_reject_ratio=options.max_reject_ratio,
@@ -143,6 +145,8 @@ class Outcome:
     def error_line(self) -> str:
         """Why the run did not succeed, in one line, cause first (the counts are
         in the report): what the command line prints, what the Python API raises."""
+        if self.report.get("changes_error"):  # published, its changes not written
+            return str(self.report["changes_error"])
         cause = self.report.get("failure") or self.report["message"]
         unchanged = "; the store is unchanged" if self.exit_code == 1 else ""
         rejects_file = self.report.get("rejects_file")
@@ -203,6 +207,7 @@ class Execution:
         self.inputs: list[input_plan.InputFile] = []
         self.report_output = Output("--report", settings.report_path or outputs.STDOUT)
         self.rejects_output = Output("--rejects", settings.rejects_path)
+        self.changes_output = Output("--changes", settings.changes_path)
         # Where a database store keeps the run's work folder (None: a local one).
         self.work_root: str | None = None
 
@@ -272,6 +277,7 @@ class Execution:
             default_rejects=os.path.abspath(f"profile-import-{self.execution_id}.rejects.ndjson"),
             report_location=s.report_path,
             result_path=result_path,
+            changes_location=s.changes_path,
         )
 
     def _failed(
@@ -322,10 +328,14 @@ class Execution:
                 raise UsageError(f"unknown option(s): {' '.join(unknown)} (see --help)")
             if not local.on_this_machine(self.options):
                 self._check_reachable()
-        if self.rejects_output.is_stdout and self.report_output.is_stdout:
-            raise UsageError(
-                "--rejects -: standard output already carries the report; give --report FILE"
-            )
+        for output in (self.rejects_output, self.changes_output):
+            if output.is_stdout and self.report_output.is_stdout:
+                raise UsageError(
+                    f"{output.option} -: standard output already carries the report; "
+                    "give --report FILE"
+                )
+        if self.rejects_output.is_stdout and self.changes_output.is_stdout:
+            raise UsageError("--rejects - and --changes -: give one of them a FILE")
 
     def _check_reachable(self) -> None:
         """Workers elsewhere reach nothing on this machine: the store, its work
@@ -359,7 +369,9 @@ class Execution:
                 "this machine; with workers elsewhere, use a store in a bucket (gs://, s3://) "
                 "or a PostgreSQL database"
             )
-        for output in (self.report_output, self.rejects_output):
+        for output in (self.report_output, self.rejects_output, self.changes_output):
+            if output is self.changes_output and output.location is None:
+                continue  # not asked for
             if output.location is None or not input_plan.is_remote(output.location):
                 raise UsageError(
                     f"--runner={self.runner}: {output.option} must be an s3:// or gs:// URL, "
@@ -399,6 +411,7 @@ class Execution:
                 self.report_output = Output("--report", outputs.STDOUT)
                 raise
             self.rejects_output.check()
+            self.changes_output.check()
         except (UsageError, input_plan.InputError, StoreError, OutputError) as e:
             return self._usage_error(e)
         check = CheckSettings(
@@ -488,6 +501,12 @@ class Execution:
         # workers elsewhere leave it only at --report.
         here = self._on_this_machine()
         ctx = self._context(result_path=os.path.join(scratch, "report.json") if here else None)
+        if s.changes_path is not None:
+            # Not in the work folder, which a publish removes before the final
+            # step writes the changes; a folder of its own the final step
+            # removes, beside it when the workers are elsewhere.
+            changes_dir = os.path.join(scratch, "changes") if here else f"{work_dir}-changes"
+            ctx = replace(ctx, changes_dir=changes_dir)
         show = s.show_progress and (bool(self.in_process) or self._is_local())
         job = ImportJob(
             finalizer=Finalizer(ctx, store, parent, staging),
@@ -535,7 +554,9 @@ class Execution:
                 store.abort(staging)
         unwritten = os.path.exists(f"{ctx.result_path}.unwritten")
         written = s.report_path not in (None, outputs.STDOUT) and not unwritten
-        exit_code = 1 if report["status"] == Status.FAILED else 0
+        # A run published without the changes it was asked for fails too:
+        # a consumer must not take the old changes file for its changes.
+        exit_code = 1 if report["status"] == Status.FAILED or report.get("changes_error") else 0
         return Outcome(report, exit_code, report_written=written)
 
     def _run_in_process(self, job: ImportJob) -> dict[str, Any]:

@@ -107,3 +107,13 @@ def _batch(pa: Any, schema: Any, columns: dict[str, list[Any]]) -> Any:
         else:
             arrays.append(pa.array(values, field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+# For `changes --format parquet` (`runners.changes`): the same file handling.
+replacing = _replacing
+
+
+def record_batch(schema: Any, columns: dict[str, list[Any]]) -> Any:
+    import pyarrow as pa
+
+    return _batch(pa, schema, columns)

@@ -139,6 +139,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("rejects", "where rejected lines go (NDJSON); - is standard output", metavar="FILE"),
     Option("report", "where the JSON report goes (default and -: standard output)", "FILE"),
     Option(
+        "changes",
+        "where the run's changes go once it has published (NDJSON, one a profile created, "
+        "updated or deleted; with --dry-run, those it would make); - is standard output",
+        metavar="DEST",
+    ),
+    Option(
         "default_compartment_id",
         "the compartment of lines that give a user_account_id alone",
         metavar="ID",

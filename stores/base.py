@@ -21,12 +21,13 @@ what it reads against it and raises `StoreError` on a difference, and
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from profile_import.core import records
+from profile_import.core.changes import ChangeRecord
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import Identifier
 
@@ -85,9 +86,18 @@ class BucketSink(abc.ABC):
         (the folder store: a small stats file beside each bucket file).
         """
 
-    def write_changes(self, bucket: int, lines: Sequence[bytes], deleted: Sequence[bytes]) -> None:
+    def write_changes(
+        self,
+        bucket: int,
+        lines: Sequence[bytes],
+        deleted: Sequence[bytes],
+        before: Mapping[bytes, str | None],
+    ) -> None:
         """Stages the changes of `bucket` (for a source with `touched_only`): the
-        new store lines of its changed profiles and the keys of its deleted ones.
+        new store lines of its changed profiles and the keys of its deleted ones;
+        and its change records (SPEC §6): `before` maps each of those keys to
+        the digest of its state before the run (`core.changes.state_digest`;
+        None: it was absent), which the commit publishes with the profiles.
 
         Must be idempotent: a retried bundle stages the same bucket again,
         replacing what it staged before.
@@ -121,6 +131,17 @@ class Verification:
     @property
     def sound(self) -> bool:
         return not self.problems
+
+
+@dataclass(frozen=True)
+class ChangedSince:
+    """What a store read for `changes --since`: its current version, the change
+    records after `since` (oldest version first), and the export records now
+    of the profiles they name (those that exist)."""
+
+    current: int
+    records: list[ChangeRecord]
+    now: dict[bytes, bytes]
 
 
 @dataclass
@@ -248,6 +269,17 @@ class ProfileStore(abc.ABC):
         """The export records of those of `keys` that `version` holds, by key.
 
         Reads each bucket at most once, however many keys fall in it.
+        """
+
+    @abc.abstractmethod
+    def changed_since(self, since: int) -> ChangedSince:
+        """The change records published after version `since` (SPEC §6), oldest
+        version first, and the current export records of the profiles they
+        name, read as of one version (the current one).
+
+        Raises `StoreError` when the store cannot say what changed after
+        `since`: a version not published yet, or one whose following versions'
+        records are no longer kept (pruned) or were never kept.
         """
 
     @abc.abstractmethod

@@ -14,6 +14,8 @@ the store; its other tables are named after the profiles table:
     <table>_meta             bucket count and the current version
     <table>_schema_version   the migrations applied (`migrations/postgres.py`)
     <table>_staging_buckets  the buckets a run staged
+    <table>_changes          the change records of each version (SPEC §6):
+                             key, and the digest of the profile's state before
     <table>_stage_<run>      a run's staged changes (UNLOGGED, one table a run)
 
 A run holds a session advisory lock (`pg_try_advisory_lock`, released by the
@@ -32,7 +34,7 @@ import re
 import tempfile
 import time
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -40,6 +42,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import orjson
 
 from profile_import.core import records
+from profile_import.core.changes import ChangeRecord
 from profile_import.core.fold import StoredProfile
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import IDENTIFIER_FIELDS
@@ -48,6 +51,7 @@ from . import POSTGRES_SCHEMES
 from .base import (
     BucketSink,
     BucketSource,
+    ChangedSince,
     Staging,
     StoreError,
     StoreLocked,
@@ -70,7 +74,7 @@ _ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 _COLUMNS = (
     "key, user_profile::text, " + _ISO.format("created_at") + ", " + _ISO.format("last_modified_at")
 )
-_TABLES = ("meta", "executions", "ledger", "staging_buckets", "schema_version")
+_TABLES = ("meta", "executions", "ledger", "staging_buckets", "schema_version", "changes")
 
 
 def _psycopg() -> Any:
@@ -208,7 +212,13 @@ class PostgresBucketSink(Connected, BucketSink):
     def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
         raise NotImplementedError("the PostgreSQL store stages changes (write_changes)")
 
-    def write_changes(self, bucket: int, lines: Sequence[bytes], deleted: Sequence[bytes]) -> None:
+    def write_changes(
+        self,
+        bucket: int,
+        lines: Sequence[bytes],
+        deleted: Sequence[bytes],
+        before: Mapping[bytes, str | None],
+    ) -> None:
         stage = self.names.stage(self.execution_id)
         conn = self.conn
         with conn.transaction():
@@ -217,7 +227,7 @@ class PostgresBucketSink(Connected, BucketSink):
             columns = ", ".join(IDENTIFIER_FIELDS)
             copy_sql = (
                 f"COPY {stage} (bucket, key, {columns}, user_profile, created_at, "
-                "last_modified_at) FROM STDIN"
+                "last_modified_at, before) FROM STDIN"
             )
             with conn.cursor().copy(copy_sql) as copy:
                 for line in lines:
@@ -225,12 +235,11 @@ class PostgresBucketSink(Connected, BucketSink):
                     obj = orjson.loads(record)
                     ident = [obj.get(name) for name in IDENTIFIER_FIELDS]
                     profile = orjson.dumps(obj["user_profile"]).decode()
-                    copy.write_row(
-                        (bucket, key, *ident, profile, obj["created_at"], obj["last_modified_at"])
-                    )
+                    created, modified = obj["created_at"], obj["last_modified_at"]
+                    copy.write_row((bucket, key, *ident, profile, created, modified, before[key]))
                 for key in deleted:
                     nones = [None] * len(IDENTIFIER_FIELDS)
-                    copy.write_row((bucket, key, *nones, None, None, None))
+                    copy.write_row((bucket, key, *nones, None, None, None, before[key]))
             conn.execute(
                 self.names.sql(
                     "INSERT INTO {staging_buckets} VALUES (%s, %s) ON CONFLICT DO NOTHING"
@@ -404,7 +413,7 @@ class PostgresStore(CurrentStateStore):
             conn.execute(
                 f"CREATE UNLOGGED TABLE {self.names.stage(execution_id)} (bucket integer NOT NULL, "
                 f"key bytea NOT NULL, {columns}, user_profile jsonb, created_at timestamptz, "
-                "last_modified_at timestamptz, PRIMARY KEY (bucket, key))"
+                "last_modified_at timestamptz, before text, PRIMARY KEY (bucket, key))"
             )
         return Staging(
             execution_id=execution_id,
@@ -465,6 +474,7 @@ class PostgresStore(CurrentStateStore):
             (version.number, version.parent, execution_id, version.created_at, version.profiles,
              orjson.dumps(version.execution).decode()),
         )  # fmt: skip
+        self._sql(f"INSERT INTO {{changes}} SELECT %s, key, before FROM {stage}", (version.number,))
         with self.conn.cursor() as cursor:
             cursor.executemany(
                 self.names.sql("INSERT INTO {ledger} VALUES (%s, %s, %s, %s)"),
@@ -522,3 +532,41 @@ class PostgresStore(CurrentStateStore):
         sql = f"SELECT {_COLUMNS} FROM {{profiles}} WHERE key = ANY(%s) ORDER BY key"
         for row in self._sql(sql, (keys,)):
             yield records.split(_line(*row))
+
+    def _read_changes(self, since: int) -> ChangedSince:
+        """From one snapshot (REPEATABLE READ)."""
+        psycopg = _psycopg()
+        conn = psycopg.connect(self.conninfo)
+        try:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction():
+                meta = dict(conn.execute(self.names.sql("SELECT name, value FROM {meta}")))
+                current = int(meta.get("current_version") or 0)
+                self.check_since(since, current, int(meta.get("changes_since_min") or 0))
+                found = [
+                    ChangeRecord(version, bytes(key), before)
+                    for version, key, before in conn.execute(
+                        self.names.sql(
+                            "SELECT version, key, before FROM {changes} WHERE version > %s "
+                            "ORDER BY version, key"
+                        ),
+                        (since,),
+                    )
+                ]
+                keys = sorted({r.key for r in found})
+                sql = f"SELECT {_COLUMNS} FROM {{profiles}} WHERE key = ANY(%s)"
+                now = dict(
+                    records.split(_line(*row)) for row in conn.execute(self.names.sql(sql), (keys,))
+                )
+        finally:
+            conn.close()
+        return ChangedSince(current, found, now)
+
+    def _drop_changes(self, upto: int) -> None:
+        with self.conn.transaction():
+            self._sql("DELETE FROM {changes} WHERE version <= %s", (upto,))
+            self._sql(
+                "INSERT INTO {meta} VALUES ('changes_since_min', %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (str(upto),),
+            )

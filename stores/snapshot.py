@@ -15,6 +15,11 @@ Layout of a store folder:
     data/<execution>/bucket-00042.delta.kv
                                 a delta segment: what a run changed in a bucket
                                 (`core.segments`: changed lines, tombstones)
+    data/<execution>/bucket-00042.changes
+                                a change segment: the change records of the
+                                profiles a version changed in a bucket, by key
+                                (`<key>\t<digest of the state before>`, the
+                                digest empty for a profile created; SPEC §6)
     ledger/<execution>.ndjson   the input fingerprints an execution applied
                                 (see `ledger`)
     staging/<execution>/        a run's scratch space (rejects, progress)
@@ -39,6 +44,14 @@ run. A new store is marked `"state": "new"` in profile-store.json until its
 first version is published (the last step of that publish): what a failed or
 killed first run leaves is not a store, and the next run starts it afresh.
 
+Each version's manifest lists its change segments (`changes`; empty for a
+compaction, absent for a version published before change records were kept):
+they go with the version, so `prune` drops them with it, and `changes --since
+V` reads the segments of the versions after `V` and the current state of only
+the profiles they name. A rollback records as its changes every profile
+changed by the versions it undoes, so a consumer following the feed receives
+it like any run.
+
 Damage is never read as data: each manifest records what each bucket file
 and each ledger segment holds, and every read checks it (the size before
 anything is read, the line count and crc32 once a file has been read to its
@@ -55,12 +68,13 @@ import mmap
 import os
 import uuid
 import zlib
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
 from profile_import.core import clock, records, segments
+from profile_import.core.changes import ChangeRecord, state_digest
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import Identifier, bucket_of
 
@@ -68,6 +82,7 @@ from . import ledger, sorted_files
 from .base import (
     BucketSink,
     BucketSource,
+    ChangedSince,
     ProfileStore,
     Staging,
     StoreError,
@@ -97,6 +112,7 @@ _LOCK = ".lock"
 _NEW = "new"  # the meta's state until the store's first version is published
 _DATA_SUFFIX = ".kv"
 _DELTA_SUFFIX = ".delta.kv"
+_CHANGES_SUFFIX = ".changes"
 # A run rewrites a bucket as a new base, rather than add a delta, once its
 # deltas would hold more than this fraction of its base's bytes, or be more
 # than this many segments: reading stays within ~1.25x of the base's bytes
@@ -114,6 +130,23 @@ _MAX_PROBLEMS_PER_FILE = 10
 def _bucket_file(execution_id: str, bucket: int, *, delta: bool = False) -> str:
     suffix = _DELTA_SUFFIX if delta else _DATA_SUFFIX
     return f"data/{execution_id}/bucket-{bucket:05d}{suffix}"
+
+
+def _changes_file(execution_id: str, bucket: int) -> str:
+    return f"data/{execution_id}/bucket-{bucket:05d}{_CHANGES_SUFFIX}"
+
+
+def _change_record_lines(before: Mapping[bytes, str | None]) -> list[bytes]:
+    """A change segment's lines, by key: `<key>\t<digest before, or nothing>`."""
+    sep = records.SEPARATOR
+    return [key + sep + (before[key] or "").encode() + b"\n" for key in sorted(before)]
+
+
+def _change_records(lines: Iterable[bytes], version: int) -> Iterator[ChangeRecord]:
+    sep = records.SEPARATOR
+    for line in lines:
+        key, _, digest = line[:-1].partition(sep)
+        yield ChangeRecord(version, key, digest.decode() or None)
 
 
 @dataclass(frozen=True)
@@ -385,7 +418,22 @@ class SnapshotBucketSink(BucketSink):
         self.parent = parent
         self.url = url or files.url
 
-    def write_changes(self, bucket: int, lines: Sequence[bytes], deleted: Sequence[bytes]) -> None:
+    def write_changes(
+        self,
+        bucket: int,
+        lines: Sequence[bytes],
+        deleted: Sequence[bytes],
+        before: Mapping[bytes, str | None],
+    ) -> None:
+        # The change records first: the bucket's own files, written last,
+        # are what the commit counts, so a bucket counted has both.
+        path = _changes_file(self.execution_id, bucket)
+        if before:
+            self.files.makedirs(os.path.dirname(path))
+            self._write_file(path, _change_record_lines(before))
+        else:  # a retried bundle that now changes nothing (it cannot, but never a stale file)
+            with suppress(FileNotFoundError):
+                self.files.remove(path)
         delta = segments.delta_lines(lines, deleted)
         stored = self.parent[bucket] if self.parent is not None else None
         if stored is None:
@@ -410,6 +458,12 @@ class SnapshotBucketSink(BucketSink):
         # so it replaces the same file.
         path = _bucket_file(self.execution_id, bucket, delta=delta)
         self.files.makedirs(os.path.dirname(path))
+        count = self._write_file(path, lines)
+        failpoint(BUCKET_WRITTEN)
+        return count
+
+    def _write_file(self, path: str, lines: Iterable[bytes]) -> int:
+        """Writes `lines` at `path`, and beside it their count, size and crc32."""
         count = 0
         # Whole or not at all; a retried bundle replaces the same file.
         with self.files.write_stream(path) as raw:
@@ -423,7 +477,6 @@ class SnapshotBucketSink(BucketSink):
             f.detach()
         stats = {"lines": count, "bytes": summing.bytes, "crc32": summing.crc32}
         self.files.write_atomic(path + _STATS_SUFFIX, json.dumps(stats).encode())
-        failpoint(BUCKET_WRITTEN)
         return count
 
 
@@ -700,16 +753,25 @@ class SnapshotStore(ProfileStore):
                     f"store {self.url}: the run wrote bucket {bucket} both whole and "
                     "as a delta; nothing was published"
                 )
-            path = _bucket_file(execution_id, bucket, delta=delta)
-            try:
-                stats = json.loads(self.files.read_bytes(path + _STATS_SUFFIX))
-            except (OSError, ValueError) as e:
-                raise StoreError(
-                    f"store {self.url}: {path} was written without its line count "
-                    f"and checksum ({e}); nothing was published"
-                ) from e
-            written[bucket] = Shard(path, stats["lines"], stats["bytes"], stats["crc32"])
+            written[bucket] = self._written_file(_bucket_file(execution_id, bucket, delta=delta))
         return written
+
+    def _written_file(self, path: str) -> Shard:
+        """A file a run wrote, with what its stats file says it holds."""
+        try:
+            stats = json.loads(self.files.read_bytes(path + _STATS_SUFFIX))
+        except (OSError, ValueError) as e:
+            raise StoreError(
+                f"store {self.url}: {path} was written without its line count "
+                f"and checksum ({e}); nothing was published"
+            ) from e
+        return Shard(path, stats["lines"], stats["bytes"], stats["crc32"])
+
+    def _written_changes(self, execution_id: str) -> list[Shard]:
+        """The change segments a run wrote, by bucket."""
+        folder = f"data/{execution_id}"
+        names = sorted(n for n in self.files.listdir(folder) if n.endswith(_CHANGES_SUFFIX))
+        return [self._written_file(f"{folder}/{name}") for name in names]
 
     def _publish(
         self,
@@ -719,7 +781,10 @@ class SnapshotStore(ProfileStore):
         execution: dict[str, Any],
         ledger_segments: Sequence[Shard],
         number: int,
+        changes: list[Shard] | None,
     ) -> Version:
+        """Publishes a version; `changes`: its change segments (None: not known,
+        and then `changes --since` an earlier version is refused)."""
         current = self._current_number()
         try:
             pointer: Any = self.files.read_pointer(_CURRENT)[1]
@@ -731,7 +796,7 @@ class SnapshotStore(ProfileStore):
                 "nothing was published"
             )
         self._remove_unpublished_versions(current)
-        manifest = {
+        manifest: dict[str, Any] = {
             "version": number,
             "parent": parent.number if parent else None,
             "created_at": clock.iso(clock.now()),
@@ -740,6 +805,8 @@ class SnapshotStore(ProfileStore):
             "shards": [None if s is None else s.to_json() for s in shards],
             "ledger": [segment.to_json() for segment in ledger_segments],
         }
+        if changes is not None:
+            manifest["changes"] = [c.to_json() for c in changes]
         path = self._manifest_path(number)
         if self.files.exists(path):
             raise StoreError(f"store {self.url}: version {number} exists already")
@@ -791,8 +858,9 @@ class SnapshotStore(ProfileStore):
                         "nothing was published"
                     )
                 shards[bucket] = replace(stored, deltas=(*stored.deltas, shard))
-        self._check_sizes(written.values())
-        for shard in written.values():
+        changes = self._written_changes(staging.execution_id)
+        self._check_sizes([*written.values(), *changes])
+        for shard in [*written.values(), *changes]:
             self.files.remove(shard.path + _STATS_SUFFIX)  # in the manifest from now on
         # Every bucket file is durable before a manifest can name it.
         if written:
@@ -808,7 +876,7 @@ class SnapshotStore(ProfileStore):
         ]
         segments = self._next_ledger(self._ledger(parent), staging.execution_id, entries)
         profiles = (parent.profiles if parent else 0) + profiles_delta
-        return self._publish(parent, shards, profiles, execution, segments, number)
+        return self._publish(parent, shards, profiles, execution, segments, number, changes)
 
     def _next_ledger(
         self, parent: Sequence[Shard], execution_id: str, entries: Sequence[AppliedInput]
@@ -855,6 +923,7 @@ class SnapshotStore(ProfileStore):
                 if entry is not None:
                     data.update(f.execution for f in Shard.from_json(entry).files)
             ledgers.update(segment.path for segment in _ledger_of(manifest))
+            data.update(Shard.from_json(c).execution for c in manifest.get("changes", []))
         return data, ledgers
 
     def _remove_unpublished_versions(self, current: int | None) -> None:
@@ -897,17 +966,65 @@ class SnapshotStore(ProfileStore):
             raise StoreError(f"store {self.url} has no version {number} (see `versions`)")
         target = self._read_manifest(number)
         current = self.current()
-        execution = {"rollback_to": number, "started_at": clock.iso(clock.now())}
+        started = clock.now()
+        execution = {"rollback_to": number, "started_at": clock.iso(started)}
         shards = [None if s is None else Shard.from_json(s) for s in target["shards"]]
         self._check_sizes(shards)
-        return self._publish(
-            current,
-            shards,
-            target["profiles"],
-            execution,
-            self._record_ledger(_ledger_of(target)),
-            (self._current_number() or 0) + 1,
-        )
+        execution_id = f"{started:%Y%m%dT%H%M%SZ}-rollback-{uuid.uuid4().hex[:8]}"
+        try:
+            changes = self._rollback_changes(number, current, execution_id)
+            return self._publish(
+                current,
+                shards,
+                target["profiles"],
+                execution,
+                self._record_ledger(_ledger_of(target)),
+                (self._current_number() or 0) + 1,
+                changes,
+            )
+        except BaseException:
+            if execution_id not in self._referenced()[0]:
+                self.files.remove_tree(f"data/{execution_id}")
+            raise
+
+    def _rollback_changes(
+        self, number: int, current: Version | None, execution_id: str
+    ) -> list[Shard] | None:
+        """A rollback's change records: every profile a version after `number`
+        changed, with its state in `current` (what the rollback changes back
+        from); None when one of those versions kept no change records."""
+        if current is None:
+            return None
+        keys: set[bytes] = set()
+        for later in range(number + 1, current.number + 1):
+            found = self._manifest_changes(later)
+            if found is None:
+                return None
+            for shard in found:
+                lines = _read_checked(self.files, self.url, shard)
+                keys.update(r.key for r in _change_records(lines, later))
+        now = self.get_many(current, keys)
+        by_bucket: dict[int, dict[bytes, str | None]] = {}
+        for key in keys:
+            record = now.get(key)
+            digest = None if record is None else state_digest(record)
+            by_bucket.setdefault(bucket_of(key, self.buckets), {})[key] = digest
+        segments_: list[Shard] = []
+        for bucket in sorted(by_bucket):
+            path = _changes_file(execution_id, bucket)
+            data = b"".join(_change_record_lines(by_bucket[bucket]))
+            self.files.makedirs(os.path.dirname(path))
+            self.files.write_atomic(path, data)
+            segments_.append(Shard(path, data.count(b"\n"), len(data), zlib.crc32(data)))
+        if segments_:
+            self.files.sync_dir(f"data/{execution_id}")
+            self.files.sync_dir("data")
+        return segments_
+
+    def _manifest_changes(self, number: int) -> list[Shard] | None:
+        """The change segments of a kept version (None: it kept none)."""
+        found = self._read_manifest(number).get("changes")
+        return None if found is None else [Shard.from_json(c) for c in found]
 
     def prune(self, keep: int) -> list[int]:
         if keep < 1:
@@ -1127,7 +1244,9 @@ class SnapshotStore(ProfileStore):
             }
             segments_ = self._record_ledger(self._ledger(current))
             number = current.number + 1
-            return self._publish(current, shards, current.profiles, execution, segments_, number)
+            return self._publish(
+                current, shards, current.profiles, execution, segments_, number, []
+            )
         except BaseException:
             # Never the data of a version that was published after all.
             if execution_id not in self._referenced()[0]:
@@ -1211,3 +1330,36 @@ class SnapshotStore(ProfileStore):
                         else:
                             found[key] = record
         return found
+
+    # --- the change feed ----------------------------------------------------
+
+    def changed_since(self, since: int) -> ChangedSince:
+        current = self.current()
+        number = current.number if current is not None else 0
+        if since > number:
+            raise StoreError(
+                f"store {self.url}: version {since} is not published yet (the store is at "
+                f"version {number})"
+            )
+        kept = set(self._version_numbers())
+        later: list[tuple[int, list[Shard]]] = []
+        for version in range(number, since, -1):  # newest first: the gap found is the newest
+            found = self._manifest_changes(version) if version in kept else None
+            if found is None:
+                why = (
+                    "is no longer kept (pruned)"
+                    if version not in kept
+                    else "was published without change records (by an older profile-import)"
+                )
+                raise StoreError(
+                    f"store {self.url}: no changes since version {since}: version {version} "
+                    f"{why}; the oldest --since this store answers is {version}"
+                )
+            later.append((version, found))
+        records: list[ChangeRecord] = []
+        for version, found in reversed(later):
+            for shard in found:
+                records.extend(_change_records(_read_checked(self.files, self.url, shard), version))
+        keys = {r.key for r in records}
+        now = self.get_many(current, keys) if current is not None and keys else {}
+        return ChangedSince(number, records, now)

@@ -3,9 +3,15 @@
 SQLite (`sqlite.py`) and PostgreSQL (`postgres.py`) differ in their SQL,
 connections and transactions; the shape of everything else is one, here: how
 they read their schema version, metadata and bucket count, that they cannot
-roll back or prune, how a commit checks and publishes (`commit`, with the
-dialect's `_publish_staged`), and how `export`, `scan`, `get`, `get_many` and
-`verify` read (over the dialect's `_records` and `_lookup`).
+roll back, how a commit checks and publishes (`commit`, with the dialect's
+`_publish_staged`), and how `export`, `scan`, `get`, `get_many` and `verify`
+read (over the dialect's `_records` and `_lookup`).
+
+Change records (SPEC §6) are rows of a changes table keyed by version,
+published with the profiles in the commit's transaction. `prune --keep N`
+deletes those of all but the newest N versions and raises the store's
+`changes_since_min`, the oldest `--since` it answers (also the version a
+store had when it began to keep change records).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 from profile_import.core import clock, records
 from profile_import.core.identifiers import Identifier
 
-from .base import ProfileStore, Staging, StoreError, Verification, Version
+from .base import ChangedSince, ProfileStore, Staging, StoreError, Verification, Version
 from .failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, failpoint
 from .folders import remove_folder
 from .migrations import Migration, latest
@@ -121,6 +127,20 @@ class CurrentStateStore(ProfileStore):
     def _lookup(self, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
         """(key, export record) of those of `keys` (sorted) the profiles hold."""
 
+    @abc.abstractmethod
+    def _migrate(self) -> None:
+        """Brings the schema to the latest version (under the lock)."""
+
+    @abc.abstractmethod
+    def _read_changes(self, since: int) -> ChangedSince:
+        """In one consistent read: checks `since` (`check_since`), then reads
+        the change records after it and the current records of their profiles."""
+
+    @abc.abstractmethod
+    def _drop_changes(self, upto: int) -> None:
+        """In one transaction: deletes the change records of the versions up to
+        `upto` and sets `changes_since_min` to `upto`."""
+
     def _integrity_problems(self) -> list[str]:
         """What the database's own check finds (`verify`)."""
         return []
@@ -213,9 +233,42 @@ class CurrentStateStore(ProfileStore):
         )
 
     def prune(self, keep: int) -> list[int]:
+        """Drops the change records of all but the newest `keep` versions (only
+        the current state of the profiles is kept anyway); returns those versions."""
         if keep < 1:
             raise StoreError("prune keeps at least one version")
-        return []  # nothing but the current state is kept
+        if self._schema_version() == 0:
+            return []
+        self._migrate()
+        oldest = int(self._meta("changes_since_min") or 0)
+        upto = self._current_number() - keep
+        if upto <= oldest:
+            return []
+        try:
+            self._drop_changes(upto)
+        except self._database_errors() as e:
+            raise StoreError(f"store {self.url}: {e}; nothing was pruned") from e
+        return list(range(oldest + 1, upto + 1))
+
+    def changed_since(self, since: int) -> ChangedSince:
+        try:
+            return self._read_changes(since)
+        except self._database_errors() as e:
+            raise StoreError(f"store {self.url}: {e}") from e
+
+    def check_since(self, since: int, current: int, oldest: int) -> None:
+        """Refuses a `--since` the store cannot answer (SPEC §6)."""
+        if since > current:
+            raise StoreError(
+                f"store {self.url}: version {since} is not published yet (the store is at "
+                f"version {current})"
+            )
+        if since < oldest:
+            raise StoreError(
+                f"store {self.url}: no changes since version {since}: the change records of "
+                f"the versions up to {oldest} are no longer kept (pruned, or published before "
+                f"change records were kept); the oldest --since this store answers is {oldest}"
+            )
 
     def versions(self) -> list[Version]:
         if not self.exists():

@@ -9,6 +9,8 @@ The tables (`migrations/sqlite.py`):
     ledger           the input fingerprints each execution applied (idempotency)
     staging          a run's staged changes: new records, NULL for a delete
     staging_buckets  the buckets a run staged, checked at commit
+    changes          the change records of each version (SPEC §6): key, and
+                     the digest of the profile's state before
     store_meta       bucket count and the current version (the publish's counter)
 
 A run reads only the profiles its commands touch (`read_keys`, in batches)
@@ -23,7 +25,8 @@ One writer at a time: a run holds an exclusive lock on `<file>.lock` (`flock`,
 released by the kernel if the run dies); the database runs in WAL mode, so
 readers are never blocked, and workers staging concurrently wait their turn
 (`busy_timeout`). The store keeps only the current state: `versions` lists the
-executions that made it; there is nothing to roll back to or prune.
+executions that made it; there is nothing to roll back to. Each version's
+change records (`changes`, SPEC §6) are kept until `prune` drops them.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
 from profile_import.core import clock, records
+from profile_import.core.changes import ChangeRecord
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import bucket_of
 
@@ -44,6 +48,7 @@ from . import SQLITE_SCHEME, locking
 from .base import (
     BucketSink,
     BucketSource,
+    ChangedSince,
     Staging,
     StoreError,
     Version,
@@ -139,12 +144,19 @@ class SqliteBucketSink(Connected, BucketSink):
     def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
         raise NotImplementedError("the sqlite store stages changes (write_changes)")
 
-    def write_changes(self, bucket: int, lines: Sequence[bytes], deleted: Sequence[bytes]) -> None:
-        rows: list[tuple[str, int, bytes, str | None]] = []
+    def write_changes(
+        self,
+        bucket: int,
+        lines: Sequence[bytes],
+        deleted: Sequence[bytes],
+        before: Mapping[bytes, str | None],
+    ) -> None:
+        # One row a change: the new record (NULL: deleted) and the state before.
+        rows: list[tuple[str, int, bytes, str | None, str | None]] = []
         for line in lines:
             key, record = records.split(line)
-            rows.append((self.execution_id, bucket, key, record.decode()))
-        rows += [(self.execution_id, bucket, key, None) for key in deleted]
+            rows.append((self.execution_id, bucket, key, record.decode(), before[key]))
+        rows += [(self.execution_id, bucket, key, None, before[key]) for key in deleted]
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -153,7 +165,11 @@ class SqliteBucketSink(Connected, BucketSink):
                 "DELETE FROM staging WHERE execution_id = ? AND bucket = ?",
                 (self.execution_id, bucket),
             )
-            conn.executemany("INSERT INTO staging VALUES (?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO staging (execution_id, bucket, key, record, before) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
             conn.execute(
                 "INSERT OR IGNORE INTO staging_buckets VALUES (?, ?)", (self.execution_id, bucket)
             )
@@ -355,6 +371,10 @@ class SqliteStore(CurrentStateStore):
             (version.number, version.parent, execution_id, version.created_at, version.profiles,
              json.dumps(version.execution)),
         )  # fmt: skip
+        conn.execute(
+            "INSERT INTO changes SELECT ?, key, before FROM staging WHERE execution_id = ?",
+            (version.number, execution_id),
+        )
         conn.executemany(
             "INSERT INTO ledger VALUES (?, ?, ?, ?)",
             [(fp, version.number, execution_id, version.created_at) for fp in fingerprints],
@@ -412,6 +432,35 @@ class SqliteStore(CurrentStateStore):
 
     def _lookup(self, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
         return _lookup(self.conn, keys)
+
+    def _read_changes(self, since: int) -> ChangedSince:
+        """One read transaction: a consistent snapshot (WAL)."""
+        conn = _connect(self.path)
+        try:
+            conn.execute("BEGIN")
+            meta = dict(conn.execute("SELECT name, value FROM store_meta").fetchall())
+            current = int(meta.get("current_version") or 0)
+            self.check_since(since, current, int(meta.get("changes_since_min") or 0))
+            found = [
+                ChangeRecord(version, key, before)
+                for version, key, before in conn.execute(
+                    "SELECT version, key, before FROM changes WHERE version > ? "
+                    "ORDER BY version, key",
+                    (since,),
+                )
+            ]
+            now = dict(_lookup(conn, sorted({r.key for r in found})))
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return ChangedSince(current, found, now)
+
+    def _drop_changes(self, upto: int) -> None:
+        with self._write_transaction():
+            self.conn.execute("DELETE FROM changes WHERE version <= ?", (upto,))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO store_meta VALUES ('changes_since_min', ?)", (str(upto),)
+            )
 
     def _integrity_problems(self) -> list[str]:
         return [f"{self.path}: {r[0]}" for r in self._sql("PRAGMA quick_check") if r[0] != "ok"]

@@ -1,8 +1,9 @@
 """The shared conformance vectors, carried in tests/conformance, run through the CLI.
 
 Same rules as the shared runner: each case runs in a fresh folder, every run is
-`profile-import run --store S --rejects R --report P [options] FILES...`, then
-`export` must print the expected profiles (system fields required, not compared).
+`profile-import run --store S --rejects R --report P [--changes C] [options] FILES...`,
+then `export` must print the expected profiles (system fields required, not
+compared), and `changes --since V` the expected changes.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def run_case(
         order = run.get("order") or sorted(files)
         inputs = [f"{store}-inputs/run{i}/{n}" if in_bucket else folder / n for n in order]
         rejects, report = folder / "rejects.ndjson", folder / "report.json"
+        changes = folder / "changes.ndjson"
+        asked_changes: list[str | Path] = ["--changes", changes] if "expect_changes" in run else []
         result = run_cli(
             "run",
             "--store",
@@ -109,6 +112,7 @@ def run_case(
             rejects,
             "--report",
             report,
+            *asked_changes,
             *options,
             *run.get("args", []),
             *inputs,
@@ -127,6 +131,9 @@ def run_case(
             assert got_report["status"] == want_status
         for name, value in run.get("expect_counts", {}).items():
             assert got_report["counts"][name] == value, name
+        if "expect_changes" in run:
+            written = changes.read_text().splitlines() if changes.exists() else []
+            assert_changes(list(map(json.loads, written)), run["expect_changes"])
         if want_status in ("FAILED", "ALREADY_APPLIED"):
             continue
         got = sorted(
@@ -145,3 +152,24 @@ def run_case(
             del profile[name]
         profiles.append(canon(profile))
     assert sorted(profiles) == sorted(canon(p) for p in case["expect_export"])
+    for asked in case.get("expect_changes_since", []):
+        since = run_cli("changes", "--store", store, "--since", str(asked["since"]))
+        if asked.get("expect_status") == "FAILED":
+            assert since.returncode != 0, f"--since {asked['since']}"
+            continue
+        assert since.returncode == 0, since.stderr
+        got_changes = [json.loads(line) for line in since.stdout.splitlines() if line.strip()]
+        assert_changes(got_changes, asked["changes"])
+
+
+def assert_changes(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    """Changes (SPEC §6) as the shared runner compares them: as a set, on `change`,
+    the identifier fields, `user_profile`, and `version` where the case gives it;
+    the timestamps required (but on deletions), not compared."""
+    for change in got:
+        if change.get("change") != "deleted":
+            assert all(name in change for name in SYSTEM_FIELDS), change
+    dropped = {*SYSTEM_FIELDS, *(() if any("version" in w for w in want) else ("version",))}
+    assert sorted(canon({k: v for k, v in c.items() if k not in dropped}) for c in got) == sorted(
+        canon({k: v for k, v in w.items() if k not in dropped}) for w in want
+    )

@@ -51,6 +51,11 @@ def sql(query: str) -> list[tuple[object, ...]]:
         return cursor.fetchall() if cursor.description else []
 
 
+def before_unknown(changed: Sequence[bytes], gone: Sequence[bytes]) -> dict[bytes, str | None]:
+    """Change records for changes staged by hand: each changed profile as created."""
+    return {**{records.split(x)[0]: None for x in changed}, **{k: "" for k in gone}}
+
+
 def stage(
     store: PostgresStore, execution: str, lines: list[bytes], deleted: Sequence[bytes] = ()
 ) -> tuple[Staging, int]:
@@ -61,7 +66,7 @@ def stage(
     for k in deleted:
         by_bucket.setdefault(bucket_of(k, BUCKETS), ([], []))[1].append(k)
     for bucket, (changed, gone) in by_bucket.items():
-        staging.sink.write_changes(bucket, changed, gone)
+        staging.sink.write_changes(bucket, changed, gone, before_unknown(changed, gone))
     return staging, len(by_bucket)
 
 
@@ -111,7 +116,7 @@ def test_a_stale_parent_is_refused_and_publishes_nothing(url: str) -> None:
     staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
     store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
     stale = store.begin("stale", None)  # as if it started before e1 published
-    stale.sink.write_changes(bucket_of(key("b"), BUCKETS), [line("b", {})], [])
+    stale.sink.write_changes(bucket_of(key("b"), BUCKETS), [line("b", {})], [], {key("b"): None})
     with pytest.raises(StoreError, match="changed during the run"):
         store.commit(stale, {"execution_id": "stale"}, 1, 1, [])
     assert emails(store) == ["a"]

@@ -88,6 +88,11 @@ def store_at(tmp_path: Path, name: str = "p.db") -> SqliteStore:
     return SqliteStore(f"sqlite:///{tmp_path / name}", buckets=BUCKETS)
 
 
+def before_unknown(changed: Sequence[bytes], gone: Sequence[bytes]) -> dict[bytes, str | None]:
+    """Change records for changes staged by hand: each changed profile as created."""
+    return {**{records.split(x)[0]: None for x in changed}, **{k: "" for k in gone}}
+
+
 def stage(
     store: SqliteStore, execution: str, lines: list[bytes], deleted: Sequence[bytes] = ()
 ) -> tuple[Staging, int]:
@@ -99,7 +104,7 @@ def stage(
     for k in deleted:
         by_bucket.setdefault(bucket_of(k, BUCKETS), ([], []))[1].append(k)
     for bucket, (changed, gone) in by_bucket.items():
-        staging.sink.write_changes(bucket, changed, gone)
+        staging.sink.write_changes(bucket, changed, gone, before_unknown(changed, gone))
     return staging, len(by_bucket)
 
 
@@ -136,10 +141,10 @@ def test_publish_and_read_back(tmp_path: Path) -> None:
 def test_a_stale_parent_is_refused_and_publishes_nothing(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     stale = store.begin("e1", None)
-    stale.sink.write_changes(0, [], [])
+    stale.sink.write_changes(0, [], [], {})
     staging, buckets = stage(store, "e2", [line("a", {"x": 1})])
     store.commit(staging, {"execution_id": "e2"}, 1, buckets, [])
-    stale.sink.write_changes(bucket_of(key("b"), BUCKETS), [line("b", {})], [])
+    stale.sink.write_changes(bucket_of(key("b"), BUCKETS), [line("b", {})], [], {key("b"): None})
     with pytest.raises(StoreError, match="changed during the run"):
         store.commit(stale, {"execution_id": "e1"}, 1, 1, [])
     assert [orjson.loads(r)["email_hash"] for r in store.export()] == ["a"]
@@ -165,8 +170,8 @@ def test_a_retried_bucket_replaces_what_it_staged(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     staging = store.begin("e1", None)
     bucket = bucket_of(key("a"), BUCKETS)
-    staging.sink.write_changes(bucket, [line("a", {"try": 1})], [])
-    staging.sink.write_changes(bucket, [line("a", {"try": 2})], [])
+    staging.sink.write_changes(bucket, [line("a", {"try": 1})], [], {key("a"): None})
+    staging.sink.write_changes(bucket, [line("a", {"try": 2})], [], {key("a"): None})
     store.commit(staging, {"execution_id": "e1"}, 1, 1, [])
     assert orjson.loads(store.get(Identifier.email_hash("a")) or b"")["user_profile"] == {"try": 2}
 

@@ -14,6 +14,7 @@ import pytest
 
 from profile_import.core import records
 from profile_import.core.bucket import apply_to_bucket, bucket_changes
+from profile_import.core.changes import Change, before_digests
 from profile_import.core.fold import Command
 from profile_import.core.identifiers import Identifier, bucket_of
 from profile_import.stores import snapshot, sorted_files
@@ -51,8 +52,9 @@ def apply_run(store: SnapshotStore, name: str, run: Run, n: int, *, whole: bool)
                 )
             else:
                 touched = staging.source.read_keys(bucket, sorted(commands))
-                changed, deleted = bucket_changes(touched, commands, NOW.format(n), tally)
-                staging.sink.write_changes(bucket, changed, deleted)
+                changes: list[Change] = []
+                changed, deleted = bucket_changes(touched, commands, NOW.format(n), tally, changes)
+                staging.sink.write_changes(bucket, changed, deleted, before_digests(changes))
         delta = tally["created"] - tally["deleted"]
         store.commit(staging, {"execution_id": name}, delta, len(by_bucket), [name])
 

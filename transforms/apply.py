@@ -19,7 +19,8 @@ class ApplyBucketFn(beam.DoFn):
     """Applies one bucket's commands, in input order, onto its stored profiles.
 
     Input: `(bucket, [CommandBatch, ...])`. Writes the bucket's new content
-    to the sink (none in a dry run) and outputs `(bucket, results)`:
+    to the sink (none in a dry run), and its changes to `changes_dir` when
+    given (`run --changes`), and outputs `(bucket, results)`:
     the outcome counts, commands applied, profiles in the bucket, and
     `buckets_written` (1 or 0), as data for the final step.
     """
@@ -30,11 +31,13 @@ class ApplyBucketFn(beam.DoFn):
         sink: BucketSink | None,
         now: str,
         progress_dir: str | None = None,
+        changes_dir: str | None = None,
     ) -> None:
         self._source = source
         self._sink = sink
         self._now = now
         self._progress_dir = progress_dir
+        self._changes_dir = changes_dir
         ns = metrics.NAMESPACE
         self._applied = Metrics.counter(ns, metrics.COMMANDS_APPLIED)
         self._buckets_written = Metrics.counter(ns, metrics.BUCKETS_WRITTEN)
@@ -66,7 +69,7 @@ class ApplyBucketFn(beam.DoFn):
         # A bucket holds ~1/64 of the input, kept raw until folded (measured
         # at 10M lines: peak 702 MiB this way, 957 MiB parsed up front).
         lines = lines_in_input_order(batches)
-        results = apply_lines(self._source, self._sink, bucket, lines, self._now)
+        results = apply_lines(self._source, self._sink, bucket, lines, self._now, self._changes_dir)
         applied = results[metrics.COMMANDS_APPLIED]
         # Beam metrics mirror the results for monitoring; nothing depends on them.
         self._applied.inc(applied)
@@ -94,9 +97,10 @@ class ApplyCommands(beam.PTransform[Batches, BucketResults]):
         sink: BucketSink | None,
         now: str,
         progress_dir: str | None = None,
+        changes_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self._fn = ApplyBucketFn(source, sink, now, progress_dir)
+        self._fn = ApplyBucketFn(source, sink, now, progress_dir, changes_dir)
 
     def expand(self, batches: Batches) -> BucketResults:
         results: BucketResults = (

@@ -12,11 +12,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from profile_import.core.bucket import apply_to_bucket, bucket_changes
+from profile_import.core.changes import Change, before_digests
 from profile_import.core.commands import commands_by_key
 from profile_import.core.fold import Command, Outcome
 from profile_import.stores.base import BucketSink, BucketSource
 
 from . import metrics
+from .change_files import write_change_file
 
 
 def apply_lines(
@@ -25,6 +27,7 @@ def apply_lines(
     bucket: int,
     lines: Iterable[tuple[bytes, int, bytes | memoryview]],
     now: str,
+    changes_dir: str | None = None,
 ) -> dict[str, int]:
     """Applies a bucket's accepted lines, as (key, kind, line) in input order
     (`batches.in_input_order`), with `apply_bucket`.
@@ -34,7 +37,7 @@ def apply_lines(
     commands are ever in memory this way.
     """
     commands, applied = commands_by_key(lines)
-    return apply_bucket(source, sink, bucket, commands, applied, now)
+    return apply_bucket(source, sink, bucket, commands, applied, now, changes_dir)
 
 
 def apply_bucket(
@@ -44,9 +47,12 @@ def apply_bucket(
     commands: Mapping[bytes, Iterable[Command]],
     applied: int,
     now: str,
+    changes_dir: str | None = None,
 ) -> dict[str, int]:
     """Folds `commands` (each key's, in input order) onto the stored bucket and
-    writes its new content to `sink` (None: a dry run, nothing written).
+    writes its new content to `sink` (None: a dry run, nothing written); with
+    `changes_dir`, the bucket's changes too, for `run --changes`
+    (`change_files`).
 
     Returns the bucket's results, as data for the final step: the outcome
     counts, `applied` (commands), `buckets_written` (1 or 0) and `profiles`
@@ -54,18 +60,23 @@ def apply_bucket(
     """
     tally: Counter[str] = Counter()
     written = 0
+    changes: list[Change] = []
     if source.touched_only:
         # Read only the touched profiles, stage only the changes (a database's
-        # rows, the folder store's delta segment).
+        # rows, the folder store's delta segment) and their change records.
         touched = source.read_keys(bucket, sorted(commands))
-        changed, deleted = bucket_changes(touched, commands, now, tally)
+        changed, deleted = bucket_changes(touched, commands, now, tally, changes)
         profiles = len(changed)
         if sink is not None:
-            sink.write_changes(bucket, changed, deleted)
+            sink.write_changes(bucket, changed, deleted, before_digests(changes))
             written = 1
+        if changes_dir is not None:
+            write_change_file(changes_dir, bucket, changes)
         return _results(applied, tally, written, profiles)
     stored = source.read_bucket(bucket)
-    lines = apply_to_bucket(stored, commands, now, tally)
+    # A store that rewrites whole buckets keeps no change records; the run's
+    # own changes are still gathered for `run --changes`.
+    lines = apply_to_bucket(stored, commands, now, tally, changes)
     try:
         if sink is not None:
             profiles = sink.write_bucket(bucket, lines)
@@ -78,6 +89,8 @@ def apply_bucket(
         for _ in stored:
             pass
         raise
+    if changes_dir is not None:
+        write_change_file(changes_dir, bucket, changes)
     return _results(applied, tally, written, profiles)
 
 

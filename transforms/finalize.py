@@ -24,6 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,15 +33,17 @@ import orjson
 from profile_import.core import clock, idempotency
 from profile_import.core import rejects as reject_records
 from profile_import.core import report as reports
+from profile_import.core.changes import CREATED, DELETED, UPDATED
 from profile_import.core.codes import RejectCode
 from profile_import.core.report import Status
 from profile_import.inputs.plan import InputFile, is_remote
 from profile_import.stores.base import ProfileStore, Staging, StoreError, Version
 from profile_import.stores.buckets import open_object
+from profile_import.stores.folders import remove_folder
 
-from . import metrics
+from . import change_files, metrics
 from .decisions import Decided
-from .outputs import Output
+from .outputs import STDOUT, Output
 from .reject_files import RejectFile
 
 FIRST_ERRORS = 20
@@ -65,6 +68,8 @@ class RunContext:
     default_rejects: str = ""
     report_location: str | None = None  # None or "-": the waiting launcher prints it
     result_path: str | None = None  # where a waiting launcher reads the report
+    changes_location: str | None = None  # `--changes`: where the run's changes go
+    changes_dir: str | None = None  # where the apply step leaves them (`change_files`)
 
 
 def input_entries(
@@ -139,9 +144,10 @@ def build_report(
     message: str | None = None,
     rejects_file: str | None = None,
     note: str | None = None,
+    changes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     finished = clock.now()
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(changes or {})
     if decided is not None and any(d.applied_by for d in decided.decisions):
         extra["already_applied"] = already_applied(ctx.inputs, decided)
     return reports.build(
@@ -312,6 +318,9 @@ class Finalizer:
                 failure, status = str(e), Status.FAILED
         elif self.staging is not None:
             self._discard()
+        changes = None
+        if status is not Status.FAILED and ctx.changes_location is not None:
+            changes = self._write_changes(version, counts)
         return build_report(
             ctx,
             status,
@@ -324,7 +333,41 @@ class Finalizer:
             parent=self.parent,
             rejects_file=rejects_path,
             note=note,
+            changes=changes,
         )
+
+    def _write_changes(self, version: int | None, counts: Mapping[str, int]) -> dict[str, Any]:
+        """Writes the run's changes (SPEC §6) once it has published (a dry run:
+        those it would make, version null); the report's fields saying where,
+        and for which version. Failing here leaves the published run as it
+        is: the report names the failure, and `changes --since` gives them."""
+        ctx = self.ctx
+        assert ctx.changes_location is not None and ctx.changes_dir is not None
+        location = ctx.changes_location
+        where = "standard output" if location == STDOUT else location
+        fields: dict[str, Any] = {"changes_file": where, "changes_version": version}
+        expected = {
+            CREATED: counts["profiles_created"],
+            UPDATED: counts["profiles_updated"],
+            DELETED: counts["profiles_deleted"],
+        }
+        try:
+            fields["changes_written"] = change_files.write_changes(
+                change_files.gathered(ctx.changes_dir), location, version, expected
+            )
+        except Exception as e:  # noqa: BLE001 - OSError, remote clients' own errors, a bug named
+            since = self.parent.number if self.parent else 0
+            again = (
+                f"; `profile-import changes --since {since}` gives them"
+                if version is not None
+                else ""
+            )
+            fields["changes_file"] = None
+            fields["changes_error"] = f"cannot write the changes to {where}: {e}{again}"
+            _log.warning("%s", fields["changes_error"])
+        with suppress(Exception):  # only this run's copies: never fails the run
+            remove_folder(ctx.changes_dir)
+        return fields
 
     def _publish(
         self, decided: Decided, counts: Mapping[str, int], totals: Mapping[str, int]

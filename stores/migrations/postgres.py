@@ -54,4 +54,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "change records (SPEC 6): a changes table",
+        (
+            # One row a profile a version changed: the digest of its state
+            # before (NULL: it was absent), what `changes --since` compares.
+            """CREATE TABLE {changes} (
+                version bigint NOT NULL,
+                key bytea NOT NULL,
+                before text,
+                PRIMARY KEY (version, key)
+            )""",
+            # The versions published before change records were kept: `changes
+            # --since` answers from the current one on.
+            "INSERT INTO {meta} SELECT 'changes_since_min', value FROM {meta} "
+            "WHERE name = 'current_version'",
+        ),
+    ),
 )

@@ -63,4 +63,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        2,
+        "change records (SPEC 6): a changes table, and the state before in staging",
+        (
+            # One row a profile a version changed: the digest of its state
+            # before (NULL: it was absent), what `changes --since` compares.
+            """CREATE TABLE changes (
+                version INTEGER NOT NULL,
+                key BLOB NOT NULL,
+                before TEXT,
+                PRIMARY KEY (version, key)
+            ) WITHOUT ROWID""",
+            "ALTER TABLE staging ADD COLUMN before TEXT",
+            # The versions published before change records were kept: `changes
+            # --since` answers from the current one on.
+            "INSERT INTO store_meta SELECT 'changes_since_min', value FROM store_meta "
+            "WHERE name = 'current_version'",
+        ),
+    ),
 )
