@@ -3,12 +3,16 @@
 The subpackages live in the repository's top-level folders (core/, runners/,
 ...), mapped here by pyproject.toml; this folder is the package itself: its
 version, its Python API (`profile_import.api`: `run_import`, `Report`,
-`ProfileImportError`, `get_profile`, `export_profiles`) and `python -m profile_import`.
+`ProfileImportError`, `get_profile`, `export_profiles`), its Beam composite
+(`ImportProfiles`, `CommandLine`: `transforms.import_lines`) and
+`python -m profile_import`.
 """
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from profile_import.transforms.import_lines import CommandLine, ImportProfiles
+
     from .api import (
         Counts,
         ProfileImportError,
@@ -20,7 +24,9 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "CommandLine",
     "Counts",
+    "ImportProfiles",
     "ProfileImportError",
     "Report",
     "Status",
@@ -33,6 +39,11 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The API is imported when first used, so that the command line, which
     # imports this package, does not pay for it.
+    if name in ("ImportProfiles", "CommandLine"):
+        # The Beam composite: importing it imports Beam.
+        from profile_import.transforms import import_lines
+
+        return getattr(import_lines, name)
     if name in __all__:
         from . import api
 

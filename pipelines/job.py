@@ -17,6 +17,20 @@ from profile_import.stores.base import BucketSource
 from profile_import.transforms.finalize import Finalizer
 
 
+def semantics_of(check: CheckSettings, profile_schema_sha: str | None) -> dict[str, Any]:
+    """What makes a line mean what it means, beside its content (SPEC §4):
+    part of every input's fingerprint, whoever launches the run."""
+    declarations = check.declarations
+    return {
+        "default_compartment_id": check.default_compartment_id,
+        "profile_schema": profile_schema_sha,
+        "max_line_bytes": check.max_line_bytes,
+        # Only when given, so the fingerprints of runs without it do not change.
+        **({"properties": declarations.fingerprint()} if declarations else {}),
+        **({} if check.holds_nul else {"rejects_nul": True}),
+    }
+
+
 @dataclass(frozen=True)
 class ImportJob:
     """Everything the pipeline needs, decided before it is built."""

@@ -32,7 +32,7 @@ from profile_import.core.report import Status
 from profile_import.core.validation import InvalidSchema, SchemaValidator
 from profile_import.inputs import plan as input_plan
 from profile_import.pipelines import in_process
-from profile_import.pipelines.job import ImportJob
+from profile_import.pipelines.job import ImportJob, semantics_of
 from profile_import.stores import (
     POSTGRES_SCHEMES,
     ProfileStore,
@@ -423,14 +423,7 @@ class Execution:
             holds_nul=store.holds_nul,
         )
         # What makes a line mean what it means, beside its content (SPEC §4).
-        semantics = {
-            "default_compartment_id": s.default_compartment_id,
-            "profile_schema": profile_schema_sha,
-            "max_line_bytes": s.max_line_bytes,
-            # Only when given, so the fingerprints of runs without it do not change.
-            **({"properties": declarations.fingerprint()} if declarations else {}),
-            **({} if store.holds_nul else {"rejects_nul": True}),
-        }
+        semantics = semantics_of(check, profile_schema_sha)
         try:
             if s.dry_run or not s.wait or self._builds_only():
                 # A job nobody waits for cannot hold the lock: its publish is

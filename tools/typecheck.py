@@ -37,7 +37,7 @@ def main() -> int:
     packages = [arg for name in outermost for arg in ("-p", name)]
     status = 0
     # mypy takes either packages or files in one call.
-    for targets in (packages, ["tests", "bench", "tools"]):
+    for targets in (packages, ["tests", "bench", "tools", "examples"]):
         result = subprocess.run(
             [sys.executable, "-m", "mypy", *targets],
             cwd=ROOT,

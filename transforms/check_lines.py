@@ -9,7 +9,7 @@ of its workers, so both check, reject, count and bucket a line the same way
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from profile_import.core.codes import LineRejected, RejectCode
 from profile_import.core.commands import Accepted, CheckSettings, CommandChecker
 from profile_import.core.fold import UPSERT
 from profile_import.core.identifiers import bucket_of
-from profile_import.inputs.lines import ReadPosition, read_lines
+from profile_import.inputs.lines import Line, ReadPosition, read_lines
 from profile_import.inputs.plan import InputSplit
 
 from . import metrics
@@ -86,21 +86,23 @@ def checked_by_bucket(
     *,
     into: dict[int, BucketLines] | None = None,
     progress: Progress | None = None,
+    lines: Iterable[Line] | None = None,
 ) -> dict[int, BucketLines]:
     """The split's accepted lines by bucket (added to `into`, after what it
-    holds). Blank and rejected lines are counted in `tally`."""
+    holds). Blank and rejected lines are counted in `tally`. `lines`: the
+    split's lines as given (a source's, `transforms.import_lines`), not read."""
     by_bucket = {} if into is None else into
     for accepted, content in checked_lines(
-        split, checker, settings, tally, transport_params, progress
+        split, checker, settings, tally, transport_params, progress, lines
     ):
         key = accepted.key
         bucket = bucket_of(key, buckets)
-        lines = by_bucket.get(bucket)
-        if lines is None:
-            by_bucket[bucket] = lines = BucketLines()
-        lines.keys.append(key)
-        lines.kinds.append(accepted.kind)
-        lines.lines.append(content)
+        in_bucket = by_bucket.get(bucket)
+        if in_bucket is None:
+            by_bucket[bucket] = in_bucket = BucketLines()
+        in_bucket.keys.append(key)
+        in_bucket.kinds.append(accepted.kind)
+        in_bucket.lines.append(content)
     return by_bucket
 
 
@@ -111,6 +113,7 @@ def checked_lines(
     tally: SplitTally,
     transport_params: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    given: Iterable[Line] | None = None,
 ) -> Iterator[tuple[Accepted, bytes]]:
     """Every accepted command of the split with its line, in input order.
 
@@ -124,7 +127,11 @@ def checked_lines(
     by_code = tally.rejected_by_code
     lines = blank = upserts = 0
     position = ReadPosition()
-    numbered = read_lines(split, settings.max_line_bytes, transport_params, position)
+    numbered = (
+        read_lines(split, settings.max_line_bytes, transport_params, position)
+        if given is None
+        else iter(given)
+    )
     # Read in runs of lines between two reports (one run without `progress`):
     # islice counts them, not a test in the loop.
     run = PROGRESS_LINES if progress is not None else None

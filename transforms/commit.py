@@ -12,9 +12,12 @@ finalize step; it is safe to retry (see `Finalizer`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import apache_beam as beam
+
+from profile_import.inputs.plan import InputFile
 
 from .decisions import Decided
 from .finalize import Finalizer, add_counts, write_report
@@ -32,9 +35,14 @@ class CommitFn(beam.DoFn):
         input_counts: Mapping[int, Mapping[str, int]],
         totals: Mapping[str, int],
         reject_files: Sequence[RejectFile],
+        inputs: Sequence[InputFile] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        report = self._finalizer.finalize(decided, input_counts, totals, reject_files)
-        write_report(self._finalizer.ctx, report)
+        finalizer = self._finalizer
+        if inputs is not None:  # known only as they came (`import_lines`)
+            ctx = replace(finalizer.ctx, inputs=tuple(sorted(inputs, key=lambda f: f.index)))
+            finalizer = replace(finalizer, ctx=ctx)
+        report = finalizer.finalize(decided, input_counts, totals, reject_files)
+        write_report(finalizer.ctx, report)
         yield report
 
 
@@ -56,8 +64,10 @@ class CommitImport(beam.PTransform[beam.pvalue.PBegin, Results]):
         counts: beam.pvalue.PCollection[tuple[int, dict[str, int]]],
         buckets: beam.pvalue.PCollection[tuple[int, dict[str, int]]],
         rejects: beam.pvalue.PCollection[RejectFile],
+        inputs: beam.pvalue.PCollection[InputFile] | None = None,
     ) -> None:
         super().__init__()
+        self._inputs = inputs
         self._finalizer = finalizer
         self._decided = decided
         self._counts = counts
@@ -81,6 +91,7 @@ class CommitImport(beam.PTransform[beam.pvalue.PBegin, Results]):
                 input_counts=beam.pvalue.AsDict(per_input),
                 totals=beam.pvalue.AsSingleton(totals),
                 reject_files=beam.pvalue.AsList(self._rejects),
+                **({} if self._inputs is None else {"inputs": beam.pvalue.AsList(self._inputs)}),
             )
         )
         return reports_

@@ -29,7 +29,7 @@ class DecideFromLedgerFn(beam.DoFn):
         parent: Version | None,
         semantics: Mapping[str, Any],
         allow_reapply: bool,
-        input_count: int,
+        input_count: int | None,
     ) -> None:
         self._store = store
         self._parent = parent
@@ -38,13 +38,15 @@ class DecideFromLedgerFn(beam.DoFn):
         self._input_count = input_count
 
     def process(self, hashes: Iterable[ContentHash]) -> Iterator[Decided]:
+        hashes = list(hashes)
         yield decide(
             hashes,
             self._store,
             self._parent,
             self._semantics,
             allow_reapply=self._allow_reapply,
-            input_count=self._input_count,
+            # None: the inputs are known only as they come (`import_lines`).
+            input_count=len(hashes) if self._input_count is None else self._input_count,
         )
 
 
@@ -61,7 +63,7 @@ class DecideInputs(beam.PTransform[Hashes, Decisions]):
         parent: Version | None,
         semantics: Mapping[str, Any],
         allow_reapply: bool,
-        input_count: int,
+        input_count: int | None,
     ) -> None:
         super().__init__()
         self._fn = DecideFromLedgerFn(store, parent, semantics, allow_reapply, input_count)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -11,6 +11,7 @@ from apache_beam.metrics.metric import Metrics
 
 from profile_import.core.codes import RejectCode
 from profile_import.core.commands import CheckSettings
+from profile_import.inputs.lines import Line
 from profile_import.inputs.plan import InputSplit
 
 from . import batches, metrics, progress
@@ -71,7 +72,7 @@ class ParseSplitFn(beam.DoFn):
             outputs = list(self._parse(split))
         yield from outputs
 
-    def _parse(self, split: InputSplit) -> Iterator[Any]:
+    def _parse(self, split: InputSplit, lines: Iterable[Line] | None = None) -> Iterator[Any]:
         tally = SplitTally()
         split_name = f"{split.input_index}-{split.first_line}"
         per_bucket = checked_by_bucket(
@@ -82,9 +83,10 @@ class ParseSplitFn(beam.DoFn):
             self._buckets,
             self._transport_params,
             progress=progress.marker(self._progress_dir, split_name, split.size),
+            lines=lines,
         )
-        for bucket, lines in per_bucket.items():
-            keyed_lines = list(map(batches.keyed, lines.kinds, lines.keys, lines.lines))
+        for bucket, in_bucket in per_bucket.items():
+            keyed_lines = list(map(batches.keyed, in_bucket.kinds, in_bucket.keys, in_bucket.lines))
             yield (
                 bucket,
                 batches.encode(
