@@ -1,7 +1,7 @@
 """What users install works: the wheel and the sdist hold every module and data
 file of the source tree, and the command installed from the wheel (never the
 source tree) runs the README's main job and the conformance vectors on every
-store (tests/installed.py builds and installs it once per session)."""
+store (tests/installed.py builds and installs it once per session: those tests are slow)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import pytest
 from .installed import ROOT, Built, Installed, installed_env
 from .test_conformance import CASES, STORES, run_case
 
-pytestmark = pytest.mark.slow
 MAPPING: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
     "tool"
 ]["setuptools"]["package-dir"]
@@ -55,6 +54,7 @@ def test_the_source_tree_lists_the_migrations() -> None:
     assert "profile_import/stores/migrations/__init__.py" in source_files()
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_every_module_and_data_file(built: Built) -> None:
     with zipfile.ZipFile(built.wheel) as wheel:
         names = set(wheel.namelist())
@@ -68,6 +68,7 @@ def test_the_wheel_holds_every_module_and_data_file(built: Built) -> None:
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
+@pytest.mark.slow
 def test_the_sdist_holds_what_builds_the_wheel(built: Built) -> None:
     """The wheel above was built from this sdist; it also carries the sources as they are."""
     with tarfile.open(built.sdist) as sdist:
@@ -76,6 +77,7 @@ def test_the_sdist_holds_what_builds_the_wheel(built: Built) -> None:
         assert needed in names, needed
 
 
+@pytest.mark.slow
 def test_the_published_metadata_has_the_user_extras_only(built: Built) -> None:
     metadata = built.metadata()
     assert sorted(metadata["Provides-Extra"]) == ["all", "gcp", "postgresql", "s3"]
@@ -87,6 +89,7 @@ def test_the_published_metadata_has_the_user_extras_only(built: Built) -> None:
         assert "profile-import = profile_import.runners.cli:main" in wheel.read(points).decode()
 
 
+@pytest.mark.slow
 def test_the_command_runs_the_installed_package(installed: Installed, tmp_path: Path) -> None:
     found = subprocess.run(
         [installed.python, "-c", "import profile_import.stores.migrations as m; print(m.__file__)"],
@@ -120,6 +123,7 @@ def test_the_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
     assert tests in ci, "CI must run the README's test command word for word"
 
 
+@pytest.mark.slow
 def test_the_readme_main_job_through_the_installed_command(
     installed: Installed, tmp_path: Path
 ) -> None:
@@ -164,6 +168,7 @@ def test_the_readme_main_job_through_the_installed_command(
     assert again[-1].stdout == first[-1].stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store_kind", list(STORES))
 @pytest.mark.parametrize("case_path", CASES, ids=[p.stem for p in CASES])
 def test_conformance_through_the_installed_command(
