@@ -540,7 +540,7 @@ class Execution:
                 first = str(e).strip().splitlines()
                 return self._failed(f"the import failed: {first[0] if first else repr(e)}", 1)
             crash = f"the pipeline failed: {_root_message(e)} (--verbose shows Beam's log)"
-            return self._failed(crash, 1)
+            return self._published_before(store, crash) or self._failed(crash, 1)
         finally:
             if staging is not None and not submitted:
                 # Discards what a failed run staged; never what a publish uses.
@@ -551,6 +551,33 @@ class Execution:
         # a consumer must not take the old changes file for its changes.
         exit_code = 1 if report["status"] == Status.FAILED or report.get("changes_error") else 0
         return Outcome(report, exit_code, report_written=written)
+
+    def _published_before(self, store: ProfileStore, failure: str) -> Outcome | None:
+        """The outcome of a pipeline that failed once its final step had
+        published (its worker killed right after): the run as the version
+        records it, its report rebuilt from there, not a FAILED report that
+        says the store is unchanged. None if this run published nothing."""
+        try:
+            current = store.current()
+        except (StoreError, OSError):
+            return None
+        if current is None or current.execution.get("execution_id") != self.execution_id:
+            return None
+        execution = current.execution
+        parent = store.version(current.parent) if current.parent is not None else None
+        note = (
+            f"the run's final step was lost once published ({failure}); "
+            f"this report is rebuilt from version {current.number}"
+        )
+        report = build_report(
+            self._context(),
+            Status(execution["status"]),
+            execution["counts"],
+            version=current.number,
+            parent=parent,
+            note=note,
+        )
+        return Outcome(report, 0)
 
     def _run_in_process(self, job: ImportJob) -> dict[str, Any]:
         show = job.progress_dir is not None
@@ -571,6 +598,7 @@ class Execution:
         from profile_import.pipelines import import_profiles
 
         from . import local
+        from .watched_workers import Watch
 
         s = self.settings
         ctx = job.finalizer.ctx
@@ -585,7 +613,13 @@ class Execution:
             logs.phase("pipeline", self._pipeline_detail()) as end,
             progress_display.shown(show, job.progress_dir, total_bytes, self.stderr),
         ):
-            pipeline.run().wait_until_finish()
+            watch = Watch()
+            try:
+                pipeline.run().wait_until_finish()
+            except Exception:
+                if watch.death is not None:
+                    raise watch.death from None  # the cause, not what Beam saw of it
+                raise
             with input_plan.open_raw(ctx.result_path or s.report_path or "") as f:
                 report: dict[str, Any] = json.load(f)
             # The final step, inside the pipeline, checked, published or discarded.

@@ -10,7 +10,8 @@ Portable...) is passed to Beam as given; a name Beam does not know is refused
 before anything runs.
 
 The local run uses every core without being asked: one SDK worker process per
-core (`local_worker`), each reading splits and applying buckets.
+core (`local_worker`), each reading splits and applying buckets; one that
+dies fails the run at once (`watched_workers`).
 `--direct_num_workers=N` sets another count; `--direct_running_mode` given on
 the command line is honoured as Beam defines it.
 """
@@ -152,14 +153,15 @@ def create_runner(options: PipelineOptions, beam_args: Sequence[str]) -> Any:
     if not is_local(options):
         return None
     from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
-    from apache_beam.transforms import environments
+
+    from .watched_workers import WatchedWorkers
 
     mode_given = any(a.startswith("--direct_running_mode") for a in beam_args)
     if workers(options) == 1 or mode_given:
         return FnApiRunner()
     # Worker processes, started as `local_worker` (Beam's own worker, quiet)
     # rather than by `--direct_running_mode=multi_processing`, which would
-    # start Beam's worker entry point with its INFO log on our stderr.
+    # start Beam's worker entry point with its INFO log on our stderr; and
+    # watched, so that one that dies fails the run (`watched_workers`).
     command = f"{shlex.quote(sys.executable)} -m profile_import.runners.local_worker"
-    environment = environments.SubprocessSDKEnvironment.from_command_string(command)
-    return FnApiRunner(default_environment=environment)
+    return FnApiRunner(default_environment=WatchedWorkers.from_command_string(command))

@@ -80,11 +80,12 @@ def staged(store: Path) -> bool:
 ENGINES = {"local": LOCAL, "in_process": ("--runner=InProcess",)}
 
 
-def start_mid_run(store: Path, path: Path, engine: str) -> subprocess.Popen[str]:
+def start_mid_run(store: Path, path: Path, engine: str, *extra: str) -> subprocess.Popen[str]:
     """A run of `path`, once it is mid-way: for Beam, batches staged; in this
-    process, its first bucket files written (the same moment, its apply step)."""
+    process, its first bucket files written (the same moment, its apply step).
+    `extra`: options for Beam's local runner."""
     seeded = set(store.glob("data/*"))
-    process = start_run(store, path, *ENGINES[engine])
+    process = start_run(store, path, *ENGINES[engine], *(extra if engine == "local" else ()))
     if engine == "local":
         wait_for(lambda: staged(store))
     else:
@@ -392,3 +393,126 @@ def test_a_killed_run_on_the_portable_runner_leaves_the_store_unchanged(
     assert list((store / "staging").iterdir()) == []
     assert len(export(store)) > len(before)
     assert run_cli("verify", "--store", store).returncode == 0
+
+
+# --- a worker that dies -----------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid`, whichever of its threads started them."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def gone(pids: list[int]) -> bool:
+    """Whether none of `pids` runs any more (an unreaped zombie counts as gone)."""
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                return False
+    return True
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("profile-import: error: "), stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_worker_killed_mid_run_fails_the_run_at_once_and_frees_the_store(
+    tmp_path: Path, big_input: Path, engine: str
+) -> None:
+    """A worker that dies (`kill -9`, as the kernel kills one out of memory)
+    fails the run within seconds, in one line that names it, releases the
+    lock and publishes nothing: the next run is not blocked. On Beam's local
+    runner it is a worker process; in this process, one of the forked halves."""
+    store, current, before = seeded_store(tmp_path)
+    process = start_mid_run(store, big_input, engine, "--direct_num_workers=2")
+    workers = children(process.pid)
+    assert len(workers) == 2, workers
+    killed = workers[0]
+    os.kill(killed, signal.SIGKILL)
+    started = time.monotonic()
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # a hung run, not to outlive the test
+    took = time.monotonic() - started
+    assert process.returncode == 1, stderr
+    assert took < 10, f"the run took {took:.1f} s to fail"
+    line = one_error_line(stderr)
+    if engine == "local":
+        assert f"worker process {killed} of the local runner was killed by SIGKILL" in line
+    else:
+        assert re.search(r"worker [12] of 2 was killed by SIGKILL", line), line
+    assert line.endswith("the store is unchanged")
+    wait_for(lambda: gone(workers), timeout=10)  # none left behind, applying for no one
+    assert (store / "CURRENT").read_bytes() == current
+    assert export(store) == before
+    after = write_lines(tmp_path / "after.ndjson", [upsert({"email_hash": "after"}, {})])
+    result = run_cli("run", "--store", store, "--rejects", tmp_path / "r", after)
+    assert result.returncode == 0, result.stderr
+    assert len(export(store)) == 2
+    assert_no_leftovers(store)
+
+
+@pytest.mark.parametrize(
+    ("point", "published"),
+    [
+        (failpoints.DATA_WRITTEN, False),
+        (failpoints.BEFORE_POINTER, False),
+        (failpoints.AFTER_POINTER, True),
+    ],
+)
+def test_a_worker_killed_during_the_publish_fails_or_reports_the_publish(
+    tmp_path: Path, seeded: Path, point: str, published: bool
+) -> None:
+    """On Beam's local runner the publish is the final step of the pipeline,
+    in a worker process: killed there, the launcher does not wait for it. It
+    fails the run (nothing published yet: the before-state), or reports the
+    run as the version it published records it (the after-state); either
+    way it releases the lock, and the next run completes."""
+    path = killed_input(tmp_path)
+    after = tmp_path / "after"
+    shutil.copytree(seeded, after)
+    assert run_cli("run", "--store", after, "--rejects", os.devnull, path).returncode == 0
+    store = tmp_path / "store"
+    shutil.copytree(seeded, store)
+    before_state, after_state = store_state(store), store_state(after)
+
+    report = tmp_path / "killed.json"
+    argv = [*CLI, "run", "--quiet", "--store", str(store), "--report", str(report)]
+    argv += ["--rejects", os.devnull, *LOCAL, "--direct_num_workers=2", str(path)]
+    env = {**os.environ, failpoints.ENV: point}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    written = json.loads(report.read_text())
+    if published:
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert written["status"] == "SUCCEEDED" and written["version"] == 2
+        assert written["counts"]["lines"] == 117
+        assert "this report is rebuilt from version 2" in written["message"]
+        assert "killed by SIGKILL" in written["message"]
+    else:
+        assert result.returncode == 1
+        assert "of the local runner was killed by SIGKILL" in one_error_line(result.stderr)
+        assert written["status"] == "FAILED" and written["version"] is None
+    assert (store / "CURRENT").read_text() == ("2\n" if published else "1\n")
+    assert store_state(store) == (after_state if published else before_state)
+
+    late = write_lines(tmp_path / "late.ndjson", [upsert({"email_hash": "late"}, {"n": 1})])
+    assert run_cli("run", "--store", store, "--rejects", os.devnull, late).returncode == 0
+    assert_no_leftovers(store)
+    again = run_cli("run", "--store", store, "--report", tmp_path / "r.json", path)
+    assert again.returncode == 0, again.stderr
+    status = json.loads((tmp_path / "r.json").read_text())["status"]
+    assert status == ("ALREADY_APPLIED" if published else "SUCCEEDED")
+    profiles, _ = store_state(store)
+    late_profile = {"email_hash": "late", "user_profile": {"n": 1}}
+    assert sorted(map(json.dumps, profiles)) == sorted(
+        map(json.dumps, [*after_state[0], late_profile])
+    )
