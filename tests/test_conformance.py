@@ -153,7 +153,9 @@ def run_case(
         profiles.append(canon(profile))
     assert sorted(profiles) == sorted(canon(p) for p in case["expect_export"])
     for asked in case.get("expect_changes_since", []):
-        since = run_cli("changes", "--store", store, "--since", str(asked["since"]))
+        since = run_cli(
+            "changes", "--store", store, "--since", str(asked["since"]), command=command
+        )
         if asked.get("expect_status") == "FAILED":
             assert since.returncode != 0, f"--since {asked['since']}"
             continue
