@@ -475,19 +475,14 @@ def in_workers(
 
 
 def plan_for(inputs: Sequence[InputFile]) -> list[list[InputSplit]]:
-    """The inputs in one part per worker (`runner_choice.local_workers`);
-    one part when an input is not a local file of known size."""
+    """The inputs in one part per worker (`runner_choice.local_workers`); in
+    one part, each read whole, when an input is not a local file of known
+    size. No part when there is no input."""
     if any(f.size is None or is_remote(f.location) for f in inputs):
         workers = 1
     else:
         workers = runner_choice.local_workers(sum(f.size or 0 for f in inputs))
-    return contiguous_parts(inputs, workers) if workers > 1 else [[]]
-
-
-def whole_input(file: InputFile) -> InputSplit:
-    """One input read whole, as one split starting at its first line."""
-    name = "" if file.location == file.path else file.path
-    return InputSplit(file.index, file.location, 0, None, 1, file.compression, name)
+    return contiguous_parts(inputs, workers)
 
 
 def run(job: ImportJob) -> dict[str, Any]:
@@ -532,7 +527,7 @@ def run(job: ImportJob) -> dict[str, Any]:
                 if len(plan) > 1:
                     done = in_workers(job, checker, plan, lambda: True)
                 else:
-                    done = in_one(job, checker, [whole_input(f) for f in applied])
+                    done = in_one(job, checker, plan[0] if plan else [])
     except Exception as e:
         raise RunFailed(_first_line(e), getattr(e, "counts", None), decided) from e
     if done is None or decided is None:  # cannot be: each path above sets both
