@@ -40,6 +40,7 @@ from profile_import.stores import (
     open_store,
     reachable_from_anywhere,
 )
+from profile_import.stores.folders import remove_folder
 from profile_import.transforms import outputs, scratch
 from profile_import.transforms.decisions import Decided
 from profile_import.transforms.finalize import Finalizer, RunContext, build_report, read_counts
@@ -545,6 +546,11 @@ class Execution:
             if staging is not None and not submitted:
                 # Discards what a failed run staged; never what a publish uses.
                 store.abort(staging)
+            if ctx.changes_dir is not None and not submitted:
+                # A run that failed before its final step leaves its change
+                # files; in a bucket (workers elsewhere) nothing else sweeps them.
+                with contextlib.suppress(Exception):
+                    remove_folder(ctx.changes_dir)
         unwritten = os.path.exists(f"{ctx.result_path}.unwritten")
         written = s.report_path not in (None, outputs.STDOUT) and not unwritten
         # A run published without the changes it was asked for fails too:

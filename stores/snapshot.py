@@ -55,8 +55,8 @@ it like any run.
 Damage is never read as data: each manifest records what each bucket file
 and each ledger segment holds, and every read checks it (the size before
 anything is read, the line count and crc32 once a file has been read to its
-end). `verify` checks a whole version line by line, its ledger included, and
-that `CURRENT` names a version that is there.
+end). `verify` checks a whole version line by line, its ledger and change
+segments included, and that `CURRENT` names a version that is there.
 """
 
 from __future__ import annotations
@@ -147,6 +147,27 @@ def _change_records(lines: Iterable[bytes], version: int) -> Iterator[ChangeReco
     for line in lines:
         key, _, digest = line[:-1].partition(sep)
         yield ChangeRecord(version, key, digest.decode() or None)
+
+
+def _change_record_problem(line: bytes, previous: bytes, bucket: int, buckets: int) -> str | None:
+    """What is wrong with a change segment's line (with its newline), or None:
+    `<key>\t<digest before, or nothing>`, after `previous`, in `bucket`."""
+    if not line.endswith(b"\n"):
+        return "is cut short (no newline at its end)"
+    key, sep, digest = line[:-1].partition(records.SEPARATOR)
+    if not sep:
+        return "is not a change record (no tab after a key)"
+    try:
+        Identifier.from_key(key)
+    except (UnicodeDecodeError, ValueError):
+        return "does not start with a profile's key"
+    if digest and (len(digest) != 32 or digest.strip(b"0123456789abcdef")):
+        return "holds no state digest after its key"
+    if key <= previous:
+        return "is out of key order"
+    if bucket_of(key, buckets) != bucket:
+        return f"belongs in bucket {bucket_of(key, buckets)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -915,16 +936,26 @@ class SnapshotStore(ProfileStore):
 
     def _referenced(self) -> tuple[set[str], set[str]]:
         """The data folders and the ledger segments that kept versions use."""
+        data, ledgers, _ = self._kept_files()
+        return data, ledgers
+
+    def _kept_files(self) -> tuple[set[str], set[str], set[str]]:
+        """The data folders, ledger segments and change segments that kept
+        versions use."""
         data: set[str] = set()
         ledgers: set[str] = set()
+        changes: set[str] = set()
         for number in self._version_numbers():
             manifest = self._read_manifest(number)
             for entry in manifest["shards"]:
                 if entry is not None:
                     data.update(f.execution for f in Shard.from_json(entry).files)
             ledgers.update(segment.path for segment in _ledger_of(manifest))
-            data.update(Shard.from_json(c).execution for c in manifest.get("changes", []))
-        return data, ledgers
+            for change in manifest.get("changes", []):
+                shard = Shard.from_json(change)
+                data.add(shard.execution)
+                changes.add(shard.path)
+        return data, ledgers, changes
 
     def _remove_unpublished_versions(self, current: int | None) -> None:
         """Manifests above CURRENT: left by runs killed during their publish."""
@@ -1036,7 +1067,20 @@ class SnapshotStore(ProfileStore):
             self.files.remove(self._manifest_path(number))
         if self.files.isdir("data"):
             self._collect_garbage()
+            self._remove_unlisted_changes()
         return dropped
+
+    def _remove_unlisted_changes(self) -> None:
+        """Removes the change segments of pruned versions whose data folders
+        stay, their bucket files read by a kept version."""
+        data, _, changes = self._kept_files()
+        for name in sorted(data):
+            if not self.files.isdir(f"data/{name}"):
+                continue  # damage, which `verify` names
+            for file in self.files.listdir(f"data/{name}"):
+                path = f"data/{name}/{file}"
+                if file.endswith(_CHANGES_SUFFIX) and path not in changes:
+                    self.files.remove(path)
 
     # --- reading ------------------------------------------------------------
 
@@ -1093,7 +1137,9 @@ class SnapshotStore(ProfileStore):
             for s in segments
             if s.lines is None
         ]
-        files, lines = len(segments), 0
+        changes = self._manifest_changes(number) or []
+        problems += self._verify_changes(changes)
+        files, lines = len(segments) + len(changes), 0
         for bucket, entry in enumerate(shards):
             if entry is None:
                 continue
@@ -1136,6 +1182,43 @@ class SnapshotStore(ProfileStore):
                     f"version {number} applied {applied.get('path')} (fingerprint "
                     f"{str(fingerprint)[:12]}...), which its ledger does not hold"
                 )
+        return problems
+
+    def _verify_changes(self, changes: Sequence[Shard]) -> list[str]:
+        """The problems of a version's change segments: each read whole and
+        checked against its record, each line a change record of its bucket,
+        in key order."""
+        problems: list[str] = []
+        for shard in changes:
+            name = os.path.basename(shard.path)
+            if not (name.startswith("bucket-") and name.endswith(_CHANGES_SUFFIX)):
+                problems.append(f"{shard.path}: listed as a change segment")
+                continue
+            bucket = int(name[len("bucket-") : -len(_CHANGES_SUFFIX)])
+            try:
+                raw = self.files.open_read(shard.path)
+            except OSError as e:
+                what = "is missing" if isinstance(e, FileNotFoundError) else f"cannot be read: {e}"
+                problems.append(f"{shard.path} {what}")
+                continue
+            bad = 0
+            previous = b""
+            n = 0
+            with raw:
+                summing = _Summing(raw, writing=False)
+                for n, line in enumerate(io.BufferedReader(summing, _BLOCK), 1):
+                    problem = _change_record_problem(line, previous, bucket, self.buckets)
+                    previous = line.partition(records.SEPARATOR)[0]
+                    if problem is not None:
+                        bad += 1
+                        if bad <= _MAX_PROBLEMS_PER_FILE:
+                            problems.append(f"{shard.path} line {n}: {problem}")
+            if bad > _MAX_PROBLEMS_PER_FILE:
+                problems.append(f"{shard.path}: {bad - _MAX_PROBLEMS_PER_FILE:,} more bad lines")
+            complete = n - (summing.last != b"\n")
+            mismatch = shard.mismatch(complete, summing.bytes, summing.crc32)
+            if mismatch:
+                problems.append(mismatch)
         return problems
 
     def _verify_bucket(self, bucket: int, shard: Shard) -> tuple[list[str], int]:

@@ -20,9 +20,16 @@ from profile_import.core.changes import (
     net_changes,
     state_digest,
 )
+from profile_import.core.idempotency import InputDecision
 from profile_import.core.identifiers import Identifier
+from profile_import.inputs.plan import InputFile
+from profile_import.inputs.scan import ContentHash
+from profile_import.stores.folders import open_files
+from profile_import.transforms.decisions import Decided
+from profile_import.transforms.finalize import Finalizer, RunContext
 
 from .helpers import run_cli
+from .object_servers import new_bucket, put
 
 E1 = Identifier.email_hash("e1").key
 E2 = Identifier.email_hash("e2").key
@@ -213,3 +220,72 @@ def test_changes_to_standard_output_need_the_report_elsewhere(tmp_path: Path) ->
     assert kinds([json.loads(x) for x in done.stdout.splitlines()]) == [("created", "e1", 1)]
     no_folder = run_cli("run", "--store", store, "--changes", tmp_path / "no" / "c", path)
     assert no_folder.returncode == 2 and "no folder" in no_folder.stderr
+
+
+# --- what the folder store keeps of them --------------------------------------
+
+
+def change_segments(store: Path) -> list[Path]:
+    return sorted(store.glob("data/*/*.changes"))
+
+
+def test_verify_checks_the_change_segments_as_the_manifest_records_them(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    lines = [upsert(f"e{n}", {"n": n}) for n in range(6)]
+    import_lines(tmp_path, str(store), "1.ndjson", *lines, args=("--buckets", "2"))
+    assert run_cli("verify", "--store", store).returncode == 0
+    first, second = change_segments(store)
+    first.write_bytes(first.read_bytes().replace(b"\t", b"\tff", 1))  # a digest, bad
+    second.unlink()
+    result = run_cli("verify", "--store", store)
+    assert result.returncode == 1
+    assert f"{second.relative_to(store)} is missing" in result.stdout + result.stderr
+    assert "line 1: holds no state digest after its key" in result.stdout + result.stderr
+    assert "its version records" in result.stdout + result.stderr  # the bytes differ
+
+
+def test_prune_removes_the_change_segments_of_versions_it_drops(tmp_path: Path) -> None:
+    """Bucket files of a pruned version's run may stay, a kept version reading
+    them as deltas; its change segments go with its manifest."""
+    store = tmp_path / "store"
+    base = [upsert(f"e{n}", {"n": n, "pad": "x" * 50}) for n in range(40)]
+    import_lines(tmp_path, str(store), "1.ndjson", *base, args=("--buckets", "1"))
+    import_lines(tmp_path, str(store), "2.ndjson", upsert("e1", {"n": -1}))
+    import_lines(tmp_path, str(store), "3.ndjson", upsert("e2", {"n": -2}))
+    run1, run2, run3 = change_segments(store)
+    manifest = json.loads((store / "versions" / "00000003.json").read_text())
+    assert len(manifest["shards"][0]["deltas"]) == 2  # runs 2 and 3 as deltas over run 1
+    assert run_cli("prune", "--store", store, "--keep", "1").returncode == 0
+    assert change_segments(store) == [run3]
+    assert run1.parent.exists() and run2.parent.exists()  # version 3 reads their files
+    assert run_cli("verify", "--store", store).returncode == 0
+    assert kinds(changes_since(str(store), 2)[0]) == [("updated", "e2", 3)]
+
+
+def test_a_failed_run_removes_its_change_files_from_a_bucket(object_scheme: str) -> None:
+    """With workers elsewhere the apply step leaves the run's change files in
+    a bucket (`<work>-changes`); a run that fails removes them too."""
+    root = f"{object_scheme}://{new_bucket(object_scheme)}"
+    changes_dir = f"{root}/tmp/e1-changes"
+    put(f"{changes_dir}/changes-00000.tsv", b"k\tcreated\t{}\n")
+    put(f"{root}/tmp/e2-changes/changes-00000.tsv", b"k\tcreated\t{}\n")  # another run's
+    ctx = RunContext(
+        "e1",
+        "2026-11-23T00:00:00.000Z",
+        "2026-11-23T00:00:00.000Z",
+        "DataflowRunner",
+        None,
+        f"{root}/store",
+        False,
+        (InputFile(0, f"{root}/in/a.ndjson", 10, None),),
+        changes_location=f"{root}/changes.ndjson",
+        changes_dir=changes_dir,
+    )
+    # Two lines in the input, one read: counts that do not add up fail the run.
+    decided = Decided((ContentHash(0, "0" * 64, 10, 2),), (InputDecision(0, "f" * 64),))
+    report = Finalizer(ctx, None, None, None).finalize(decided, {0: {"lines": 1}}, {}, [])
+    assert report["status"] == "FAILED" and "1 lines read of 2" in report["failure"]
+    files = open_files(f"{root}/tmp")
+    assert not files.exists("e1-changes/changes-00000.tsv")
+    assert files.exists("e2-changes/changes-00000.tsv")
+    assert not open_files(root).exists("changes.ndjson")

@@ -129,7 +129,7 @@ def test_a_damaged_bucket_file_is_an_error_for_every_reader(store: Path, damage:
     result = read_cli("verify", "--store", store)
     assert result.returncode == 1, result.stdout
     assert problem in result.stdout
-    assert result.stdout.splitlines()[-1].startswith("version 1: 65 files")
+    assert result.stdout.splitlines()[-1].startswith("version 1: 129 files")
     assert "DAMAGED" in result.stdout.splitlines()[-1]
 
 
@@ -137,7 +137,7 @@ def test_verify_says_a_sound_store_is_sound(store: Path) -> None:
     result = read_cli("verify", "--store", store)
     assert result.returncode == 0, result.stdout
     assert result.stdout == (
-        f"version 1: 65 files, {PROFILES} lines: sound "
+        f"version 1: 129 files, {PROFILES} lines: sound "
         "(line counts, sizes, checksums, keys and records as recorded)\n"
     )
     assert read_cli("verify", "--store", store, "--version", "1").returncode == 0
@@ -308,7 +308,8 @@ def rerun_fails_on_damage(store: Path, needle: str) -> None:
 def test_a_sound_ledger_skips_the_applied_merge(merged: Path) -> None:
     result = read_cli("verify", "--store", merged)
     assert result.returncode == 0, result.stdout
-    assert result.stdout.startswith("version 2: 3 files, 1 lines: sound")  # a bucket, 2 segments
+    # A bucket, two ledger segments and a change segment.
+    assert result.stdout.startswith("version 2: 4 files, 1 lines: sound")
     assert [s["lines"] for s in manifest(merged, 2)["ledger"]] == [1, 1]
     again = _deep_merge(merged.parent)
     report = merged.parent / "r.json"
@@ -327,7 +328,7 @@ def test_a_damaged_ledger_segment_is_damage_never_a_reapply(merged: Path, damage
     assert result.returncode == 1, result.stdout
     lines = result.stdout.splitlines()
     assert any(problem in line and line.startswith("ledger/") for line in lines), lines
-    assert lines[-1].startswith("version 2: 3 files") and "DAMAGED" in lines[-1]
+    assert lines[-1].startswith("version 2: 4 files") and "DAMAGED" in lines[-1]
     # Version 1 does not list the merge's segment: it is sound.
     assert read_cli("verify", "--store", merged, "--version", "1").returncode == 0
 

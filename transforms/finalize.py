@@ -244,6 +244,22 @@ class Finalizer:
         totals: Mapping[str, int],
         reject_files: Sequence[RejectFile],
     ) -> dict[str, Any]:
+        try:
+            return self._finalize(decided, input_counts, totals, reject_files)
+        finally:
+            # The apply step's change files, whatever the run's end: with
+            # workers elsewhere they are in a bucket, which nothing else sweeps.
+            if self.ctx.changes_dir is not None:
+                with suppress(Exception):  # never fails the run
+                    remove_folder(self.ctx.changes_dir)
+
+    def _finalize(
+        self,
+        decided: Decided,
+        input_counts: Mapping[int, Mapping[str, int]],
+        totals: Mapping[str, int],
+        reject_files: Sequence[RejectFile],
+    ) -> dict[str, Any]:
         ctx = self.ctx
         applied = decided.applied
         note = skipped_note(ctx.inputs, decided)
@@ -365,8 +381,6 @@ class Finalizer:
             fields["changes_file"] = None
             fields["changes_error"] = f"cannot write the changes to {where}: {e}{again}"
             _log.warning("%s", fields["changes_error"])
-        with suppress(Exception):  # only this run's copies: never fails the run
-            remove_folder(ctx.changes_dir)
         return fields
 
     def _publish(
