@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from profile_import.core.locations import Location, LocationError, is_remote, parse
 from profile_import.stores import buckets
 
 from . import remote
@@ -57,7 +58,6 @@ _BZIP2 = re.compile(rb"BZh[1-9]1AY&SY")
 STDIN = "-"
 DEFAULT_SPLIT_BYTES = 8 << 20
 _BLOCK = 1 << 20
-_REMOTE_SCHEMES = ("s3://", "gs://", "http://", "https://", "gcs://")
 
 
 class InputError(Exception):
@@ -119,8 +119,12 @@ def compression_of(path: str) -> str | None:
     return COMPRESSIONS.get(os.path.splitext(path)[1].lower())
 
 
-def is_remote(path: str) -> bool:
-    return path.startswith(_REMOTE_SCHEMES)
+def location_of(pattern: str) -> Location:
+    """An input as given, parsed (`core.locations`). Raises `InputError`."""
+    try:
+        return parse(pattern, "input")
+    except LocationError as e:
+        raise InputError(f"input {pattern}: {e}") from e
 
 
 def expand(patterns: Sequence[str]) -> list[str]:
@@ -132,28 +136,32 @@ def expand(patterns: Sequence[str]) -> list[str]:
     if sum(1 for p in patterns if p == STDIN) > 1:
         raise InputError("input -: standard input can be read only once")
     for pattern in patterns:
-        if remote.has_magic(pattern):
+        if pattern == STDIN:
+            paths.append(pattern)
+            continue
+        location = location_of(pattern)
+        if location.is_object and glob.has_magic(location.path):
             try:
-                matches = remote.expand_glob(pattern)
+                objects = remote.expand_glob(location)
             except Exception as e:
                 raise InputError(f"input {pattern}: cannot be listed: {e}") from e
-            if not matches:
+            if not objects:
                 raise InputError(f"input {pattern}: the pattern matches no object")
-            paths.extend(matches)
+            # As the user spelled the pattern: a `gcs://` glob's objects stay `gcs://`.
+            paths.extend(o.given for o in objects)
             continue
+        if location.is_remote:
+            paths.append(pattern)
+            continue
+        local = location.path
         # An existing file is taken as named, even if its name looks like a glob.
-        if (
-            pattern == STDIN
-            or is_remote(pattern)
-            or not glob.has_magic(pattern)
-            or os.path.isfile(pattern)
-        ):
-            if pattern != STDIN and not is_remote(pattern) and not os.path.isfile(pattern):
-                what = "a directory, not a file" if os.path.isdir(pattern) else "not found"
+        if not glob.has_magic(local) or os.path.isfile(local):
+            if not os.path.isfile(local):
+                what = "a directory, not a file" if os.path.isdir(local) else "not found"
                 raise InputError(f"input {pattern}: {what}")
             paths.append(pattern)
             continue
-        matches = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+        matches = sorted(p for p in glob.glob(local) if os.path.isfile(p))
         if not matches:
             raise InputError(f"input {pattern}: the pattern matches no file")
         paths.extend(matches)
@@ -184,7 +192,7 @@ def _open(path: str, compression: str, transport_params: dict[str, Any] | None) 
     if not is_remote(path):
         if compression == "disable":
             return open(path, "rb")
-    elif remote.is_object_url(path):
+    elif parse(path).is_object:
         return buckets.open_object(
             path, "rb", compression=compression, transport_params=transport_params
         )
@@ -260,7 +268,9 @@ def list_inputs(
     """
     files = []
     for index, name in enumerate(paths):
-        path = (sources or {}).get(name, name)
+        # Read where the name points (a `file://` URL's path, `gs://` for
+        # `gcs://`); reported as given.
+        path = (sources or {}).get(name) or location_of(name).url
         try:
             files.append(_list_one(index, name, path, transport_params))
         except InputError:

@@ -12,22 +12,16 @@ the same clients, timeouts and one-line errors.
 
 from __future__ import annotations
 
-import glob
 import re
 import urllib.error
 import urllib.request
 
-from profile_import.stores.buckets import ObjectInfo, bucket_of, split_url
-
-OBJECT_SCHEMES = ("s3", "gs", "gcs")
+from profile_import.core.locations import Location, parse
+from profile_import.stores.buckets import ObjectInfo, bucket_of
 
 
 class NotFound(Exception):
     """No object at that URL."""
-
-
-def is_object_url(url: str) -> bool:
-    return "://" in url and url.split("://", 1)[0] in OBJECT_SCHEMES
 
 
 def pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -58,27 +52,21 @@ def literal_prefix(key_pattern: str) -> str:
     return key_pattern if match is None else key_pattern[: match.start()]
 
 
-def expand_glob(pattern: str) -> list[str]:
-    """The objects a glob URL matches, sorted; folders (`.../`) are not objects."""
-    scheme, bucket, key_pattern = split_url(pattern)
-    regex = pattern_regex(key_pattern)
-    found = bucket_of(scheme, bucket).list_objects(literal_prefix(key_pattern))
-    keys = (split_url(o.url)[2] for o in found)
-    return sorted(
-        f"{scheme}://{bucket}/{key}" for key in keys if regex.match(key) and not key.endswith("/")
-    )
-
-
-def has_magic(url: str) -> bool:
-    return is_object_url(url) and glob.has_magic(split_url(url)[2])
+def expand_glob(pattern: Location) -> list[Location]:
+    """The objects a glob in a bucket matches, sorted by key, spelled as the
+    pattern is; folders (`.../`) are not objects."""
+    regex = pattern_regex(pattern.path)
+    found = bucket_of(pattern.scheme, pattern.bucket).list_objects(literal_prefix(pattern.path))
+    keys = sorted(parse(o.url).path for o in found)
+    return [pattern.with_key(key) for key in keys if regex.match(key) and not key.endswith("/")]
 
 
 def stat(url: str) -> ObjectInfo:
     """One input's size and modification time. Raises `NotFound`."""
-    if is_object_url(url):
-        scheme, bucket, key = split_url(url)
+    location = parse(url)
+    if location.is_object:
         try:
-            return bucket_of(scheme, bucket).stat(key)
+            return bucket_of(location.scheme, location.bucket).stat(location.path)
         except FileNotFoundError as e:
             raise NotFound(url) from e
     return _stat_http(url)

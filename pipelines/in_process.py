@@ -49,8 +49,9 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from profile_import.core.commands import CommandChecker
+from profile_import.core.locations import is_remote
 from profile_import.core.numbering import RangeCount, first_lines
-from profile_import.inputs.plan import InputFile, InputSplit, contiguous_parts, is_remote
+from profile_import.inputs.plan import InputFile, InputSplit, contiguous_parts
 from profile_import.inputs.scan import count_range, hash_content
 from profile_import.runners import runner_choice
 from profile_import.transforms import metrics, progress

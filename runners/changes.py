@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -65,8 +65,8 @@ def parquet_schema() -> Any:
     )
 
 
-def write_parquet(feed: Feed, path: str) -> int:
-    """Writes the feed's changes to a Parquet file (whole or not at all)."""
+def write_parquet(feed: Feed, out: IO[bytes]) -> int:
+    """Writes the feed's changes as Parquet."""
     import pyarrow.parquet as pq
 
     schema = parquet_schema()
@@ -78,6 +78,6 @@ def write_parquet(feed: Feed, path: str) -> int:
             if name == "user_profile" and value is not None:
                 value = orjson.dumps(value).decode()
             columns[name].append(value)
-    with export.replacing(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with pq.ParquetWriter(out, schema) as writer:
         writer.write_batch(export.record_batch(schema, columns))
     return len(columns["change"])

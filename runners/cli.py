@@ -34,6 +34,7 @@ import profile_import
 from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier
 from profile_import.core.ids import AskedIds, IdsError, read_ids
 from profile_import.stores import DEFAULT_STORE, ProfileStore, StoreError, open_store
+from profile_import.transforms.outputs import Output, OutputError
 
 from . import logs, read_commands
 from .local_worker import VERBOSE_ENV, stop_workers
@@ -448,20 +449,33 @@ def _list(store: ProfileStore, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export(store: ProfileStore, args: argparse.Namespace) -> int:
+def _file_output(args: argparse.Namespace) -> Output | None:
+    """Where `export` or `changes` writes (None: standard output), proven
+    writable before the store is read: any location a run writes its outputs
+    to (a path, file://, s3://, gs://), written whole or not at all."""
+    if args.output in (None, "-"):
+        if args.format == "parquet":
+            _fail(f"{args.command} --format parquet needs --output FILE", EXIT_USAGE)
+        return None
+    output = Output(f"{args.command} --output", args.output)
+    try:
+        output.check()
+    except OutputError as e:
+        _fail(str(e), EXIT_USAGE)
+    return output
+
+
+def _export(store: ProfileStore, args: argparse.Namespace, output: Output | None) -> int:
     from . import export as exports
 
-    output = None if args.output in (None, "-") else args.output
-    if args.format == "parquet" and output is None:
-        _fail("export --format parquet needs --output FILE", EXIT_USAGE)
-    if output is not None and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
-        _fail(f"export --output {output}: no such folder", EXIT_USAGE)
     if output is None:
         _write_records(store.export())
-    elif args.format == "parquet":
-        exports.export_parquet(store.export(), output)
-    else:
-        exports.export_ndjson(store.export(), output)
+        return EXIT_OK
+    with output.open() as out:
+        if args.format == "parquet":
+            exports.write_parquet(store.export(), out)
+        else:
+            exports.write_ndjson(store.export(), out)
     return EXIT_OK
 
 
@@ -475,21 +489,18 @@ def _version_number(text: str) -> int:
     return number
 
 
-def _changes(store: ProfileStore, args: argparse.Namespace) -> int:
+def _changes(store: ProfileStore, args: argparse.Namespace, output: Output | None) -> int:
     from . import changes, export
 
-    output = None if args.output in (None, "-") else args.output
-    if args.format == "parquet" and output is None:
-        _fail("changes --format parquet needs --output FILE", EXIT_USAGE)
-    if output is not None and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
-        _fail(f"changes --output {output}: no such folder", EXIT_USAGE)
     feed = changes.Feed(store, args.since)  # read whole before anything is written
     if output is None:
         _write_records(feed)
-    elif args.format == "parquet":
-        changes.write_parquet(feed, output)
     else:
-        export.export_ndjson(feed, output)
+        with output.open() as out:
+            if args.format == "parquet":
+                changes.write_parquet(feed, out)
+            else:
+                export.write_ndjson(feed, out)
     print(json.dumps(feed.info), file=sys.stderr)
     return EXIT_OK
 
@@ -529,16 +540,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, extra)
+        output = _file_output(args) if args.command in ("export", "changes") else None
         store = open_store(args.store)
         if not store.exists():
             # A mistyped path must not read as an empty store.
             _fail(f"no profile store at {args.store}", EXIT_FAILED)
         if args.command == "export":
-            return _export(store, args)
+            return _export(store, args, output)
         if args.command == "verify":
             return _verify(store, args.version_number)
         if args.command == "changes":
-            return _changes(store, args)
+            return _changes(store, args, output)
         if args.command == "list":
             return _list(store, args)
         if args.command == "get" and args.ids is not None:

@@ -27,19 +27,15 @@ import orjson
 
 from profile_import.core import clock
 from profile_import.core.commands import DEFAULT_MAX_LINE_BYTES, CheckSettings
+from profile_import.core.locations import Location, LocationError, is_remote
+from profile_import.core.locations import parse as parse_location
 from profile_import.core.properties import DeclarationError, Declarations
 from profile_import.core.report import Status
 from profile_import.core.validation import InvalidSchema, SchemaValidator
 from profile_import.inputs import plan as input_plan
 from profile_import.pipelines import in_process
 from profile_import.pipelines.job import ImportJob, semantics_of
-from profile_import.stores import (
-    POSTGRES_SCHEMES,
-    ProfileStore,
-    StoreError,
-    open_store,
-    reachable_from_anywhere,
-)
+from profile_import.stores import ProfileStore, StoreError, capabilities, open_store
 from profile_import.stores.folders import remove_folder
 from profile_import.transforms import outputs, scratch
 from profile_import.transforms.decisions import Decided
@@ -121,11 +117,21 @@ class RunSettings:
             wait=wait,
         )
 
+    @cached_property
+    def store_location(self) -> Location:
+        """The store, parsed once (`core.locations`). Raises `UsageError`."""
+        try:
+            return parse_location(self.store, "store")
+        except LocationError as e:
+            raise UsageError(f"store {self.store}: {e}") from e
+
     def check(self) -> None:
         """Raises UsageError for what must be refused before an Execution is
-        built: Beam would print its whole usage for a bad Beam option."""
+        built: Beam would print its whole usage for a bad Beam option; a
+        location no run can use is refused before anything runs."""
         if self.default_compartment_id is not None and not self.default_compartment_id:
             raise UsageError("--default-compartment-id must not be empty")
+        self._check_locations()
         if runner_choice.requested(self.beam_args) is False:
             # Imported only here: Beam takes a second to import, and a small
             # import run in this process never needs it.
@@ -135,6 +141,22 @@ class RunSettings:
                 local.check_options(self.beam_args)
             except local.OptionError as e:
                 raise UsageError(str(e)) from e
+
+    def _check_locations(self) -> None:
+        """Every location named, parsed by the one parser each role uses."""
+        try:
+            for pattern in self.inputs:
+                if pattern != input_plan.STDIN:
+                    input_plan.location_of(pattern)
+            for option, location in (
+                ("--report", self.report_path),
+                ("--rejects", self.rejects_path),
+                ("--changes", self.changes_path),
+            ):
+                outputs.target_of(option, location)
+        except (input_plan.InputError, OutputError) as e:
+            raise UsageError(str(e)) from e
+        self.store_location  # noqa: B018 - parsed here to refuse it now
 
 
 @dataclass
@@ -343,7 +365,8 @@ class Execution:
         folder (the reject files of each split), the rejects and the report
         must all be where every worker reaches them."""
         s = self.settings
-        if not reachable_from_anywhere(s.store):
+        can = capabilities(s.store_location)
+        if not can.reachable_from_remote_workers:
             # The folder store lives on this machine: workers elsewhere could not
             # write it, and a publish would miss their buckets.
             raise UsageError(
@@ -351,20 +374,20 @@ class Execution:
                 "its workers cannot write; use the local runner, or the portable runner with "
                 "--job_endpoint=embed --environment_type=LOOPBACK"
             )
-        if s.store.startswith(POSTGRES_SCHEMES):
+        if can.work_folder == "work_root":
             # Its work folder (the reject files of each split) goes where the
             # workers write: under the runner's --temp_location.
             from apache_beam.options.pipeline_options import GoogleCloudOptions
 
             temp = self.options.view_as(GoogleCloudOptions).temp_location
-            if not temp or not input_plan.is_remote(temp):
+            if not temp or not _is_object(temp):
                 raise UsageError(
                     f"--runner={self.runner}: a PostgreSQL store keeps its run's work folder "
                     "under --temp_location, which must be an s3:// or gs:// URL "
                     f"(got {temp or 'none'})"
                 )
             self.work_root = f"{temp.rstrip('/')}/profile-import"
-        elif not s.store.startswith(("s3://", "gs://")):
+        elif not can.reachable_from_remote_workers:
             raise UsageError(
                 f"--runner={self.runner}: the store {s.store} keeps its run's work folder on "
                 "this machine; with workers elsewhere, use a store in a bucket (gs://, s3://) "
@@ -373,7 +396,7 @@ class Execution:
         for output in (self.report_output, self.rejects_output, self.changes_output):
             if output is self.changes_output and output.location is None:
                 continue  # not asked for
-            if output.location is None or not input_plan.is_remote(output.location):
+            if output.target is None or not output.target.is_object:
                 raise UsageError(
                     f"--runner={self.runner}: {output.option} must be an s3:// or gs:// URL, "
                     "where the job's final step can write it"
@@ -404,7 +427,7 @@ class Execution:
             # A database store's local work folder (each input's reject
             # files) is the run's scratch, removed whatever ends the run.
             work_root = self.work_root or os.path.join(scratch, "store-work")
-            store = open_store(s.store, buckets=s.buckets, work_root=work_root)
+            store = open_store(s.store_location, buckets=s.buckets, work_root=work_root)
             try:
                 self.report_output.check()
             except OutputError:
@@ -513,10 +536,10 @@ class Execution:
             split_bytes=s.split_bytes,
             progress_dir=os.path.join(scratch, "progress") if show else None,
             spill=self._is_local() if s.spill is None else s.spill,
-            spill_root=os.path.join(scratch, "work") if input_plan.is_remote(work_dir) else None,
+            spill_root=os.path.join(scratch, "work") if is_remote(work_dir) else None,
         )
         for folder in (job.progress_dir, job.rejects_dir):
-            if folder is not None and not input_plan.is_remote(folder):
+            if folder is not None and not is_remote(folder):
                 os.makedirs(folder, exist_ok=True)
         if not s.wait and not self.in_process:
             ctx = replace(ctx, result_path=None)
@@ -631,6 +654,13 @@ class Execution:
             # The final step, inside the pipeline, checked, published or discarded.
             end["detail"] = report["message"]
         return report, False
+
+
+def _is_object(url: str) -> bool:
+    try:
+        return parse_location(url).is_object
+    except LocationError:
+        return False
 
 
 def _size(inputs: list[input_plan.InputFile]) -> str:

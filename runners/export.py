@@ -1,9 +1,10 @@
 """`profile-import export`: the store's profiles as NDJSON or Parquet.
 
 Both stream: records go out as the store's sorted merge yields them, Parquet
-in row groups of `ROWS_PER_GROUP`, so a store never has to fit in memory. A
-file given with `--output` appears whole or not at all (written beside it,
-then renamed), so a damaged store found midway never leaves half an export.
+in row groups of `ROWS_PER_GROUP`, so a store never has to fit in memory.
+`--output` is written as a run's outputs are (`transforms.outputs`): a file
+or an object appears whole or not at all, so a damaged store found midway
+never leaves half an export.
 
 Parquet has a fixed schema, whatever the rows: NDJSON readers that guess a
 schema from a sample (DuckDB's `read_json`) drop the identifier columns that
@@ -12,10 +13,7 @@ the sample did not show.
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import IO, Any
 
 import orjson
@@ -42,18 +40,6 @@ def parquet_schema() -> Any:
     )
 
 
-@contextmanager
-def _replacing(path: str) -> Iterator[str]:
-    """A temporary path beside `path`, renamed to it if the block succeeds."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{uuid.uuid4().hex}.export.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_ndjson(records: Iterable[bytes], out: IO[bytes]) -> int:
     count = 0
     for record in records:
@@ -63,21 +49,16 @@ def write_ndjson(records: Iterable[bytes], out: IO[bytes]) -> int:
     return count
 
 
-def export_ndjson(records: Iterable[bytes], path: str) -> int:
-    with _replacing(path) as tmp, open(tmp, "wb", buffering=1 << 20) as out:
-        return write_ndjson(records, out)
-
-
-def export_parquet(
-    records: Iterable[bytes], path: str, rows_per_group: int = ROWS_PER_GROUP
+def write_parquet(
+    records: Iterable[bytes], out: IO[bytes], rows_per_group: int = ROWS_PER_GROUP
 ) -> int:
-    """Writes `records` (export records, JSON) to a Parquet file; returns the row count."""
+    """Writes `records` (export records, JSON) as Parquet; returns the row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = parquet_schema()
     count = 0
-    with _replacing(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    with pq.ParquetWriter(out, schema) as writer:
         columns: dict[str, list[Any]] = {name: [] for name in schema.names}
         for record in records:
             obj = orjson.loads(record)
@@ -107,10 +88,6 @@ def _batch(pa: Any, schema: Any, columns: dict[str, list[Any]]) -> Any:
         else:
             arrays.append(pa.array(values, field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-# For `changes --format parquet` (`runners.changes`): the same file handling.
-replacing = _replacing
 
 
 def record_batch(schema: Any, columns: dict[str, list[Any]]) -> Any:

@@ -26,7 +26,8 @@ import os
 from collections.abc import Sequence
 from contextlib import suppress
 
-from profile_import.inputs.plan import InputFile, is_remote
+from profile_import.core.locations import is_remote
+from profile_import.inputs.plan import InputFile
 
 IN_PROCESS = "InProcess"
 LOCAL_RUNNER = "FnApiRunner"  # Beam's local runner, by name (see runners.local)

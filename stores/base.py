@@ -24,12 +24,13 @@ import abc
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from profile_import.core import records
 from profile_import.core.changes import ChangeRecord
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import Identifier
+from profile_import.core.locations import Location
 
 
 class StoreError(Exception):
@@ -155,12 +156,49 @@ class Staging:
     work_dir: str
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a store can do: declared by each store kind, asked by the launcher
+    (`stores.capabilities`) rather than guessed from the store's URL."""
+
+    # Workers on other machines (Dataflow, Flink) can read and write it: a
+    # bucket or a database server can; a folder or a SQLite file here cannot.
+    reachable_from_remote_workers: bool
+    # Where a run's work folder (each split's reject files) lives: "store",
+    # in the store's own place (its folder or bucket, beside its database
+    # file), reachable as the store is; "work_root", where the launcher puts
+    # it (`open_store(work_root=...)`: a folder here, or the runner's
+    # temp_location for workers elsewhere).
+    work_folder: Literal["store", "work_root"]
+    # Earlier versions stay readable: `rollback`, `prune`, `verify --version`.
+    keeps_versions: bool
+    # U+0000 can be kept in a string or a property name (PostgreSQL's text and
+    # jsonb cannot): otherwise the run rejects the lines that hold it.
+    holds_nul: bool
+
+
 class ProfileStore(abc.ABC):
     url: str
     buckets: int
-    # False for a store that cannot keep U+0000 in a string or a property name
-    # (PostgreSQL's text and jsonb): the run then rejects the lines that hold it.
-    holds_nul: bool = True
+    # What this kind of store can do (`capabilities_at` when it depends on
+    # where the store is).
+    capabilities: Capabilities
+
+    @classmethod
+    def capabilities_at(cls, location: Location) -> Capabilities:
+        """What a store of this kind at `location` can do, without opening it."""
+        return cls.capabilities
+
+    @classmethod
+    @abc.abstractmethod
+    def at(
+        cls, location: Location, *, buckets: int | None = None, work_root: str | None = None
+    ) -> ProfileStore:
+        """Opens the store at `location` (`stores.open_store`)."""
+
+    @property
+    def holds_nul(self) -> bool:
+        return self.capabilities.holds_nul
 
     @abc.abstractmethod
     def exists(self) -> bool:

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from profile_import.core.locations import parse
+
 # Seconds to open a connection and to wait for each answer, and how many
 # times a call is tried in all: an endpoint that refuses or never answers
 # fails within a few connection timeouts.
@@ -249,9 +251,10 @@ def errors(scheme: str, bucket: str) -> Iterator[None]:
 
 def split_url(url: str) -> tuple[str, str, str]:
     """`s3://bucket/key` → ("s3", "bucket", "key"); `gcs://` is `gs://`."""
-    scheme, rest = url.split("://", 1)
-    bucket, _, key = rest.partition("/")
-    return ("gs" if scheme == "gcs" else scheme), bucket, key
+    location = parse(url)
+    if not location.is_object:
+        raise CloudError(f"{url}: not an object URL: use s3://BUCKET/KEY or gs://BUCKET/KEY")
+    return location.scheme, location.bucket, location.path
 
 
 class Bucket:
@@ -541,18 +544,17 @@ def open_object(
     smart-open, with this process's client, whose failures are `CloudError`s."""
     import smart_open  # imported when used: with its clients it takes a while
 
-    scheme, name, _ = split_url(url)
+    scheme, name, key = split_url(url)
     bucket = bucket_of(scheme, name)
     _bound_smart_open_retries()
     with bucket._errors():
         params = transport_params or bucket.transport_params()
-        canonical = f"{scheme}://{url.split('://', 1)[1]}"
         try:
             stream = smart_open.open(
-                canonical, mode, compression=compression, transport_params=params
+                bucket.url(key), mode, compression=compression, transport_params=params
             )
         except FileNotFoundError as e:
-            raise bucket._missing(split_url(url)[2], e) from e
+            raise bucket._missing(key, e) from e
     return TranslatedStream(stream, lambda e: CloudError(describe(e, scheme, name)))
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from profile_import.core.locations import parse
+
 from .files import Files, LocalFiles
 
 
 def open_files(url: str) -> Files:
-    """The files of a store at a folder path or an `s3://` / `gs://` URL."""
-    if url.startswith(("s3://", "gs://")):
+    """The files of a store at a folder path or an `s3://` / `gs://` URL
+    (canonical: `core.locations.Location.url`)."""
+    if parse(url).is_object:
         # Imported when used: a folder on this machine never needs the clouds' clients.
         from .objects import ObjectFiles
 

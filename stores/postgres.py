@@ -46,11 +46,12 @@ from profile_import.core.changes import ChangeRecord
 from profile_import.core.fold import StoredProfile
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import IDENTIFIER_FIELDS
+from profile_import.core.locations import Location
 
-from . import POSTGRES_SCHEMES
 from .base import (
     BucketSink,
     BucketSource,
+    Capabilities,
     ChangedSince,
     Staging,
     StoreError,
@@ -68,7 +69,6 @@ from .sql import (
     remove_work,
 )
 
-SCHEMES = POSTGRES_SCHEMES
 _POLL_SECONDS = 0.2
 _ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 _COLUMNS = (
@@ -262,7 +262,19 @@ _VERSION_SQL = (
 class PostgresStore(CurrentStateStore):
     kind = "PostgreSQL"
     migrations = MIGRATIONS
-    holds_nul = False  # text and jsonb refuse U+0000
+    # A server workers elsewhere reach; text and jsonb refuse U+0000.
+    capabilities = Capabilities(
+        reachable_from_remote_workers=True,
+        work_folder="work_root",
+        keeps_versions=False,
+        holds_nul=False,
+    )
+
+    @classmethod
+    def at(
+        cls, location: Location, *, buckets: int | None = None, work_root: str | None = None
+    ) -> PostgresStore:
+        return cls(location.given, buckets=buckets, work_root=work_root)
 
     def __init__(
         self, url: str, *, buckets: int | None = None, work_root: str | None = None

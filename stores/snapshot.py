@@ -77,11 +77,13 @@ from profile_import.core import clock, records, segments
 from profile_import.core.changes import ChangeRecord, state_digest
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import Identifier, bucket_of
+from profile_import.core.locations import Location, parse
 
 from . import ledger, sorted_files
 from .base import (
     BucketSink,
     BucketSource,
+    Capabilities,
     ChangedSince,
     ProfileStore,
     Staging,
@@ -512,8 +514,29 @@ def _tombstone_problem(line: bytes) -> str | None:
     return None
 
 
+# In a folder on this machine, or in a bucket every worker reaches; each
+# run's work folder is inside the store either way.
+_ON_THIS_MACHINE = Capabilities(
+    reachable_from_remote_workers=False, work_folder="store", keeps_versions=True, holds_nul=True
+)
+_IN_A_BUCKET = replace(_ON_THIS_MACHINE, reachable_from_remote_workers=True)
+
+
 class SnapshotStore(ProfileStore):
+    @classmethod
+    def capabilities_at(cls, location: Location) -> Capabilities:
+        return _IN_A_BUCKET if location.is_object else _ON_THIS_MACHINE
+
+    @classmethod
+    def at(
+        cls, location: Location, *, buckets: int | None = None, work_root: str | None = None
+    ) -> SnapshotStore:
+        return cls(location.url, buckets=buckets)
+
     def __init__(self, root: str, *, buckets: int | None = None) -> None:
+        """The store in the folder or under the bucket prefix `root` (a path,
+        or a canonical `s3://` / `gs://` URL: `core.locations.Location.url`)."""
+        self.capabilities = self.capabilities_at(parse(root, "store"))
         self.files = open_files(root)
         self.root = self.files.join()
         self.url = root

@@ -43,11 +43,13 @@ from profile_import.core import clock, records
 from profile_import.core.changes import ChangeRecord
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import bucket_of
+from profile_import.core.locations import Location, LocationError, parse
 
-from . import SQLITE_SCHEME, locking
+from . import locking
 from .base import (
     BucketSink,
     BucketSource,
+    Capabilities,
     ChangedSince,
     Staging,
     StoreError,
@@ -64,17 +66,19 @@ from .sql import (
     remove_work,
 )
 
-SCHEME = SQLITE_SCHEME
 _BATCH = 500  # keys a look-up query (well under SQLite's 32,766 parameters)
 _BUSY_MS = 600_000  # workers staging at once wait for each other, not fail
 
 
 def path_of(url: str) -> str:
     """The file of a `sqlite:///relative.db` or `sqlite:////absolute.db` URL."""
-    rest = url[len(SCHEME) :]
-    if not rest.startswith("/") or len(rest) < 2:
+    try:
+        location = parse(url, "store")
+    except LocationError as e:
+        raise StoreError(f"store {url}: {e}") from e
+    if location.scheme != "sqlite":
         raise StoreError(f"store {url}: write sqlite:///relative.db or sqlite:////absolute.db")
-    return rest[1:]
+    return location.path
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -192,6 +196,19 @@ _VERSION_COLUMNS = "version, parent, created_at, profiles, execution"
 class SqliteStore(CurrentStateStore):
     kind = "SQLite"
     migrations = MIGRATIONS
+    # A file on this machine; each run's work folder beside it.
+    capabilities = Capabilities(
+        reachable_from_remote_workers=False,
+        work_folder="store",
+        keeps_versions=False,
+        holds_nul=True,
+    )
+
+    @classmethod
+    def at(
+        cls, location: Location, *, buckets: int | None = None, work_root: str | None = None
+    ) -> SqliteStore:
+        return cls(location.given, buckets=buckets)
 
     def __init__(self, url: str, *, buckets: int | None = None) -> None:
         self.url = url

@@ -13,7 +13,7 @@ import pytest
 from profile_import.core import records
 from profile_import.core.fold import StoredProfile
 from profile_import.core.identifiers import Identifier, bucket_of
-from profile_import.runners.export import export_parquet
+from profile_import.runners.export import write_parquet
 from profile_import.stores.snapshot import SnapshotStore
 
 from .helpers import read_cli
@@ -72,7 +72,9 @@ def test_parquet_has_a_fixed_schema_and_every_value(store: Path, tmp_path: Path)
 def test_parquet_is_written_in_row_groups(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.parquet"
     source = SnapshotStore(str(store))
-    assert export_parquet(source.export(), str(out), rows_per_group=3) == 4
+    with out.open("wb") as f:
+        assert write_parquet(source.export(), f, rows_per_group=3) == 4
     assert pq.ParquetFile(out).metadata.num_row_groups == 2
-    assert export_parquet(iter([]), str(out)) == 0
+    with out.open("wb") as f:
+        assert write_parquet(iter([]), f) == 0
     assert pq.read_table(out).num_rows == 0 and len(pq.read_table(out).schema) == 7

@@ -225,7 +225,7 @@ def test_export_to_a_file_is_the_same_as_to_stdout(store: Path, tmp_path: Path) 
     one_error_line(result.stderr, "--format parquet needs --output FILE")
     result = read_cli("export", "--store", store, "--output", tmp_path / "no" / "out.ndjson")
     assert result.returncode == 2
-    one_error_line(result.stderr, "no such folder")
+    one_error_line(result.stderr, f"export --output {tmp_path / 'no' / 'out.ndjson'}: no folder")
 
 
 # --- the ledger, and what CURRENT names ---------------------------------------

@@ -35,8 +35,9 @@ from profile_import.core import rejects as reject_records
 from profile_import.core import report as reports
 from profile_import.core.changes import CREATED, DELETED, UPDATED
 from profile_import.core.codes import RejectCode
+from profile_import.core.locations import is_remote
 from profile_import.core.report import Status
-from profile_import.inputs.plan import InputFile, is_remote
+from profile_import.inputs.plan import InputFile
 from profile_import.stores.base import ProfileStore, Staging, StoreError, Version
 from profile_import.stores.buckets import open_object
 from profile_import.stores.folders import remove_folder

@@ -34,8 +34,9 @@ from apache_beam.transforms import combiners
 
 from profile_import.core import clock
 from profile_import.core.commands import DEFAULT_MAX_LINE_BYTES, CheckSettings
+from profile_import.core.locations import is_remote
 from profile_import.inputs.lines import Line
-from profile_import.inputs.plan import InputFile, InputSplit, is_remote
+from profile_import.inputs.plan import InputFile, InputSplit
 from profile_import.inputs.scan import ContentHash
 from profile_import.pipelines.job import ImportJob, semantics_of
 from profile_import.stores import open_store

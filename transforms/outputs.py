@@ -1,5 +1,7 @@
-"""Where a run writes its report, its rejects and its changes: a local file, a
-remote URL (`s3://`, `gs://`, through smart-open) or standard output (`-`).
+"""Where a run writes its report, its rejects and its changes: a local file
+(a path or a `file://` URL), an object (`s3://`, `gs://` or `gcs://`, through
+smart-open) or standard output (`-`); anything else (`https://`, `ftp://`)
+is refused before the run starts (`core.locations`).
 
 Every output goes through this one layer, and each is written whole or not
 at all, never truncated first: a local file as a temporary file in the same
@@ -32,13 +34,8 @@ import uuid
 from collections.abc import Iterator
 from typing import IO
 
-from profile_import.inputs.plan import is_remote
-from profile_import.stores.buckets import (
-    bucket_of,
-    describe_missing_bucket,
-    open_object,
-    split_url,
-)
+from profile_import.core.locations import Location, LocationError, parse
+from profile_import.stores.buckets import bucket_of, describe_missing_bucket, open_object
 from profile_import.stores.failpoints import OUTPUT_WRITTEN, failpoint
 
 STDOUT = "-"
@@ -143,21 +140,37 @@ def _replacing(location: str) -> Iterator[IO[bytes]]:
     _fsync_folder(os.path.dirname(target))
 
 
-def _check_bucket(location: str) -> None:
-    """The bucket of `location` exists and can be reached."""
-    scheme, bucket, key = split_url(location)
-    if not bucket or not key or key.endswith("/"):
-        raise OutputError("an object URL names a bucket and a key (scheme://bucket/key)")
-    if not bucket_of(scheme, bucket).exists():
-        raise OutputError(describe_missing_bucket(scheme, bucket))
+def _check_bucket(target: Location) -> None:
+    """The bucket of `target` exists and can be reached."""
+    if not bucket_of(target.scheme, target.bucket).exists():
+        raise OutputError(describe_missing_bucket(target.scheme, target.bucket))
+
+
+def target_of(option: str, location: str | None) -> Location | None:
+    """Where an output goes, parsed once; None for standard output or none.
+    Raises `OutputError` for a location no output can be written to."""
+    if location is None or location == STDOUT:
+        return None
+    try:
+        return parse(location, "output")
+    except LocationError as e:
+        raise OutputError(f"{option} {location}: {e}") from e
 
 
 class Output:
-    """One output of a run: `location` None means not asked for."""
+    """One output of a run: `location` (as the user gave it) None means not
+    asked for; `target` is where it is written, None for standard output or
+    a location no output can be written to (`check` says why)."""
 
     def __init__(self, option: str, location: str | None) -> None:
         self.option = option
         self.location = location
+        self.target: Location | None = None
+        self._refused: OutputError | None = None
+        try:
+            self.target = target_of(option, location)
+        except OutputError as e:
+            self._refused = e
 
     @property
     def is_stdout(self) -> bool:
@@ -168,31 +181,34 @@ class Output:
 
     def check(self) -> None:
         """Proves the location writable, leaving what is there as it is."""
-        location = self.location
-        if location is None or self.is_stdout:
+        if self._refused is not None:
+            raise self._refused
+        target = self.target
+        if target is None:
             return
-        where = f"{self.option} {location}"
-        if is_remote(location):
+        where = f"{self.option} {self.location}"
+        if target.is_object:
             try:
-                _check_bucket(location)
+                _check_bucket(target)
             except OutputError as e:
                 raise OutputError(f"{where}: {e}") from e
             except Exception as e:
                 raise OutputError(f"{where}: cannot write: {_first_line(e)}") from e
             return
+        location = target.path
         if os.path.isdir(location):
             raise OutputError(f"{where}: is a directory")
         if _is_stream(location):
             if not os.access(location, os.W_OK):
                 raise OutputError(f"{where}: cannot write: permission denied")
             return
-        target = os.path.realpath(location)
-        folder = os.path.dirname(target)
+        real = os.path.realpath(location)
+        folder = os.path.dirname(real)
         if not os.path.isdir(folder):
             raise OutputError(f"{where}: no folder {os.path.dirname(os.path.abspath(location))}")
         try:
-            remove_dead_temps(target)
-            path, fd = _create_temp(target)
+            remove_dead_temps(real)
+            path, fd = _create_temp(real)
             os.close(fd)
             os.unlink(path)
         except OSError as e:
@@ -206,13 +222,17 @@ class Output:
     def open(self) -> Iterator[IO[bytes]]:
         """A binary stream to the location: what it received replaces what was
         there once the block ends without an error, and nothing does otherwise."""
-        location = self.location
-        assert location is not None
         if self.is_stdout:
             out = sys.stdout.buffer
             yield out
             out.flush()
-        elif is_remote(location):
+            return
+        if self._refused is not None:
+            raise self._refused
+        target = self.target
+        assert target is not None
+        location = target.url
+        if target.is_object:
             # The upload completes when the stream closes without an error,
             # and is abandoned otherwise: the object appears whole or not at all.
             with open_object(location, "wb", compression="infer_from_extension") as remote:

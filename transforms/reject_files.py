@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from profile_import.inputs.plan import is_remote
+from profile_import.core.locations import is_remote
 from profile_import.stores.buckets import open_object
 
 
