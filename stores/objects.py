@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from profile_import.core.locations import parse
+
 from .buckets import ABSENT, Precondition, Token, bucket_of, open_object
 from .files import Files, PointerMoved
 from .lease import Lease
@@ -24,11 +26,9 @@ from .lease import Lease
 class ObjectFiles(Files):
     def __init__(self, url: str) -> None:
         self.url = url
-        scheme, rest = url.split("://", 1)
-        name, _, prefix = rest.partition("/")
-        if not name:
-            raise ValueError(f"store {url}: no bucket")
-        self.bucket = bucket_of(scheme, name)
+        location = parse(url, "store")
+        prefix = location.path
+        self.bucket = bucket_of(location.scheme, location.bucket)
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._fence: Any = None
 

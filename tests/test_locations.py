@@ -139,6 +139,7 @@ def test_a_file_url_input_store_report_and_rejects(tmp_path: Path) -> None:
     [
         ("--report", "https://example.com/r.json", "--report https://example.com/r.json: https://"),
         ("--rejects", "ftp://x", "--rejects ftp://x: the ftp:// scheme is not supported"),
+        ("--changes", "https://h/c.ndjson", "--changes https://h/c.ndjson: https:// cannot"),
         ("--store", "ftp://x/store", "store ftp://x/store: the ftp:// scheme is not supported"),
         ("--store", "https://x/store", "store https://x/store: https:// cannot name a store"),
         ("--rejects", "s3://b", "--rejects s3://b: an output names an object"),
