@@ -83,7 +83,7 @@ def _time(text: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class Report:
-    """The report of a run (README, "Rejects and the report"), typed.
+    """The report of a run (README, "The report"), typed.
 
     `to_dict()` is the report as JSON objects hold it, as `--report` writes it.
     """
