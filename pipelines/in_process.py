@@ -68,8 +68,10 @@ from .job import ImportJob
 
 RUNNER = "InProcess"
 
-# (input index, first line of its range, the lines): one worker's lines of a bucket.
+# (input index, first line): where a range of the input starts.
 Position = tuple[int, int]
+# (input index, first line of its range, the lines): one worker's lines of a
+# bucket, as `batches.in_input_order` orders them.
 BucketPart = tuple[int, int, BucketLines]
 
 
