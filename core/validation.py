@@ -9,7 +9,7 @@ implementation, still words the message of a rejected value when it can
 (an ECMA-only pattern, a recursion too deep for Python) or finds nothing
 wrong where jsonschema-rs does (`\\d` matches only ASCII digits in ECMA-262),
 the message comes from jsonschema-rs. Verdicts and messages are tested to
-agree (tests/test_validation.py). Formats are annotations, not assertions.
+agree (tests/unit/core/test_validation.py). Formats are annotations, not assertions.
 
 A schema is compiled offline: a `$ref` to a resource the schema does not
 hold itself is refused (`InvalidSchema`), never fetched, so a nightly run

@@ -1,6 +1,6 @@
 """Writes the Dataflow Flex Template's metadata.json from the options of `run`.
 
-Usage: python tools/template_metadata.py   (tests/test_dataflow.py checks it is current)
+Usage: python tools/template_metadata.py   (tests/engines/test_dataflow.py checks it is current)
 """
 
 from __future__ import annotations

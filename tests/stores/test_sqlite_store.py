@@ -1,0 +1,347 @@
+"""The SQLite store (`stores/sqlite.py`): only touched profiles read, only
+changes staged, one compare-and-swap transaction to publish, migrations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+import pytest
+
+from profile_import.core import records
+from profile_import.core.bucket import apply_to_bucket, bucket_changes
+from profile_import.core.fold import DELETE, Command, StoredProfile
+from profile_import.core.identifiers import Identifier, bucket_of
+from profile_import.stores import failpoints, open_store
+from profile_import.stores.base import Staging, StoreError, StoreLocked
+from profile_import.stores.migrations import Migration, pending
+from profile_import.stores.sqlite import SqliteStore, path_of
+
+from ..helpers import (
+    CLI,
+    ONE_WORKER,
+    check_a_kill_leaves_before_or_after,
+    run_cli,
+    upsert,
+    without_times,
+    write_lines,
+)
+
+NOW, THEN = "2026-11-23T00:00:00.000Z", "2026-01-01T00:00:00.000Z"
+BUCKETS = 4
+
+
+def key(name: str) -> bytes:
+    return Identifier.email_hash(name).key
+
+
+def line(name: str, profile: dict[str, object], at: str = THEN) -> bytes:
+    return records.encode(key(name), StoredProfile(profile, at, at))
+
+
+def up(profile: dict[str, object]) -> Command:
+    return Command("UPSERT", profile, False, False)
+
+
+# --- what a run changes in a bucket (core.bucket.bucket_changes) -------------
+
+
+def test_bucket_changes_are_what_apply_to_bucket_changes() -> None:
+    stored = [line(n, {"v": n}) for n in ("b", "d", "f", "h", "j")]
+
+    def commands() -> dict[bytes, list[Command]]:
+        return {
+            key("a"): [up({"v": "new"})],  # created
+            key("d"): [up({"w": 1})],  # updated
+            key("e"): [Command(DELETE)],  # delete of a missing profile
+            key("f"): [Command(DELETE)],  # deleted
+            key("h"): [up({"v": "h"})],  # unchanged: not staged
+            key("z"): [up({"v": "z"}), Command(DELETE)],  # created then deleted: nothing
+        }
+
+    whole: Counter[str] = Counter()
+    after = list(apply_to_bucket(stored, commands(), NOW, whole))
+    touched = [x for x in stored if records.split(x)[0] in commands()]
+    tally: Counter[str] = Counter()
+    changed, deleted = bucket_changes(touched, commands(), NOW, tally)
+    assert tally == whole
+    assert [records.split(x)[0] for x in changed] == [key("a"), key("d")]
+    assert deleted == [key("f")]
+    # The stored bucket with these changes applied is the bucket apply_to_bucket gives.
+    rebuilt = {records.split(x)[0]: x for x in stored}
+    rebuilt.update({records.split(x)[0]: x for x in changed})
+    for k in deleted:
+        del rebuilt[k]
+    assert [rebuilt[k] for k in sorted(rebuilt)] == after
+
+
+# --- the store, driven as the launcher and the pipeline drive it -------------
+
+
+def store_at(tmp_path: Path, name: str = "p.db") -> SqliteStore:
+    return SqliteStore(f"sqlite:///{tmp_path / name}", buckets=BUCKETS)
+
+
+def before_unknown(changed: Sequence[bytes], gone: Sequence[bytes]) -> dict[bytes, str | None]:
+    """Change records for changes staged by hand: each changed profile as created."""
+    return {**{records.split(x)[0]: None for x in changed}, **{k: "" for k in gone}}
+
+
+def stage(
+    store: SqliteStore, execution: str, lines: list[bytes], deleted: Sequence[bytes] = ()
+) -> tuple[Staging, int]:
+    """A run's staging, its changes written bucket by bucket as the pipeline does."""
+    staging = store.begin(execution, store.current())
+    by_bucket: dict[int, tuple[list[bytes], list[bytes]]] = {}
+    for x in lines:
+        by_bucket.setdefault(bucket_of(records.split(x)[0], BUCKETS), ([], []))[0].append(x)
+    for k in deleted:
+        by_bucket.setdefault(bucket_of(k, BUCKETS), ([], []))[1].append(k)
+    for bucket, (changed, gone) in by_bucket.items():
+        staging.sink.write_changes(bucket, changed, gone, before_unknown(changed, gone))
+    return staging, len(by_bucket)
+
+
+def test_urls_name_relative_and_absolute_files() -> None:
+    assert path_of("sqlite:///profiles.db") == "profiles.db"
+    assert path_of("sqlite:////var/lib/p.db") == "/var/lib/p.db"
+    with pytest.raises(StoreError, match="or sqlite:////absolute"):
+        path_of("sqlite://host/p.db")
+
+
+def test_publish_and_read_back(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    assert not store.exists() and store.current() is None
+    staging, buckets = stage(store, "e1", [line("a", {"x": 1}), line("b", {"x": 2})])
+    v1 = store.commit(staging, {"execution_id": "e1"}, 2, buckets, ["fp1", "fp1"])
+    assert (v1.number, v1.parent, v1.profiles) == (1, None, 2)
+    reopened = open_store(f"sqlite:///{tmp_path / 'p.db'}")
+    assert reopened.exists() and reopened.buckets == BUCKETS
+    assert [orjson.loads(r)["email_hash"] for r in reopened.export()] == ["a", "b"]
+    assert reopened.get(Identifier.email_hash("b")) == records.split(line("b", {"x": 2}))[1]
+    assert reopened.get(Identifier.email_hash("zz")) is None
+    applied = reopened.applied_inputs(v1, ["fp1", "fp2"])
+    assert list(applied) == ["fp1"] and applied["fp1"].execution_id == "e1"
+
+    staging, buckets = stage(store, "e2", [line("c", {"x": 3})], deleted=[key("a")])
+    v2 = store.commit(staging, {"execution_id": "e2"}, 0, buckets, ["fp2"])
+    assert (v2.number, v2.parent, v2.profiles) == (2, 1, 2)
+    assert [v.execution["execution_id"] for v in store.versions()] == ["e1", "e2"]
+    assert [k for k, _ in store.scan(v2)] == [key("b"), key("c")]
+    assert list(store.get_many(v2, [key("a"), key("c")])) == [key("c")]
+    assert store.verify().sound and store.verify().lines == 2
+
+
+def test_a_stale_parent_is_refused_and_publishes_nothing(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    stale = store.begin("e1", None)
+    stale.sink.write_changes(0, [], [], {})
+    staging, buckets = stage(store, "e2", [line("a", {"x": 1})])
+    store.commit(staging, {"execution_id": "e2"}, 1, buckets, [])
+    stale.sink.write_changes(bucket_of(key("b"), BUCKETS), [line("b", {})], [], {key("b"): None})
+    with pytest.raises(StoreError, match="changed during the run"):
+        store.commit(stale, {"execution_id": "e1"}, 1, 1, [])
+    assert [orjson.loads(r)["email_hash"] for r in store.export()] == ["a"]
+
+
+def test_a_bucket_count_mismatch_publishes_nothing(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
+    with pytest.raises(StoreError, match="wrote 2 buckets but 1 are staged"):
+        store.commit(staging, {"execution_id": "e1"}, 1, buckets + 1, [])
+    assert not store.exists()
+
+
+def test_a_retried_commit_reports_the_same_version(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
+    first = store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
+    again = store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
+    assert again.number == first.number == 1 and store.current() == again
+
+
+def test_a_retried_bucket_replaces_what_it_staged(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    staging = store.begin("e1", None)
+    bucket = bucket_of(key("a"), BUCKETS)
+    staging.sink.write_changes(bucket, [line("a", {"try": 1})], [], {key("a"): None})
+    staging.sink.write_changes(bucket, [line("a", {"try": 2})], [], {key("a"): None})
+    store.commit(staging, {"execution_id": "e1"}, 1, 1, [])
+    assert orjson.loads(store.get(Identifier.email_hash("a")) or b"")["user_profile"] == {"try": 2}
+
+
+def test_staging_of_a_dead_run_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    dead, _ = stage(store, "dead", [line("a", {"x": 1})])
+    db = sqlite3.connect(store.path)
+    assert db.execute("SELECT count(*) FROM staging").fetchone() == (1,)
+    staging, buckets = stage(store, "next", [line("b", {"x": 2})])
+    assert db.execute("SELECT DISTINCT execution_id FROM staging").fetchall() == [("next",)]
+    store.commit(staging, {"execution_id": "next"}, 1, buckets, [])
+    assert db.execute("SELECT count(*) FROM staging").fetchone() == (0,)
+    assert [orjson.loads(r)["email_hash"] for r in store.export()] == ["b"]
+    assert not os.path.exists(dead.work_dir)
+
+
+def test_an_aborted_run_leaves_the_profiles_unchanged(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
+    store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
+    staging, _ = stage(store, "e2", [line("b", {"x": 2})], deleted=[key("a")])
+    store.abort(staging)
+    assert [orjson.loads(r)["email_hash"] for r in store.export()] == ["a"]
+    assert store.current() is not None and store.current().number == 1  # type: ignore[union-attr]
+
+
+def test_a_reader_sees_the_old_or_the_new_state_never_a_mix(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    staging, buckets = stage(store, "e1", [line(n, {"v": 1}) for n in "abcd"])
+    store.commit(staging, {"execution_id": "e1"}, 4, buckets, [])
+    reading = store.export()
+    first = next(reading)  # the reader's snapshot starts here
+    changed = [line(n, {"v": 2}, NOW) for n in "abcd"]
+    staging, buckets = stage(store, "e2", changed, deleted=[])
+    store.commit(staging, {"execution_id": "e2"}, 0, buckets, [])
+    seen = [first, *reading]
+    assert {orjson.loads(r)["user_profile"]["v"] for r in seen} == {1}
+    assert {orjson.loads(r)["user_profile"]["v"] for r in store.export()} == {2}
+
+
+def test_the_lock_admits_one_run(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    with store.lock(), pytest.raises(StoreLocked):  # noqa: SIM117
+        with store_at(tmp_path).lock(timeout=0.0):
+            pass
+
+
+def test_reading_a_missing_database_creates_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    result = run_cli("export", "--store", url)
+    assert result.returncode == 1 and f"no profile store at {url}" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- migrations ---------------------------------------------------------------
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
+    store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
+    db = sqlite3.connect(store.path)
+    db.execute("INSERT INTO schema_version VALUES (99, 'from the future', 'now')")
+    db.commit()
+    with pytest.raises(StoreError, match="has schema version 99; this profile-import knows"):
+        store_at(tmp_path)
+
+
+def test_a_database_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "other.db")
+    db.execute("CREATE TABLE orders (id INTEGER)")
+    db.commit()
+    with pytest.raises(StoreError, match="not a profile store"):
+        store_at(tmp_path, "other.db")
+
+
+def test_migrations_apply_in_order_from_the_recorded_version() -> None:
+    steps = (Migration(1, "a", ()), Migration(2, "b", ()), Migration(3, "c", ()))
+    assert [m.version for m in pending(steps, 0)] == [1, 2, 3]
+    assert [m.version for m in pending(steps, 2)] == [3]
+    with pytest.raises(ValueError, match="not numbered"):
+        pending((Migration(2, "b", ()),), 0)
+
+
+def test_the_tables_are_readable_with_plain_sql(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    staging, buckets = stage(store, "e1", [line("a", {"first_name": "Ann"})])
+    store.commit(staging, {"execution_id": "e1"}, 1, buckets, ["fp"])
+    db = sqlite3.connect(store.path)
+    row = db.execute(
+        "SELECT email_hash, user_profile ->> '$.first_name', created_at FROM profiles"
+    ).fetchone()
+    assert row == ("a", "Ann", THEN)
+    assert db.execute("SELECT fingerprint, version, execution_id FROM ledger").fetchall() == [
+        ("fp", 1, "e1")
+    ]
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+# --- real runs through the command line ---------------------------------------
+
+
+def test_a_run_stages_only_what_it_changes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    seed = [upsert({"email_hash": f"h{n}"}, {"n": n}) for n in range(300)]
+    assert run_cli("run", "--store", url, "--rejects", os.devnull, "--report", os.devnull,
+                   write_lines(tmp_path / "seed.ndjson", seed)).returncode == 0  # fmt: skip
+    lines = [
+        upsert({"email_hash": "h1"}, {"n": 1}),  # unchanged
+        upsert({"email_hash": "h2"}, {"n": -2}),  # updated
+        {"operation": "DELETE", "email_hash": "h3"},
+        upsert({"email_hash": "new"}, {"n": 0}),
+    ]
+    argv = [*CLI, "run", "--quiet", "--store", url, "--report", os.devnull, "--rejects", os.devnull]
+    argv += [*ONE_WORKER, str(write_lines(tmp_path / "four.ndjson", lines))]
+    env = {**os.environ, failpoints.ENV: failpoints.DATA_WRITTEN}
+    killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    db = sqlite3.connect(tmp_path / "p.db")
+    staged = db.execute("SELECT key, record IS NULL FROM staging ORDER BY key").fetchall()
+    assert staged == [(key("h2"), 0), (key("h3"), 1), (key("new"), 0)]
+    assert db.execute("SELECT count(*) FROM profiles").fetchone() == (300,)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("point", "published"),
+    [
+        (failpoints.STAGED, False),
+        (failpoints.DATA_WRITTEN, False),
+        (failpoints.BEFORE_POINTER, False),
+        (failpoints.AFTER_POINTER, True),
+    ],
+)
+def test_a_kill_leaves_the_before_or_the_after_state(
+    tmp_path: Path, point: str, published: bool
+) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    check_a_kill_leaves_before_or_after(url, tmp_path, point, published)
+    db = sqlite3.connect(tmp_path / "p.db")
+    assert db.execute("SELECT count(*) FROM staging").fetchone() == (0,)
+
+
+def test_a_dry_run_on_a_new_store_creates_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    path = write_lines(tmp_path / "in.ndjson", [upsert({"email_hash": "a"}, {"x": 1})])
+    result = run_cli("run", "--dry-run", "--store", url, "--report", "-", path)
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["counts"]["profiles_created"] == 1
+    assert not (tmp_path / "p.db").exists()
+
+
+def test_a_sqlite_store_keeps_nul_in_identifiers_and_profiles(tmp_path: Path) -> None:
+    """Unlike PostgreSQL, SQLite keeps U+0000 (its records are JSON text, where
+    it is the escape `\\u0000`): such lines are applied, and export gives them back."""
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    lines = [
+        upsert({"email_hash": "b"}, {"s": "x\x00y", "o": {"k\x00": [1]}}),
+        upsert({"email_hash": "d\x00"}, {"n": 4}),
+        upsert({"compartment_id": "1", "user_account_id": "\x00"}, {"n": 5}),
+    ]
+    result = run_cli("run", "--store", url, "--rejects", os.devnull, "--report", "-",
+                     write_lines(tmp_path / "in.ndjson", lines))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout)["counts"]["rejected"] == 0
+    exported = run_cli("export", "--store", url)
+    assert without_times([orjson.loads(x) for x in exported.stdout.splitlines()]) == [
+        {"compartment_id": "1", "user_account_id": "\x00", "user_profile": {"n": 5}},
+        {"email_hash": "b", "user_profile": {"s": "x\x00y", "o": {"k\x00": [1]}}},
+        {"email_hash": "d\x00", "user_profile": {"n": 4}},
+    ]
+    assert run_cli("verify", "--store", url).returncode == 0
