@@ -29,6 +29,8 @@ from profile_import.stores import open_store, snapshot
 
 from ..helpers import PORTABLE
 
+pytestmark = [pytest.mark.spec(section=2), pytest.mark.spec(section=4)]
+
 IDENTIFIERS: list[dict[str, Any]] = [
     {"compartment_id": "1000", "user_account_id": "u1"},
     {"compartment_id": 1000, "user_account_id": "u1"},  # the same user as above

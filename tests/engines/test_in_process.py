@@ -27,6 +27,8 @@ from profile_import.transforms.apply_bucket import apply_lines
 
 from ..helpers import CLI, ONE_WORKER, delete, export, run_cli, upsert, write_big_input, write_lines
 
+pytestmark = pytest.mark.spec(section=2)
+
 ALICE = {"compartment_id": "1000", "user_account_id": "alice"}
 BOB = {"email_hash": "5d41402abc4b2a76b9719d911017c592"}
 MIB = 1 << 20

@@ -31,7 +31,7 @@ from ..helpers import (
     write_lines,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.spec(section=4)]
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from profile_import.stores import locking
 
 from ..helpers import (
@@ -21,6 +23,8 @@ from ..helpers import (
     upsert,
     write_lines,
 )
+
+pytestmark = pytest.mark.spec(section=4)
 
 GOOD = upsert({"email_hash": "good"}, {"v": 1})
 

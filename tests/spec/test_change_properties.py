@@ -33,6 +33,8 @@ from profile_import.stores import open_store
 from ..engines.test_equals_sequential_fold import DEFAULT_COMPARTMENT, commands, identity
 from ..object_servers import new_bucket
 
+pytestmark = pytest.mark.spec(section=6)
+
 Records = dict[tuple[str, ...], dict[str, Any]]
 KIND_COUNTS = {"created": "profiles_created", "updated": "profiles_updated"}
 KIND_COUNTS["deleted"] = "profiles_deleted"

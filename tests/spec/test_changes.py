@@ -31,6 +31,8 @@ from profile_import.transforms.finalize import Finalizer, RunContext
 from ..helpers import run_cli
 from ..object_servers import new_bucket, put
 
+pytestmark = pytest.mark.spec(section=6)
+
 E1 = Identifier.email_hash("e1").key
 E2 = Identifier.email_hash("e2").key
 

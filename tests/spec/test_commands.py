@@ -20,6 +20,8 @@ from profile_import.core.commands import (
 from profile_import.core.fold import DELETES, MERGES, REPLACES, Command
 from profile_import.core.validation import SchemaValidator
 
+pytestmark = [pytest.mark.spec(section=1), pytest.mark.spec(section=3)]
+
 CHECKER = CheckSettings().build()
 GOOD = {"operation": "UPSERT", "email_hash": "h", "force_replace": True, "user_profile": {"a": 1}}
 

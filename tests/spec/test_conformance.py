@@ -65,8 +65,36 @@ COMBINATIONS = [
 ]
 
 
+# The SPEC section (docs/SPEC.md) each vector checks, for `-m "spec(section=N)"`
+# and the map in tests/README.md.
+SECTIONS = {
+    "identifier_rules": 1,
+    "integer_identifiers_normalised": 1,
+    "delete_missing_is_noop": 2,
+    "delete_then_upsert_order": 2,
+    "files_apply_in_given_order": 2,
+    "force_replace": 2,
+    "seed_merge_objects_example": 2,
+    "shallow_merge_default": 2,
+    "envelope_errors": 3,
+    "rerun_is_idempotent": 4,
+    "rerun_per_input": 4,
+    "change_feed": 6,
+}
+
+
+def test_every_vector_names_its_spec_section() -> None:
+    assert sorted(p.stem for p in CASES if p.stem not in SECTIONS) == []
+
+
 @pytest.mark.parametrize(("store_kind", "runner"), COMBINATIONS)
-@pytest.mark.parametrize("case_path", CASES, ids=[p.stem for p in CASES])
+@pytest.mark.parametrize(
+    "case_path",
+    [
+        pytest.param(p, id=p.stem, marks=pytest.mark.spec(section=SECTIONS.get(p.stem, 0)))
+        for p in CASES
+    ],
+)
 def test_conformance_case(
     case_path: Path, store_kind: str, runner: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

@@ -18,6 +18,8 @@ from profile_import.stores.snapshot import SnapshotStore
 
 from ..helpers import read_cli
 
+pytestmark = pytest.mark.spec(section=5)
+
 T1, T2 = "2026-01-01T00:00:00.000Z", "2026-11-24T10:11:12.345Z"
 PROFILES: dict[Identifier, dict[str, object]] = {
     Identifier.account("1000", "alice"): {"first_name": "Alice", "tags": ["a", {"b": None}]},

@@ -20,6 +20,8 @@ from profile_import.core.fold import (
     moot,
 )
 
+pytestmark = pytest.mark.spec(section=2)
+
 NOW = "2026-11-23T00:00:00.000Z"
 THEN = "2026-01-01T00:00:00.000Z"
 STORED = StoredProfile({"a": 1, "tags": ["x"]}, THEN, THEN)

@@ -28,6 +28,8 @@ from profile_import.core.merge import same_json, upsert
 
 from ..pipeline_helpers import assert_counts_add_up, import_lines
 
+pytestmark = [pytest.mark.spec(section=3), pytest.mark.spec(section=4)]
+
 LINES = 300
 IDENTIFIERS: list[dict[str, Any]] = [
     {"email_hash": "h1"},

@@ -13,6 +13,8 @@ from profile_import.core.idempotency import (
     input_fingerprint,
 )
 
+pytestmark = pytest.mark.spec(section=4)
+
 SEMANTICS = {"default_compartment_id": None, "profile_schema": None, "max_line_bytes": 1 << 20}
 LEDGER = {"A": AppliedInput("A", "exec-1", 3, "2026-01-01T00:00:00Z")}
 

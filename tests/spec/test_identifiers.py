@@ -15,6 +15,8 @@ from profile_import.core.identifiers import (
     resolve,
 )
 
+pytestmark = pytest.mark.spec(section=1)
+
 
 @pytest.mark.parametrize(
     ("obj", "default", "key"),

@@ -12,6 +12,8 @@ from profile_import.core.fold import Command, ProfileFold, StoredProfile
 from profile_import.core.merge import deep_merge, same_json, shallow_merge, upsert
 from profile_import.core.nesting import deeper_than
 
+pytestmark = pytest.mark.spec(section=2)
+
 STORED = {
     "p1": "v1",
     "p2": "v1",

@@ -10,6 +10,8 @@ import pytest
 
 from profile_import.core.nesting import NotJson, deeper_than, flatten
 
+pytestmark = pytest.mark.spec(section=3)
+
 
 def nested(levels: int, kind: str = "[") -> bytes:
     """A JSON value of exactly `levels` levels: arrays, or objects `{"a": ...}`."""

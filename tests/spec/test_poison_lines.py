@@ -21,6 +21,8 @@ from profile_import.core.identifiers import Identifier
 
 from ..pipeline_helpers import Imported, assert_counts_add_up, import_lines
 
+pytestmark = pytest.mark.spec(section=3)
+
 BIG = 2**70
 Check = Callable[[dict[str, Any]], bool]
 

@@ -19,6 +19,8 @@ from profile_import.stores.snapshot import SnapshotStore
 from ..helpers import run_cli
 from ..stores.test_snapshot_store import commit_profiles
 
+pytestmark = pytest.mark.spec(section=5)
+
 
 def ident(n: int) -> Identifier:
     kind = n % 3

@@ -8,9 +8,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from backports import zstd
 
 from ..helpers import export, run_cli, upsert, without_times, write_lines
+
+pytestmark = pytest.mark.spec(section=4)
 
 
 def run_json(*args: str | Path) -> dict[str, Any]:

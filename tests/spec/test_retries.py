@@ -22,6 +22,8 @@ from profile_import.transforms import outputs, scratch
 from ..helpers import CLI, export, run_cli, upsert, write_big_input, write_lines
 from ..object_servers import get, new_bucket, put
 
+pytestmark = pytest.mark.spec(section=4)
+
 BAD = "{not json"
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from ..helpers import run_cli, upsert, write_lines
 
+pytestmark = pytest.mark.spec(section=5)
+
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_list_and_get_ids_on_a_database_store(

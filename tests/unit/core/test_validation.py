@@ -18,6 +18,8 @@ from profile_import.core.validation import InvalidSchema, SchemaValidator
 
 from ...helpers import message_lines, read_ndjson, run_cli, write_lines
 
+pytestmark = pytest.mark.spec(section=3)
+
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 # From the official JSON-Schema-Test-Suite (optional/ecmascript-regex.json): valid
 # Draft 2020-12, but not a Python regular expression.

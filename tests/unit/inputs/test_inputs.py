@@ -24,6 +24,8 @@ from profile_import.inputs.scan import ReadError
 
 from ...helpers import plan
 
+pytestmark = pytest.mark.spec(section=1)
+
 
 def read_all(
     paths: list[str], split_bytes: int, max_line_bytes: int = 1 << 20

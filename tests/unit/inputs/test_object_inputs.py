@@ -20,6 +20,8 @@ from profile_import.inputs.remote import literal_prefix, pattern_regex
 from ...helpers import export, plan, run_cli, upsert, write_lines
 from ...object_servers import get, new_bucket, put
 
+pytestmark = pytest.mark.spec(section=1)
+
 
 @pytest.mark.parametrize(
     ("pattern", "key", "matches"),
