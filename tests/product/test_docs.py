@@ -1,5 +1,6 @@
 """The documentation's links hold: every relative link in README.md and docs/
-names a file of the repository, and every #anchor a heading of its page."""
+names a file of the repository, every #anchor a heading of its page, and
+every repository path the text names in code (`stores/objects.py`) is there."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
 # [text](target) and ![alt](target), the target up to a space or the closing parenthesis
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 INLINE_CODE = re.compile(r"`+[^`]*`+")
+# `folder/file.ext`, or `folder/file.py::name`: a path the text says is in the repository
+CODE_PATH = re.compile(r"`([A-Za-z0-9_.-]+/[A-Za-z0-9_./-]*\.[a-z]{1,5})(?:::\w+)?`")
+TOP_FOLDERS = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
 def prose_lines(text: str) -> list[str]:
@@ -91,3 +95,12 @@ def test_every_relative_link_and_anchor_resolves(page: Path) -> None:
         elif anchor and linked.suffix == ".md" and unquote(anchor) not in anchors(linked):
             broken.append(f"{target}: no heading #{anchor} in {linked.relative_to(ROOT)}")
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_repository_path_named_in_code_exists(page: Path) -> None:
+    named = CODE_PATH.findall(page.read_text(encoding="utf-8"))
+    missing = sorted(
+        {p for p in named if p.split("/")[0] in TOP_FOLDERS and not (ROOT / p).exists()}
+    )
+    assert not missing, f"{page.relative_to(ROOT)} names files that are not there: {missing}"
