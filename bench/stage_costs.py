@@ -35,7 +35,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("parse: read lines", ("lines.py:",)),
     ("parse: check lines (orjson, schema, identifier)", ("commands.py:", "validation.py:")),
     ("apply: fold commands (merge)", ("fold.py:", "merge.py:")),
-    ("apply: read and write the store", ("snapshot.py:", "segments.py:", "sorted_files.py:")),
+    ("apply: read and write the store", ("stores/snapshot/", "segments.py:", "sorted_files.py:")),
     ("apply: store lines (encode, decode)", ("records.py:", "bucket.py:")),
     ("shuffle: encode, spill and read batches", ("batches.py:",)),
     ("scan: hash and count newlines", ("scan.py:", "numbering.py:")),

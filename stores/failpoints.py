@@ -13,7 +13,7 @@ import signal
 
 ENV = "PROFILE_IMPORT_FAILPOINT"
 
-# The points of a publish, in order (stores/snapshot.py).
+# The points of a publish, in order (stores/snapshot/publish.py).
 DATA_WRITTEN = "publish:data-written"  # every bucket file is written, nothing published
 BEFORE_POINTER = "publish:before-pointer"  # the manifest is written, CURRENT not replaced
 AFTER_POINTER = "publish:after-pointer"  # CURRENT is replaced
