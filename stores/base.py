@@ -21,12 +21,11 @@ what it reads against it and raises `StoreError` on a difference, and
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from profile_import.core import records
 from profile_import.core.changes import ChangeRecord
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import Identifier
@@ -42,34 +41,22 @@ class StoreLocked(StoreError):
 
 
 class BucketSource(abc.ABC):
-    """Reads the buckets of one store version (picklable; `open` on workers)."""
+    """Reads the buckets of one store version (picklable; `open` on workers).
 
-    # True for a store that reads only the profiles a run touches: the pipeline
-    # then calls `read_keys`, and gives its sink only the changes
-    # (`BucketSink.write_changes`): a database updates its rows, the folder
-    # store writes a delta segment. False: whole buckets are read and rewritten.
-    touched_only: bool = False
+    A run reads only the profiles its commands touch, and its sink stages only
+    what changed: a database updates its rows, the folder store writes a
+    delta segment."""
 
     def open(self) -> None:  # noqa: B027 - optional hook
         """Acquires what reading needs (connections); called once per worker."""
 
     @abc.abstractmethod
-    def read_bucket(self, bucket: int) -> Iterator[bytes]:
-        """The store lines of `bucket`, sorted by key.
-
-        Raises `StoreError` when what it reads is not what the version
-        recorded (by the time the bucket is read to its end, at the latest).
-        """
-
     def read_keys(self, bucket: int, keys: Sequence[bytes]) -> Iterator[bytes]:
         """The store lines of those of `keys` (sorted) that `bucket` holds, in key order.
 
-        A store with `touched_only` reads them in batches, never the whole bucket.
+        Reads them in batches, never the whole bucket. Raises `StoreError`
+        when what it reads is not what the version recorded.
         """
-        wanted = set(keys)
-        for line in self.read_bucket(bucket):
-            if records.split(line)[0] in wanted:
-                yield line
 
 
 class BucketSink(abc.ABC):
@@ -79,14 +66,6 @@ class BucketSink(abc.ABC):
         """Acquires what writing needs; called once per worker."""
 
     @abc.abstractmethod
-    def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
-        """Replaces the content of `bucket`; returns the number of lines written.
-
-        Must be idempotent: a retried bundle writes the same bucket again. The
-        sink also keeps what the commit needs to record the bucket's content
-        (the folder store: a small stats file beside each bucket file).
-        """
-
     def write_changes(
         self,
         bucket: int,
@@ -94,16 +73,15 @@ class BucketSink(abc.ABC):
         deleted: Sequence[bytes],
         before: Mapping[bytes, str | None],
     ) -> None:
-        """Stages the changes of `bucket` (for a source with `touched_only`): the
-        new store lines of its changed profiles and the keys of its deleted ones;
-        and its change records (SPEC §6): `before` maps each of those keys to
-        the digest of its state before the run (`core.changes.state_digest`;
-        None: it was absent), which the commit publishes with the profiles.
+        """Stages the changes of `bucket`: the new store lines of its changed
+        profiles and the keys of its deleted ones; and its change records
+        (SPEC §6): `before` maps each of those keys to the digest of its state
+        before the run (`core.changes.state_digest`; None: it was absent),
+        which the commit publishes with the profiles.
 
         Must be idempotent: a retried bundle stages the same bucket again,
         replacing what it staged before.
         """
-        raise NotImplementedError(f"{type(self).__name__} writes whole buckets")
 
 
 @dataclass(frozen=True)

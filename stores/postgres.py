@@ -34,7 +34,7 @@ import re
 import tempfile
 import time
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -178,8 +178,6 @@ class _Names:
 class PostgresBucketSource(Connected, BucketSource):
     """Reads the current profiles: only the touched keys, one query a bucket."""
 
-    touched_only = True
-
     def __init__(self, conninfo: str, names: _Names, exists: bool) -> None:
         self.conninfo = conninfo
         self.names = names
@@ -194,9 +192,6 @@ class PostgresBucketSource(Connected, BucketSource):
         for row in self.conn.execute(self.names.sql(_TOUCHED_SQL), (list(keys),)):
             yield _touched_line(row)
 
-    def read_bucket(self, bucket: int) -> Iterator[bytes]:
-        raise NotImplementedError("the PostgreSQL store reads the touched keys (read_keys)")
-
 
 class PostgresBucketSink(Connected, BucketSink):
     """Stages a bucket's changes with COPY into the run's stage table."""
@@ -208,9 +203,6 @@ class PostgresBucketSink(Connected, BucketSink):
 
     def _connect(self) -> Any:
         return _psycopg().connect(self.conninfo, autocommit=True)
-
-    def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
-        raise NotImplementedError("the PostgreSQL store stages changes (write_changes)")
 
     def write_changes(
         self,

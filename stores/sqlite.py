@@ -35,14 +35,13 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
 from profile_import.core import clock, records
 from profile_import.core.changes import ChangeRecord
 from profile_import.core.idempotency import AppliedInput
-from profile_import.core.identifiers import bucket_of
 from profile_import.core.locations import Location, LocationError, parse
 
 from . import locking
@@ -106,8 +105,6 @@ def _lookup(conn: sqlite3.Connection, keys: Sequence[bytes]) -> Iterator[tuple[b
 class SqliteBucketSource(Connected, BucketSource):
     """Reads the current profiles: only the touched keys during a run."""
 
-    touched_only = True
-
     def __init__(self, path: str, buckets: int, exists: bool) -> None:
         self.path = path
         self.buckets = buckets
@@ -126,14 +123,6 @@ class SqliteBucketSource(Connected, BucketSource):
         for key, record in _lookup(self.conn, keys):
             yield key + records.SEPARATOR + record + b"\n"
 
-    def read_bucket(self, bucket: int) -> Iterator[bytes]:
-        # Not a run's path (runs read `read_keys`): a whole-table scan.
-        if not self.exists:
-            return
-        for key, record in self.conn.execute("SELECT key, record FROM profiles ORDER BY key"):
-            if bucket_of(key, self.buckets) == bucket:
-                yield key + records.SEPARATOR + record.encode() + b"\n"
-
 
 class SqliteBucketSink(Connected, BucketSink):
     """Stages a bucket's changes in the execution's staging rows."""
@@ -144,9 +133,6 @@ class SqliteBucketSink(Connected, BucketSink):
 
     def _connect(self) -> sqlite3.Connection:
         return _connect(self.path)
-
-    def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
-        raise NotImplementedError("the sqlite store stages changes (write_changes)")
 
     def write_changes(
         self,

@@ -7,7 +7,7 @@ interfaces, so what is checked is the pipeline's own work, not a store's.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,29 +33,49 @@ NOW = "2026-11-23T00:00:00.000Z"
 COUNTS = ("lines", "blank", "accepted", "rejected", "upserts", "deletes")
 
 
+def _bucket_path(folder: str, bucket: int) -> str:
+    return os.path.join(folder, f"{bucket}.lines")
+
+
+def _read_lines(folder: str, bucket: int) -> list[bytes]:
+    path = _bucket_path(folder, bucket)
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        return list(f)
+
+
 class FolderSource(BucketSource):
     def __init__(self, folder: str) -> None:
         self._folder = folder
 
-    def read_bucket(self, bucket: int) -> Iterator[bytes]:
-        path = os.path.join(self._folder, f"{bucket}.lines")
-        if os.path.exists(path):
-            with open(path, "rb") as f:
-                yield from f
+    def read_keys(self, bucket: int, keys: Sequence[bytes]) -> Iterator[bytes]:
+        wanted = set(keys)
+        for line in _read_lines(self._folder, bucket):
+            if records.split(line)[0] in wanted:
+                yield line
 
 
 class FolderSink(BucketSink):
+    """Writes each bucket whole: its file with the changes applied."""
+
     def __init__(self, folder: str) -> None:
         self._folder = folder
 
-    def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
+    def write_changes(
+        self,
+        bucket: int,
+        lines: Sequence[bytes],
+        deleted: Sequence[bytes],
+        before: Mapping[bytes, str | None],
+    ) -> None:
+        by_key = {records.split(line)[0]: line for line in _read_lines(self._folder, bucket)}
+        by_key.update((records.split(line)[0], line) for line in lines)
+        for key in deleted:
+            by_key.pop(key, None)
         os.makedirs(self._folder, exist_ok=True)
-        count = 0
-        with open(os.path.join(self._folder, f"{bucket}.lines"), "wb") as f:
-            for line in lines:
-                f.write(line)
-                count += 1
-        return count
+        with open(_bucket_path(self._folder, bucket), "wb") as f:
+            f.writelines(by_key[key] for key in sorted(by_key))
 
 
 @dataclass

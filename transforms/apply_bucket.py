@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from profile_import.core.bucket import apply_to_bucket, bucket_changes
+from profile_import.core.bucket import bucket_changes
 from profile_import.core.changes import Change, before_digests
 from profile_import.core.commands import commands_by_key
 from profile_import.core.fold import Command, Outcome
@@ -61,37 +61,16 @@ def apply_bucket(
     tally: Counter[str] = Counter()
     written = 0
     changes: list[Change] = []
-    if source.touched_only:
-        # Read only the touched profiles, stage only the changes (a database's
-        # rows, the folder store's delta segment) and their change records.
-        touched = source.read_keys(bucket, sorted(commands))
-        changed, deleted = bucket_changes(touched, commands, now, tally, changes)
-        profiles = len(changed)
-        if sink is not None:
-            sink.write_changes(bucket, changed, deleted, before_digests(changes))
-            written = 1
-        if changes_dir is not None:
-            write_change_file(changes_dir, bucket, changes)
-        return _results(applied, tally, written, profiles)
-    stored = source.read_bucket(bucket)
-    # A store that rewrites whole buckets keeps no change records; the run's
-    # own changes are still gathered for `run --changes`.
-    lines = apply_to_bucket(stored, commands, now, tally, changes)
-    try:
-        if sink is not None:
-            profiles = sink.write_bucket(bucket, lines)
-            written = 1
-        else:
-            profiles = sum(1 for _ in lines)
-    except ValueError:
-        # A stored line that does not parse: read the bucket on to its end,
-        # where the source checks it and names the damage (StoreError).
-        for _ in stored:
-            pass
-        raise
+    # Read only the touched profiles, stage only the changes (a database's
+    # rows, the folder store's delta segment) and their change records.
+    touched = source.read_keys(bucket, sorted(commands))
+    changed, deleted = bucket_changes(touched, commands, now, tally, changes)
+    if sink is not None:
+        sink.write_changes(bucket, changed, deleted, before_digests(changes))
+        written = 1
     if changes_dir is not None:
         write_change_file(changes_dir, bucket, changes)
-    return _results(applied, tally, written, profiles)
+    return _results(applied, tally, written, len(changed))
 
 
 def _results(applied: int, tally: Counter[str], written: int, profiles: int) -> dict[str, int]:

@@ -37,9 +37,8 @@ class SnapshotBucketSource(BucketSource):
     one raises `StoreError` there.
 
     A run reads only the profiles its commands touch (`read_keys`) and its sink
-    writes only what changed (`write_changes`): a delta segment."""
-
-    touched_only = True
+    writes only what changed (`write_changes`): a delta segment. Compaction
+    reads (`read_bucket`) and writes (`write_bucket`) whole buckets."""
 
     def __init__(self, files: Files, shards: list[Shard | None], url: str | None = None) -> None:
         self.files = files
@@ -53,6 +52,7 @@ class SnapshotBucketSource(BucketSource):
             yield from read_merged(self.files, self.url, shard)
 
     def read_bucket(self, bucket: int) -> Iterator[bytes]:
+        """The store lines of `bucket`, sorted by key, checked as `read_keyed`."""
         for _key, line in self.read_keyed(bucket):
             yield line
 
@@ -151,6 +151,8 @@ class SnapshotBucketSink(BucketSink):
             self._write(bucket, delta, delta=True)
 
     def write_bucket(self, bucket: int, lines: Iterable[bytes]) -> int:
+        """Replaces the content of `bucket` (store lines, sorted by key) with
+        a new base file; returns the number of lines written."""
         return self._write(bucket, lines, delta=False)
 
     def _write(self, bucket: int, lines: Iterable[bytes], *, delta: bool) -> int:
