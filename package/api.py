@@ -40,7 +40,7 @@ from profile_import.core.report import COUNT_NAMES, Status
 if TYPE_CHECKING:
     from profile_import.runners.execution import Execution, Outcome
     from profile_import.runners.options import Option
-    from profile_import.stores import ProfileStore
+    from profile_import.stores import StoreReader
 
 __all__ = [
     "Counts",
@@ -398,7 +398,7 @@ def export_profiles(store: PathLike) -> Iterator[dict[str, Any]]:
     return _exported(opened, location)
 
 
-def _exported(opened: ProfileStore, location: str) -> Iterator[dict[str, Any]]:
+def _exported(opened: StoreReader, location: str) -> Iterator[dict[str, Any]]:
     with _store_errors(location):
         for record in opened.export():
             yield _record(record)
@@ -411,7 +411,7 @@ def _record(record: bytes) -> dict[str, Any]:
     return parsed
 
 
-def _existing_store(location: str) -> ProfileStore:
+def _existing_store(location: str) -> StoreReader:
     from profile_import.stores import open_store
 
     opened = open_store(location)

@@ -1,7 +1,7 @@
 """`profile-import changes --since V`: the net changes since a store version (SPEC §6).
 
 The store reads its change records after `V` and the current state of only
-the profiles they name (`ProfileStore.changed_since`), all before a byte is
+the profiles they name (`StoreReader.changed_since`), all before a byte is
 written: an answer the store cannot give whole (a version pruned, not
 published yet) is an error, never a partial answer. The changes go out by
 identifier, as NDJSON or Parquet (`--output` written whole or not at all, as
@@ -20,7 +20,7 @@ import orjson
 
 from profile_import.core.changes import KINDS, change_line, fold_records, net_changes
 from profile_import.core.identifiers import IDENTIFIER_FIELDS
-from profile_import.stores.base import ProfileStore
+from profile_import.stores.base import StoreReader
 
 from . import export
 
@@ -29,7 +29,7 @@ from . import export
 class Feed:
     """The changes since a version: iterate it for the NDJSON lines, then read `info`."""
 
-    store: ProfileStore
+    store: StoreReader
     since: int
     info: dict[str, Any] = field(default_factory=dict)
 

@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import profile_import
 from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier
 from profile_import.core.ids import AskedIds, IdsError, read_ids
-from profile_import.stores import DEFAULT_STORE, ProfileStore, StoreError, open_store
+from profile_import.stores import (
+    DEFAULT_STORE,
+    StoreError,
+    StoreReader,
+    history_of,
+    open_store,
+)
 from profile_import.transforms.outputs import Output, OutputError
 
 from . import logs, read_commands
@@ -433,7 +439,7 @@ def _read_ids(path: str) -> AskedIds:
         _fail(f"--ids {path}: cannot be read: {e.strerror or e}", EXIT_USAGE)
 
 
-def _get_many(store: ProfileStore, args: argparse.Namespace) -> int:
+def _get_many(store: StoreReader, args: argparse.Namespace) -> int:
     if any(getattr(args, name) is not None for name in IDENTIFIER_FIELDS):
         _fail("get: --ids cannot be combined with a single identifier", EXIT_USAGE)
     batch = read_commands.Batch(store, _read_ids(args.ids), args.properties)
@@ -442,7 +448,7 @@ def _get_many(store: ProfileStore, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _list(store: ProfileStore, args: argparse.Namespace) -> int:
+def _list(store: StoreReader, args: argparse.Namespace) -> int:
     page = read_commands.Page(store, args.where, args.properties, args.limit, args.cursor)
     _write_records(page)
     print(json.dumps(page.info.as_json()), file=sys.stderr)
@@ -465,7 +471,7 @@ def _file_output(args: argparse.Namespace) -> Output | None:
     return output
 
 
-def _export(store: ProfileStore, args: argparse.Namespace, output: Output | None) -> int:
+def _export(store: StoreReader, args: argparse.Namespace, output: Output | None) -> int:
     from . import export as exports
 
     if output is None:
@@ -489,7 +495,7 @@ def _version_number(text: str) -> int:
     return number
 
 
-def _changes(store: ProfileStore, args: argparse.Namespace, output: Output | None) -> int:
+def _changes(store: StoreReader, args: argparse.Namespace, output: Output | None) -> int:
     from . import changes, export
 
     feed = changes.Feed(store, args.since)  # read whole before anything is written
@@ -505,7 +511,7 @@ def _changes(store: ProfileStore, args: argparse.Namespace, output: Output | Non
     return EXIT_OK
 
 
-def _verify(store: ProfileStore, number: int | None) -> int:
+def _verify(store: StoreReader, number: int | None) -> int:
     result = store.verify(number)
     for line in (*result.problems, *result.unchecked):
         print(line)
@@ -578,11 +584,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         with store.lock():
             if args.command == "rollback":
-                version = store.rollback(args.to)
+                version = history_of(store, "rollback").rollback(args.to)
                 again = f"version {args.to} published again as version {version.number}"
                 print(f"profile-import: {again}", file=sys.stderr)
             elif args.command == "compact":
-                compacted = store.compact()
+                compacted = history_of(store, "compact").compact()
                 if compacted is None:
                     print("profile-import: nothing to compact", file=sys.stderr)
                 else:

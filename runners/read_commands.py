@@ -13,7 +13,7 @@ from typing import Any
 from profile_import.core.cursors import Cursor, CursorError
 from profile_import.core.filters import FilterError, Query, parse_properties, project_record
 from profile_import.core.ids import AskedIds
-from profile_import.stores.base import ProfileStore, StoreError
+from profile_import.stores.base import StoreError, StoreReader
 
 DEFAULT_LIMIT = 300
 
@@ -53,7 +53,7 @@ def _properties(text: str | None) -> tuple[tuple[str, ...], ...] | None:
 class Page:
     """One page of `list`: iterate it for the records, then read `info`."""
 
-    store: ProfileStore
+    store: StoreReader
     where: list[str]
     properties: str | None = None
     limit: int = DEFAULT_LIMIT
@@ -114,7 +114,7 @@ class Page:
 class Batch:
     """`get --ids`: the records found, in the order asked; `info` once iterated."""
 
-    store: ProfileStore
+    store: StoreReader
     ids: AskedIds
     properties: str | None = None
     info: dict[str, int | None] = field(default_factory=dict)

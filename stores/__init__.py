@@ -11,14 +11,26 @@ from __future__ import annotations
 
 from profile_import.core.locations import POSTGRESQL, SQLITE, Location, LocationError, parse
 
-from .base import Capabilities, ProfileStore, StoreError
+from .base import (
+    Capabilities,
+    ImportTarget,
+    ProfileStore,
+    StoreError,
+    StoreReader,
+    VersionHistory,
+    history_of,
+)
 from .snapshot import SnapshotStore
 
 __all__ = [
     "Capabilities",
+    "ImportTarget",
     "ProfileStore",
     "StoreError",
+    "StoreReader",
+    "VersionHistory",
     "capabilities",
+    "history_of",
     "location_of",
     "open_store",
     "store_class",

@@ -3,11 +3,15 @@
 The pipeline's transforms see only two small picklable objects:
 - a `BucketSource`, which reads one bucket of the version the run starts from,
   as store lines (`core.records`) sorted by key;
-- a `BucketSink`, which writes the new content of one bucket.
+- a `BucketSink`, which stages the changes of one bucket.
 Both are opened on the workers (`open()` in `DoFn.setup`).
 
-The launcher drives the rest through `ProfileStore`: lock, read the current
-version, `begin` a staged execution, and `commit` or `abort` it. A commit
+The rest is split by role, and each caller asks for the one it needs: a run
+drives an `ImportTarget` (lock, read the current version, `begin` a staged
+execution, and `commit` or `abort` it); the read commands a `StoreReader`;
+rollback and compaction a `VersionHistory`, which only a store that keeps its
+versions is (`Capabilities.keeps_versions`, asked by `history_of`). Every
+store kind is a `ProfileStore`: an import target and a reader. A commit
 publishes every bucket the run wrote, and keeps the parent's content for the
 buckets it did not; nothing is visible before the commit, so a failed or killed
 run leaves the store as it was.
@@ -155,7 +159,9 @@ class Capabilities:
     holds_nul: bool
 
 
-class ProfileStore(abc.ABC):
+class StoreKind(abc.ABC):
+    """What every store is: where it is, its bucket count, what it can do."""
+
     url: str
     buckets: int
     # What this kind of store can do (`capabilities_at` when it depends on
@@ -167,13 +173,6 @@ class ProfileStore(abc.ABC):
         """What a store of this kind at `location` can do, without opening it."""
         return cls.capabilities
 
-    @classmethod
-    @abc.abstractmethod
-    def at(
-        cls, location: Location, *, buckets: int | None = None, work_root: str | None = None
-    ) -> ProfileStore:
-        """Opens the store at `location` (`stores.open_store`)."""
-
     @property
     def holds_nul(self) -> bool:
         return self.capabilities.holds_nul
@@ -183,15 +182,21 @@ class ProfileStore(abc.ABC):
         """Whether the store has been created (a first run creates it)."""
 
     @abc.abstractmethod
-    def lock(self, timeout: float = 0.0) -> AbstractContextManager[None]:
-        """Exclusive use of the store for one run; raises `StoreLocked`."""
-
-    @abc.abstractmethod
     def current(self) -> Version | None:
         """The published version, or None when there is no store yet.
 
         Raises `StoreError` for a store whose pointer to it is lost: damaged,
         never empty."""
+
+
+class ImportTarget(StoreKind):
+    """The role a run needs: lock the store, stage an execution on top of its
+    current version with the inputs its ledger has not applied, and publish
+    or discard it."""
+
+    @abc.abstractmethod
+    def lock(self, timeout: float = 0.0) -> AbstractContextManager[None]:
+        """Exclusive use of the store for one run; raises `StoreLocked`."""
 
     @abc.abstractmethod
     def applied_inputs(
@@ -230,25 +235,15 @@ class ProfileStore(abc.ABC):
     def abort(self, staging: Staging) -> None:
         """Discards a staged execution; never anything a published version uses."""
 
+
+class StoreReader(StoreKind):
+    """The role the read commands need (export, get, list, changes, versions,
+    verify): the current version's profiles, or a kept version's."""
+
     @abc.abstractmethod
     def versions(self) -> list[Version]:
         """Every kept published version, oldest first (never one a killed run
         left unpublished)."""
-
-    @abc.abstractmethod
-    def rollback(self, number: int) -> Version:
-        """Publishes the content of an older version as a new version, its
-        ledger included (the rolled-back inputs can be applied again)."""
-
-    @abc.abstractmethod
-    def prune(self, keep: int) -> list[int]:
-        """Drops all but the newest `keep` versions (and the current one)."""
-
-    def compact(self) -> Version | None:
-        """Rewrites what runs wrote as changes (the folder store's delta
-        segments) into whole buckets, as a new version with the same content;
-        None when there is nothing to compact. Callers hold the lock."""
-        raise StoreError(f"store {self.url} writes its changes in place: nothing to compact")
 
     @abc.abstractmethod
     def export(self) -> Iterator[bytes]:
@@ -257,8 +252,6 @@ class ProfileStore(abc.ABC):
     @abc.abstractmethod
     def get(self, identifier: Identifier) -> bytes | None:
         """The export record of one profile, or None."""
-
-    # --- reading a given version (`list`, `get --ids`) ----------------------
 
     @abc.abstractmethod
     def version(self, number: int) -> Version | None:
@@ -302,3 +295,51 @@ class ProfileStore(abc.ABC):
     def verify(self, number: int | None = None) -> Verification:
         """Checks every file and line of a published version (default: the
         current one); raises `StoreError` if there is no such version."""
+
+
+class VersionHistory(StoreKind):
+    """The role of a store that keeps its earlier versions
+    (`Capabilities.keeps_versions`): publish one again, fold the changes
+    runs wrote into whole buckets."""
+
+    @abc.abstractmethod
+    def rollback(self, number: int) -> Version:
+        """Publishes the content of an older version as a new version, its
+        ledger included (the rolled-back inputs can be applied again)."""
+
+    @abc.abstractmethod
+    def compact(self) -> Version | None:
+        """Rewrites what runs wrote as changes (the folder store's delta
+        segments) into whole buckets, as a new version with the same content;
+        None when there is nothing to compact. Callers hold the lock."""
+
+
+class ProfileStore(ImportTarget, StoreReader):
+    """Every store kind: an import target and a reader, with what it keeps
+    trimmed by `prune`. A store that keeps its versions is also a
+    `VersionHistory` (`history_of` asks for it)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def at(
+        cls, location: Location, *, buckets: int | None = None, work_root: str | None = None
+    ) -> ProfileStore:
+        """Opens the store at `location` (`stores.open_store`)."""
+
+    @abc.abstractmethod
+    def prune(self, keep: int) -> list[int]:
+        """Drops what all but the newest `keep` versions keep (never the current
+        one): the versions themselves in a store that keeps them, their change
+        records in one that keeps only its current state. Returns the versions
+        dropped."""
+
+
+def history_of(store: StoreKind, command: str) -> VersionHistory:
+    """`store` as a version history, for `command`; a store that keeps only
+    its current state (as its capabilities declare) is refused in one line."""
+    if not store.capabilities.keeps_versions or not isinstance(store, VersionHistory):
+        raise StoreError(
+            f"store {store.url} keeps only its current state, not its earlier versions: "
+            f"{command} needs a store that keeps them (a folder or a bucket)"
+        )
+    return store

@@ -226,12 +226,6 @@ class CurrentStateStore(ProfileStore):
         remove_work(staging.work_dir)
         return version
 
-    def rollback(self, number: int) -> Version:
-        raise StoreError(
-            f"store {self.url}: a {self.kind} store keeps only its current state; "
-            "there is no version to roll back to"
-        )
-
     def prune(self, keep: int) -> list[int]:
         """Drops the change records of all but the newest `keep` versions (only
         the current state of the profiles is kept anyway); returns those versions."""

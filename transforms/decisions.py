@@ -13,7 +13,7 @@ from typing import Any
 
 from profile_import.core import idempotency
 from profile_import.inputs.scan import ContentHash
-from profile_import.stores.base import ProfileStore, Version
+from profile_import.stores.base import ImportTarget, Version
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Decided:
 
 def decide(
     hashes: Iterable[ContentHash],
-    store: ProfileStore | None,
+    store: ImportTarget | None,
     parent: Version | None,
     semantics: Mapping[str, Any],
     *,

@@ -38,7 +38,7 @@ from profile_import.core.codes import RejectCode
 from profile_import.core.locations import is_remote
 from profile_import.core.report import Status
 from profile_import.inputs.plan import InputFile
-from profile_import.stores.base import ProfileStore, Staging, StoreError, Version
+from profile_import.stores.base import ImportTarget, Staging, StoreError, Version
 from profile_import.stores.buckets import open_object
 from profile_import.stores.folders import remove_folder
 
@@ -234,7 +234,7 @@ class Finalizer:
     """The final step's work, run once every input to it is complete."""
 
     ctx: RunContext
-    store: ProfileStore | None
+    store: ImportTarget | None
     parent: Version | None
     staging: Staging | None  # None: a dry run
 

@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.transforms import combiners
 
 from profile_import.inputs.scan import ContentHash
-from profile_import.stores.base import ProfileStore, Version
+from profile_import.stores.base import ImportTarget, Version
 
 from .decisions import Decided, decide
 
@@ -25,7 +25,7 @@ from .decisions import Decided, decide
 class DecideFromLedgerFn(beam.DoFn):
     def __init__(
         self,
-        store: ProfileStore | None,
+        store: ImportTarget | None,
         parent: Version | None,
         semantics: Mapping[str, Any],
         allow_reapply: bool,
@@ -59,7 +59,7 @@ class DecideInputs(beam.PTransform[Hashes, Decisions]):
 
     def __init__(
         self,
-        store: ProfileStore | None,
+        store: ImportTarget | None,
         parent: Version | None,
         semantics: Mapping[str, Any],
         allow_reapply: bool,

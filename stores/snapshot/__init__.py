@@ -74,7 +74,7 @@ from __future__ import annotations
 
 from profile_import.core.locations import Location
 
-from ..base import ProfileStore
+from ..base import ProfileStore, VersionHistory
 from .bucket_files import SnapshotBucketSink, SnapshotBucketSource
 from .compact import Compaction
 from .history import History
@@ -87,7 +87,7 @@ from .manifest import (
     DeltaLimits,
     Shard,
 )
-from .publish import Commit
+from .publish import Commit, SnapshotStaging
 from .verify import Verifying
 
 __all__ = [
@@ -100,11 +100,12 @@ __all__ = [
     "Shard",
     "SnapshotBucketSink",
     "SnapshotBucketSource",
+    "SnapshotStaging",
     "SnapshotStore",
 ]
 
 
-class SnapshotStore(History, Compaction, Verifying, ProfileStore):
+class SnapshotStore(History, Compaction, Verifying, ProfileStore, VersionHistory):
     """The snapshot store: an import target, a reader, and a version history."""
 
     @classmethod

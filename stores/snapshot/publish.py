@@ -19,7 +19,7 @@ from ..base import (
 )
 from ..failpoints import AFTER_POINTER, BEFORE_POINTER, DATA_WRITTEN, failpoint
 from ..files import PointerMoved
-from .bucket_files import SnapshotBucketSink
+from .bucket_files import SnapshotBucketSink, SnapshotBucketSource
 from .garbage import Garbage
 from .manifest import (
     CHANGES_SUFFIX,
@@ -35,6 +35,15 @@ from .manifest import (
     bucket_file,
     record_of,
 )
+
+
+@dataclass
+class SnapshotStaging(Staging):
+    """A run on a snapshot store, with its store's own source and sink (which
+    also read and write whole buckets)."""
+
+    source: SnapshotBucketSource
+    sink: SnapshotBucketSink
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ class Publishing(Garbage):
         found = [self._read_ledger_segment(s)[1] for s in self._ledger(version)]
         return ledger.lookup(found, fingerprints)
 
-    def begin(self, execution_id: str, parent: Version | None) -> Staging:
+    def begin(self, execution_id: str, parent: Version | None) -> SnapshotStaging:
         self._load_meta()
         if self._published():
             self._collect_garbage()
@@ -100,7 +109,7 @@ class Publishing(Garbage):
             self.files.makedirs(folder)
         self.files.makedirs(f"staging/{execution_id}")
         work_dir = self._path("staging", execution_id)
-        return Staging(
+        return SnapshotStaging(
             execution_id=execution_id,
             parent=parent,
             source=self.source(parent),

@@ -25,7 +25,7 @@ from profile_import.core.merge import upsert
 from profile_import.pipelines import in_process
 from profile_import.runners import runner_choice
 from profile_import.runners.execution import Execution, RunSettings
-from profile_import.stores import open_store, snapshot
+from profile_import.stores import history_of, open_store, snapshot
 
 from ..helpers import PORTABLE
 
@@ -266,7 +266,7 @@ def test_imports_in_a_row_equal_sequential_fold_with_deltas_and_compaction(
             if n == compact_after:
                 opened = open_store(str(store))
                 with opened.lock():
-                    opened.compact()
+                    history_of(opened, "compact").compact()
                 assert exported(store) == expected
         verification = open_store(str(store)).verify()
         assert verification.sound and verification.lines == len(expected)

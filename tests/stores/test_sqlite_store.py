@@ -138,6 +138,25 @@ def test_publish_and_read_back(tmp_path: Path) -> None:
     assert store.verify().sound and store.verify().lines == 2
 
 
+def test_rollback_and_compact_are_refused_in_one_line_and_change_nothing(
+    tmp_path: Path,
+) -> None:
+    """A store that keeps only its current state is no version history: the
+    commands that need one say so, from what the store declares."""
+    store = store_at(tmp_path)
+    staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
+    store.commit(staging, {"execution_id": "e1"}, 1, buckets, ["fp1"])
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    assert not open_store(url).capabilities.keeps_versions
+    for args in (("rollback", "--to", "1"), ("compact",)):
+        done = run_cli(*args, "--store", url)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert "keeps only its current state" in done.stderr
+        assert f"{args[0]} needs a store that keeps them" in done.stderr
+    assert [v.number for v in store.versions()] == [1] and store.verify().sound
+
+
 def test_a_stale_parent_is_refused_and_publishes_nothing(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     stale = store.begin("e1", None)
