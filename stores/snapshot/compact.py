@@ -16,7 +16,7 @@ from .publish import Commit, Publishing
 
 
 class Compaction(Publishing):
-    # --- compaction (callers hold the lock) ---------------------------------
+    """Folding deltas into bases (callers hold the lock)."""
 
     def compact(self) -> Version | None:
         """Folds every bucket's deltas into a new base, published as a new

@@ -41,6 +41,8 @@ IN_A_BUCKET = replace(ON_THIS_MACHINE, reachable_from_remote_workers=True)
 
 
 class SnapshotFolder:
+    """A store folder (or bucket prefix): what every part of the store reads."""
+
     capabilities: Capabilities
 
     @classmethod

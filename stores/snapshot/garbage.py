@@ -8,6 +8,8 @@ from .manifest import STORE_NAMES, Shard, ledger_of
 
 
 class Garbage(SnapshotFolder):
+    """Removing what no kept version uses (callers hold the lock)."""
+
     def _referenced(self) -> tuple[set[str], set[str]]:
         """The data folders and the ledger segments that kept versions use."""
         data, ledgers, _ = self._kept_files()
@@ -63,5 +65,3 @@ class Garbage(SnapshotFolder):
             for name in self.files.listdir(folder):
                 if name.endswith(".tmp"):
                     self.files.remove(f"{folder}/{name}" if folder else name)
-
-    # --- maintenance (callers hold the lock) -------------------------------

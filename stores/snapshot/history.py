@@ -28,6 +28,9 @@ from .reads import Reading
 
 
 class History(Publishing, Reading):
+    """Publishing an older version again, and dropping old ones (callers hold
+    the lock)."""
+
     def rollback(self, number: int) -> Version:
         if number not in self._version_numbers():
             raise StoreError(f"store {self.url} has no version {number} (see `versions`)")
@@ -109,5 +112,3 @@ class History(Publishing, Reading):
                 path = f"data/{name}/{file}"
                 if file.endswith(CHANGES_SUFFIX) and path not in changes:
                     self.files.remove(path)
-
-    # --- reading ------------------------------------------------------------

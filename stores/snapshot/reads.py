@@ -23,6 +23,8 @@ from .manifest import BLOCK, Shard, change_records
 
 
 class Reading(SnapshotFolder):
+    """Reading profiles: never under the lock, always from one version."""
+
     @staticmethod
     def _keyed(source: SnapshotBucketSource, bucket: int) -> Iterator[tuple[bytes, bytes]]:
         """(key, export record) of a bucket's profiles (the files checked)."""

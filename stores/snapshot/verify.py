@@ -35,6 +35,8 @@ from .manifest import (
 
 
 class Verifying(SnapshotFolder):
+    """Checking every file and line of a version."""
+
     def verify(self, number: int | None = None) -> Verification:
         current = self._current_number()
         if current is None:
