@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -129,10 +130,12 @@ Reports = beam.pvalue.PCollection[dict[str, Any]]
 class ImportProfiles(beam.PTransform[Lines, Reports]):
     """Imports command lines into a profile store; one element out: the report.
 
-    `store`: a store URL as the command line takes it. `rejects`, `report`:
-    where the rejects and the report go (None: the rejects, if any, next to
-    the working folder; the report only as the output element). The other
-    settings are the command line's options of the same names.
+    `store`: a store URL as the command line takes it. `rejects`, `report`,
+    `changes`: where the rejects, the report and the run's changes (SPEC §6)
+    go (None: the rejects, if any, next to the working folder; the report only
+    as the output element; no changes file). `dry_run`: check and count, write
+    the changes the run would make, publish nothing. The other settings are
+    the command line's options of the same names.
     """
 
     def __init__(
@@ -141,6 +144,8 @@ class ImportProfiles(beam.PTransform[Lines, Reports]):
         *,
         rejects: str | None = None,
         report: str | None = None,
+        changes: str | None = None,
+        dry_run: bool = False,
         default_compartment_id: str | None = None,
         allow_reapply: bool = False,
         max_rejects: int | None = None,
@@ -153,6 +158,8 @@ class ImportProfiles(beam.PTransform[Lines, Reports]):
         self.store = store
         self.rejects = rejects
         self.report = report
+        self.changes = changes
+        self.dry_run = dry_run
         self.default_compartment_id = default_compartment_id
         self.allow_reapply = allow_reapply
         self.max_rejects = max_rejects
@@ -188,7 +195,7 @@ class ImportProfiles(beam.PTransform[Lines, Reports]):
         ).with_outputs(REJECTS, COUNTS, main="commands")
         sink = finalizer.staging.sink if finalizer.staging is not None else None
         buckets = parsed.commands | "ApplyCommands" >> ApplyCommands(
-            job.source, sink, finalizer.ctx.started_at
+            job.source, sink, finalizer.ctx.started_at, changes_dir=finalizer.ctx.changes_dir
         )
         reject_files = parsed[REJECTS] | "WriteRejects" >> WriteRejects(job.rejects_dir)
         report: Reports = lines.pipeline | "CommitImport" >> CommitImport(
@@ -204,7 +211,14 @@ class ImportProfiles(beam.PTransform[Lines, Reports]):
         execution_id = new_execution_id(started)
         store = open_store(self.store, buckets=self.buckets)
         parent = store.current() if store.exists() else None
-        staging = store.begin(execution_id, parent)
+        # A dry run stages nothing: its work folder (the rejects of each
+        # source, the changes it would make) is a temporary one here.
+        staging = None if self.dry_run else store.begin(execution_id, parent)
+        work_dir = (
+            staging.work_dir
+            if staging is not None
+            else tempfile.mkdtemp(prefix=f"profile-import-{execution_id}-")
+        )
         check = CheckSettings(
             default_compartment_id=self.default_compartment_id,
             max_line_bytes=self.max_line_bytes,
@@ -218,13 +232,17 @@ class ImportProfiles(beam.PTransform[Lines, Reports]):
             runner=runner,
             workers=None,
             store_url=self.store,
-            dry_run=False,
+            dry_run=self.dry_run,
             inputs=(),  # known as they come: the final step is given them
             max_rejects=self.max_rejects,
             max_reject_ratio=self.max_reject_ratio,
             rejects_location=self.rejects,
             default_rejects=os.path.abspath(f"profile-import-{execution_id}.rejects.ndjson"),
             report_location=self.report,
+            changes_location=self.changes,
+            # Beside the work folder, which a publish removes before the final
+            # step writes the changes; the final step removes this one.
+            changes_dir=f"{work_dir}-changes" if self.changes is not None else None,
         )
         job = ImportJob(
             finalizer=Finalizer(ctx, store, parent, staging),
@@ -232,8 +250,8 @@ class ImportProfiles(beam.PTransform[Lines, Reports]):
             semantics=semantics_of(check, None),
             allow_reapply=self.allow_reapply,
             buckets=store.buckets,
-            source=staging.source,
-            work_dir=staging.work_dir,
+            source=staging.source if staging is not None else store.source(parent),
+            work_dir=work_dir,
         )
         if not is_remote(job.rejects_dir):
             os.makedirs(job.rejects_dir, exist_ok=True)

@@ -22,7 +22,7 @@ from apache_beam.transforms import combiners
 from profile_import import CommandLine, ImportProfiles
 
 from ..helpers import delete, export, run_cli, upsert, without_times, write_lines
-from ..spec.test_conformance import CASES, canon
+from ..spec.test_conformance import CASES, assert_changes, canon
 
 ROOT = Path(__file__).resolve().parents[2]
 ALICE = {"compartment_id": "1000", "user_account_id": "alice"}
@@ -151,7 +151,14 @@ def test_conformance_case_through_import_profiles(case_path: Path, tmp_path: Pat
     store = tmp_path / "store"
     settings = {"default_compartment_id": case.get("options", {}).get("default_compartment_id")}
     for i, run in enumerate(case["runs"]):
-        assert not run.get("args"), "a case with options this test does not pass on"
+        # The composite's settings for the command-line options the cases use.
+        options: dict[str, tuple[str, Any]] = {"--dry-run": ("dry_run", True)}
+        unknown = [arg for arg in run.get("args", []) if arg not in options]
+        assert not unknown, f"a case with options this test does not pass on: {unknown}"
+        asked: dict[str, Any] = dict(options[arg] for arg in run.get("args", []))
+        changes = tmp_path / f"changes{i}.ndjson"
+        if "expect_changes" in run:
+            asked["changes"] = str(changes)
         files = {n: ("\n".join(lines) + "\n").encode() for n, lines in run.get("files", {}).items()}
         files |= {n: base64.b64decode(b) for n, b in run.get("files_b64", {}).items()}
         # Sources apply in the order of their names: named so as to keep the case's.
@@ -162,13 +169,16 @@ def test_conformance_case_through_import_profiles(case_path: Path, tmp_path: Pat
             for line in _file_lines(f"{k:02d}/{name}", files[name])
         ]
         rejects, report = tmp_path / f"rejects{i}.ndjson", tmp_path / f"report{i}.json"
-        _import(lines, store, rejects=str(rejects), report=str(report), **settings)
+        _import(lines, store, rejects=str(rejects), report=str(report), **settings, **asked)
         got_report = json.loads(report.read_text())
         want_status = run.get("expect_status")
         if want_status:
             assert got_report["status"] == want_status
         for name, value in run.get("expect_counts", {}).items():
             assert got_report["counts"][name] == value, name
+        if "expect_changes" in run:
+            written = changes.read_text().splitlines() if changes.exists() else []
+            assert_changes(list(map(json.loads, written)), run["expect_changes"])
         if want_status in ("FAILED", "ALREADY_APPLIED"):
             continue
         got = sorted(
@@ -182,3 +192,10 @@ def test_conformance_case_through_import_profiles(case_path: Path, tmp_path: Pat
         for p in export(store)
     ]
     assert sorted(profiles) == sorted(canon(p) for p in case["expect_export"])
+    for since in case.get("expect_changes_since", []):
+        result = run_cli("changes", "--store", store, "--since", str(since["since"]))
+        if since.get("expect_status") == "FAILED":
+            assert result.returncode != 0, f"--since {since['since']}"
+            continue
+        assert result.returncode == 0, result.stderr
+        assert_changes([json.loads(line) for line in result.stdout.splitlines()], since["changes"])
