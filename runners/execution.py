@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
 import uuid
 from dataclasses import dataclass, field, replace
@@ -233,6 +234,8 @@ class Execution:
         self.changes_output = Output("--changes", settings.changes_path)
         # Where a database store keeps the run's work folder (None: a local one).
         self.work_root: str | None = None
+        # The handover folder holds rejects that could not be brought here.
+        self.handover_kept = False
 
     @cached_property
     def options(self) -> PipelineOptions:
@@ -361,18 +364,21 @@ class Execution:
             raise UsageError("--rejects - and --changes -: give one of them a FILE")
 
     def _check_reachable(self) -> None:
-        """Workers elsewhere reach nothing on this machine: the store, its work
-        folder (the reject files of each split), the rejects and the report
-        must all be where every worker reaches them."""
+        """Workers elsewhere reach nothing on this machine: the store and its
+        work folder (the reject files of each split) must be where every
+        worker reaches them; so must the inputs and the outputs of a job
+        nobody waits for (a waiting command stages local inputs where the
+        workers read them and brings the report and the rejects back)."""
         s = self.settings
+        runner = f"--runner={self.runner}"
         can = capabilities(s.store_location)
         if not can.reachable_from_remote_workers:
-            # The folder store lives on this machine: workers elsewhere could not
-            # write it, and a publish would miss their buckets.
+            # A folder or a SQLite file lives on this machine: workers elsewhere
+            # could not write it, and a publish would miss their buckets.
             raise UsageError(
-                f"--runner={self.runner}: the store {s.store} is on this machine, where "
-                "its workers cannot write; use the local runner, or the portable runner with "
-                "--job_endpoint=embed --environment_type=LOOPBACK"
+                f"{runner}: the store {s.store} is on this machine, where its workers cannot "
+                "write; use a store in a bucket (s3://, gs://) or a PostgreSQL database, or "
+                "the local runner"
             )
         if can.work_folder == "work_root":
             # Its work folder (the reject files of each split) goes where the
@@ -382,25 +388,41 @@ class Execution:
             temp = self.options.view_as(GoogleCloudOptions).temp_location
             if not temp or not _is_object(temp):
                 raise UsageError(
-                    f"--runner={self.runner}: a PostgreSQL store keeps its run's work folder "
+                    f"{runner}: a PostgreSQL store keeps its run's work folder "
                     "under --temp_location, which must be an s3:// or gs:// URL "
                     f"(got {temp or 'none'})"
                 )
             self.work_root = f"{temp.rstrip('/')}/profile-import"
-        elif not can.reachable_from_remote_workers:
-            raise UsageError(
-                f"--runner={self.runner}: the store {s.store} keeps its run's work folder on "
-                "this machine; with workers elsewhere, use a store in a bucket (gs://, s3://) "
-                "or a PostgreSQL database"
-            )
+        if s.wait and not self._builds_only():
+            return
+        for path in s.inputs:
+            if path == input_plan.STDIN or not _is_object(path):
+                raise UsageError(
+                    f"{runner}: the input {path} is on this machine, where the workers of a "
+                    "job nobody waits for cannot read it; put it in a bucket (s3://, gs://)"
+                )
         for output in (self.report_output, self.rejects_output, self.changes_output):
             if output is self.changes_output and output.location is None:
                 continue  # not asked for
             if output.target is None or not output.target.is_object:
                 raise UsageError(
-                    f"--runner={self.runner}: {output.option} must be an s3:// or gs:// URL, "
-                    "where the job's final step can write it"
+                    f"{runner}: {output.option} must be an s3:// or gs:// URL, where the "
+                    "final step of a job nobody waits for can write it"
                 )
+
+    def _handover(self) -> str | None:
+        """Where a waiting command's job on workers elsewhere reads its staged
+        inputs and leaves the report and the rejects (None: on this machine).
+        Beside the run's work folder, which its publish or discard removes."""
+        s = self.settings
+        if self._on_this_machine() or not s.wait or self._builds_only():
+            return None
+        if self.work_root is not None:  # a database store's, under --temp_location
+            root = self.work_root
+        else:
+            # A name the snapshot store leaves alone (it starts with a dot).
+            root = f"{s.store_location.url.rstrip('/')}/.outputs"
+        return f"{root}/{self.execution_id}.outputs"
 
     def run(self) -> Outcome:
         # What killed runs left in $TMPDIR; never a live run's (`scratch`).
@@ -421,6 +443,9 @@ class Execution:
                     sources[input_plan.STDIN] = input_plan.spool_stdin(sys.stdin.buffer, scratch)
                 self.inputs = input_plan.list_inputs(paths, sources=sources)
                 end["detail"] = f"{len(self.inputs)} input(s), {_size(self.inputs)}"
+            handover = self._handover()
+            if handover is not None:
+                self.inputs = self._stage_inputs(self.inputs, handover)
             if self.in_process is None:
                 self.in_process = runner_choice.small(self.inputs)
                 self.runner = self._runner_name()
@@ -513,11 +538,17 @@ class Execution:
         staging = (
             None if s.dry_run or self._builds_only() else store.begin(self.execution_id, parent)
         )
-        work_dir = staging.work_dir if staging is not None else os.path.join(scratch, "work")
         # Where the final step leaves the report for the launcher waiting here;
-        # workers elsewhere leave it only at --report.
+        # workers elsewhere leave it, and the rejects, in the handover folder.
         here = self._on_this_machine()
+        handover = self._handover()
+        if staging is not None:
+            work_dir = staging.work_dir
+        else:
+            work_dir = os.path.join(scratch, "work") if handover is None else f"{handover}/work"
         ctx = self._context(result_path=os.path.join(scratch, "report.json") if here else None)
+        if handover is not None:
+            ctx = _handed_over(ctx, handover)
         if s.changes_path is not None:
             # Not in the work folder, which a publish removes before the final
             # step writes the changes; a folder of its own the final step
@@ -554,6 +585,8 @@ class Execution:
                     return self._built(report["job"])
                 if submitted:
                     return self._submitted(staging is not None)
+                if handover is not None:
+                    report = self._collect_handover(report, handover)
         except Exception as e:  # noqa: BLE001 - any failure of the run fails it cleanly
             if isinstance(e, in_process.RunFailed):
                 # Our own errors, already one line and naming their cause.
@@ -574,8 +607,11 @@ class Execution:
                 # files; in a bucket (workers elsewhere) nothing else sweeps them.
                 with contextlib.suppress(Exception):
                     remove_folder(ctx.changes_dir)
+            if handover is not None and not self.handover_kept:
+                with contextlib.suppress(Exception):
+                    remove_folder(handover)
         unwritten = os.path.exists(f"{ctx.result_path}.unwritten")
-        written = s.report_path not in (None, outputs.STDOUT) and not unwritten
+        written = here and s.report_path not in (None, outputs.STDOUT) and not unwritten
         # A run published without the changes it was asked for fails too:
         # a consumer must not take the old changes file for its changes.
         exit_code = 1 if report["status"] == Status.FAILED or report.get("changes_error") else 0
@@ -643,17 +679,85 @@ class Execution:
             progress_display.shown(show, job.progress_dir, total_bytes, self.stderr),
         ):
             watch = Watch()
+            result = pipeline.run()
             try:
-                pipeline.run().wait_until_finish()
-            except Exception:
+                result.wait_until_finish()
+            except BaseException:
+                if not self._on_this_machine():
+                    # An interrupted command takes its job with it: the job
+                    # would otherwise run on, and publish, with nobody waiting.
+                    with contextlib.suppress(Exception):
+                        result.cancel()
                 if watch.death is not None:
                     raise watch.death from None  # the cause, not what Beam saw of it
                 raise
-            with input_plan.open_raw(ctx.result_path or s.report_path or "") as f:
+            with input_plan.open_raw(ctx.result_path or ctx.report_location or "") as f:
                 report: dict[str, Any] = json.load(f)
             # The final step, inside the pipeline, checked, published or discarded.
             end["detail"] = report["message"]
         return report, False
+
+    def _stage_inputs(
+        self, inputs: list[input_plan.InputFile], handover: str
+    ) -> list[input_plan.InputFile]:
+        """Copies the inputs on this machine where the workers read them; each
+        keeps its name as given (the report's and the rejects' `file`)."""
+        local = [f for f in inputs if not _is_object(f.location)]
+        if not local:
+            return inputs
+        import smart_open
+
+        staged = {}
+        with logs.phase("staging inputs", f"{len(local)} input(s) to {handover}/inputs"):
+            for f in local:
+                target = f"{handover}/inputs/{f.index}/{os.path.basename(f.location)}"
+                try:
+                    with (
+                        open(f.location, "rb") as source,
+                        smart_open.open(target, "wb", compression="disable") as out,
+                    ):
+                        shutil.copyfileobj(source, out, 1 << 20)
+                except Exception as e:  # OSError, and remote clients' own errors
+                    raise input_plan.InputError(
+                        f"input {f.path}: cannot be copied to {target}, where the workers "
+                        f"read it: {e}"
+                    ) from e
+                staged[f.index] = replace(f, source=target)
+        return [staged.get(f.index, f) for f in inputs]
+
+    def _collect_handover(self, report: dict[str, Any], handover: str) -> dict[str, Any]:
+        """Brings the rejects a job's final step left in the handover folder
+        where the command was told (a local file, standard output)."""
+        handed = f"{handover}/rejects.ndjson"
+        if report.get("rejects_file") != handed:
+            return report
+        target = self.rejects_output
+        if target.location is None:
+            target = Output("--rejects", self._context().default_rejects)
+        try:
+            with input_plan.open_raw(handed) as source, target.open() as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+        except Exception as e:  # noqa: BLE001 - OSError, and remote clients' own errors
+            # The run's outcome stands: its rejects stay where the job left them.
+            logs.log.warning(
+                "cannot write the rejects to %s (%s); they are at %s", target, e, handed
+            )
+            self.handover_kept = True
+            return report
+        return {**report, "rejects_file": str(target)}
+
+
+def _handed_over(ctx: RunContext, handover: str) -> RunContext:
+    """The context of a job whose waiting command is elsewhere: its report,
+    and its rejects unless they go to a bucket, are left in `handover`."""
+    rejects = ctx.rejects_location
+    keep = rejects is not None and _is_object(rejects)
+    return replace(
+        ctx,
+        report_location=f"{handover}/report.json",
+        rejects_location=rejects if keep or rejects is None else f"{handover}/rejects.ndjson",
+        default_rejects=f"{handover}/rejects.ndjson",
+    )
 
 
 def _is_object(url: str) -> bool:

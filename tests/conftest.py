@@ -5,6 +5,14 @@ from __future__ import annotations
 
 from .installed import built, installed
 from .object_servers import gcs_endpoint, object_scheme, s3_endpoint
-from .postgres_server import postgres
+from .postgres_server import postgres, postgres_tcp
 
-__all__ = ["built", "gcs_endpoint", "installed", "object_scheme", "postgres", "s3_endpoint"]
+__all__ = [
+    "built",
+    "gcs_endpoint",
+    "installed",
+    "object_scheme",
+    "postgres",
+    "postgres_tcp",
+    "s3_endpoint",
+]

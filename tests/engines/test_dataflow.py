@@ -166,46 +166,82 @@ def test_a_launch_that_does_not_wait_completes_the_import(tmp_path: Path) -> Non
     assert {p["email_hash"] for p in export(store)} == {"g", "h"}
 
 
+IN_BUCKET = "gs://profile-import-test/in/a.ndjson"  # never read: refused before
+
+
 @pytest.mark.parametrize(
-    ("store", "outputs", "reason"),
+    ("store", "options", "reason"),
     [
-        ("sqlite:///{tmp}/p.db", [], "the store sqlite:///{tmp}/p.db is on this machine"),
+        (
+            "sqlite:///{tmp}/p.db",
+            [IN_BUCKET],
+            "the store sqlite:///{tmp}/p.db is on this machine, where its workers cannot write; "
+            "use a store in a bucket (s3://, gs://) or a PostgreSQL database, or the local runner",
+        ),
+        (
+            "{tmp}/store",
+            [IN_BUCKET],
+            "the store {tmp}/store is on this machine, where its workers cannot write",
+        ),
         (
             "postgresql:///postgres?table=t",
-            [],
+            [IN_BUCKET],
             "a PostgreSQL store keeps its run's work folder under --temp_location, which must "
-            "be an s3:// or gs:// URL (got none)",
+            "be an s3:// or gs:// URL",
         ),
         (
             "postgresql:///postgres?table=t",
-            ["--temp_location={tmp}/temp"],
-            "under --temp_location, which must be an s3:// or gs:// URL (got {tmp}/temp)",
-        ),
-        (
-            "gs://profile-import-test/store",
-            ["--report", "{tmp}/r.json", "--rejects", "gs://profile-import-test/r.ndjson"],
-            "--report must be an s3:// or gs:// URL",
-        ),
-        (
-            "gs://profile-import-test/store",
-            ["--report", "gs://profile-import-test/r.json"],
-            "--rejects must be an s3:// or gs:// URL",
+            ["--temp_location={tmp}/temp", IN_BUCKET],
+            "under --temp_location, which must be an s3:// or gs:// URL",
         ),
     ],
 )
 def test_workers_elsewhere_need_everything_where_they_reach_it(
-    tmp_path: Path, store: str, outputs: list[str], reason: str
+    tmp_path: Path, store: str, options: list[str], reason: str
 ) -> None:
     """Refused in one line before anything runs (no store, bucket or server is touched)."""
-    src = write_lines(tmp_path / "a.ndjson", [upsert({"email_hash": "h"}, {})])
-    args = [a.replace("{tmp}", str(tmp_path)) for a in ["--store", store, *outputs]]
-    result = run_cli(
-        "run", *args, "--runner=DataflowRunner", "--project=profile-import-test", src, beam=()
-    )
+    write_lines(tmp_path / "a.ndjson", [upsert({"email_hash": "h"}, {})])
+    args = [a.replace("{tmp}", str(tmp_path)) for a in ["--store", store, *options]]
+    result = run_cli("run", *args, "--runner=DataflowRunner", "--project=profile-import-test")
     assert result.returncode == 2, result.stderr
     assert reason.replace("{tmp}", str(tmp_path)) in message_lines(result.stderr)[-1]
-    # No store was created; only the report of the refusal where it was asked.
-    assert {p.name for p in tmp_path.iterdir()} <= {"a.ndjson", "r.json"}
+    # No store was created.
+    assert {p.name for p in tmp_path.iterdir()} == {"a.ndjson"}
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        (
+            ["--inputs={tmp}/a.ndjson"],
+            "the input {tmp}/a.ndjson is on this machine, where the workers of a job nobody "
+            "waits for cannot read it; put it in a bucket (s3://, gs://)",
+        ),
+        (
+            ["--report={tmp}/r.json", "--rejects=gs://profile-import-test/r.ndjson"],
+            "--report must be an s3:// or gs:// URL, where the final step of a job nobody "
+            "waits for can write it",
+        ),
+        (["--report=gs://profile-import-test/r.json"], "--rejects must be an s3:// or gs:// URL"),
+    ],
+)
+def test_a_launch_that_does_not_wait_needs_its_inputs_and_outputs_in_a_bucket(
+    tmp_path: Path, options: list[str], reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A waiting command stages local inputs and writes local outputs itself
+    (the cluster tests show it); a job nobody waits for has only its workers."""
+    given = [o.replace("{tmp}", str(tmp_path)) for o in options]
+    status = launch.main(
+        [
+            *([] if any(o.startswith("--inputs") for o in given) else [f"--inputs={IN_BUCKET}"]),
+            "--store=gs://profile-import-test/store",
+            *given,
+            "--runner=DataflowRunner",
+            "--project=profile-import-test",
+        ]
+    )
+    assert status == 2
+    assert reason.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
 
 
 DOCKERFILE = TEMPLATE / "Dockerfile"

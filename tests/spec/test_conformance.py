@@ -108,8 +108,11 @@ def run_case(
     request: pytest.FixtureRequest,
     runner: str = "default",
     command: Sequence[str] = CLI,
+    beam: Sequence[str] | None = None,
+    runner_name: str | None = None,
 ) -> None:
-    """One case on one store, through `command` (this checkout's, or an installed one)."""
+    """One case on one store, through `command` (this checkout's, or an installed one);
+    `beam` and `runner_name`: another runner's options and the name its reports give."""
     case = json.loads(case_path.read_text(encoding="utf-8"))
     if store_kind in FIXTURES:
         request.getfixturevalue(FIXTURES[store_kind])
@@ -144,7 +147,7 @@ def run_case(
             *options,
             *run.get("args", []),
             *inputs,
-            beam=RUNNERS[runner],
+            beam=RUNNERS[runner] if beam is None else beam,
             command=command,
         )
         want_status = run.get("expect_status")
@@ -154,7 +157,7 @@ def run_case(
             assert result.returncode == 0, result.stderr
         got_report = json.loads(report.read_text())
         if want_status != "FAILED":
-            assert got_report["runner"] == RUNNER_NAMES[runner]
+            assert got_report["runner"] == (runner_name or RUNNER_NAMES[runner])
         if want_status:
             assert got_report["status"] == want_status
         for name, value in run.get("expect_counts", {}).items():

@@ -1,0 +1,508 @@
+"""A real Flink cluster (and a standalone Spark one) on this machine, for the
+cluster tests, from the artifacts `tools/cluster/fetch.sh` caches:
+
+    Flink JobManager ─ TaskManager 0 ─ SDK worker pool 0 (127.0.0.2)
+                     └ TaskManager 1 ─ SDK worker pool 1 (127.0.0.3)
+    Beam's job server (its own JVM) ─► the JobManager's REST API
+    the launching command (`profile-import run --runner=FlinkRunner ...`)
+
+Every part is its own process: each JVM, each worker pool, each SDK worker.
+The workers run in their own virtual environment, holding the project
+installed from its wheel (not this source tree) and the Beam release of the
+job server. On a real cluster each TaskManager host runs its own worker pool
+at `localhost:PORT`; here the two share one machine, so each TaskManager
+resolves the pool's host name to its own loopback address (a JVM hosts file)
+and its pool listens there: the TaskManagers number their SDK workers alike
+("1-1", ...), and one shared pool would stop the wrong one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FETCH = ROOT / "tools" / "cluster" / "fetch.sh"
+CACHE = Path(os.environ.get("PROFILE_IMPORT_CLUSTER_CACHE", ROOT / ".cache" / "cluster"))
+BEAM_VERSION = "2.70.0"
+FLINK_VERSION = "1.19"
+# The host name the pipeline names for its SDK workers' pool (EXTERNAL environment).
+POOL_HOST = "sdk-worker-pool"
+POOL_ADDRESSES = ("127.0.0.2", "127.0.0.3")
+PARALLELISM = 2
+# Beam's worker pool, bound to one address (Beam's own binds every address,
+# with SO_REUSEPORT: two pools on one port would share their connections).
+POOL_SCRIPT = """
+import sys, time, grpc
+from concurrent import futures
+from apache_beam.portability.api import beam_fn_api_pb2_grpc
+from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=[("grpc.so_reuseport", 0)])
+servicer = BeamFnExternalWorkerPoolServicer(use_process=True)
+beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(servicer, server)
+server.add_insecure_port(sys.argv[1])
+server.start()
+print("worker pool listening on", sys.argv[1], flush=True)
+server.wait_for_termination()
+"""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(
+    what: str,
+    ready: Any,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = ready()
+            if value:
+                return value
+        except (OSError, ValueError):
+            pass
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise RuntimeError(f"{what}: the process exited ({process.returncode}): {tail}")
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise RuntimeError(f"{what}: not ready after {timeout:.0f} s: {tail}")
+        time.sleep(0.5)
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
+
+
+def http_json(url: str, method: str = "GET") -> Any:
+    request = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def missing_tools() -> str | None:
+    """Why the cluster cannot be fetched or started here, or None."""
+    for tool in ("java", "mvn"):
+        if shutil.which(tool) is None:
+            return f"no `{tool}` on the PATH (the cluster tests need Java 17 and Maven)"
+    return None
+
+
+def ensure_cache() -> Path:
+    """The fetched artifacts, fetching them on first use (tools/cluster/fetch.sh)."""
+    why = missing_tools()
+    if why:
+        pytest.skip(why)
+    subprocess.run(
+        ["bash", str(FETCH)],
+        check=True,
+        env={**os.environ, "PROFILE_IMPORT_CLUSTER_CACHE": str(CACHE)},
+    )
+    return CACHE
+
+
+def install_project(venv: Path, scratch: Path) -> None:
+    """Installs this checkout's wheel into the workers' environment (with any
+    dependency it gained since the environment was made; Beam stays pinned)."""
+    wheels = scratch / "wheel"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+        check=True,
+    )
+    (wheel,) = wheels.glob("profile_import-*.whl")
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "-q"]
+    subprocess.run([*pip, "uninstall", "-y", "profile-import"], check=True)
+    subprocess.run(
+        [*pip, "install", f"{wheel}[s3,gcp,postgresql]", f"apache-beam[gcp]=={BEAM_VERSION}"],
+        check=True,
+    )
+
+
+@dataclass
+class Service:
+    """One process of the cluster, in its own process group (killed with its children)."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(30)
+
+
+@dataclass
+class Processes:
+    folder: Path
+    services: list[Service] = field(default_factory=list)
+
+    def start(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
+    ) -> Service:
+        log = self.folder / f"{name}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                list(argv),
+                env=dict(env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd or self.folder,
+                start_new_session=True,  # its own process group: killed with its children
+            )
+        service = Service(name, process, log)
+        self.services.append(service)
+        return service
+
+    def stop_all(self) -> None:
+        for service in reversed(self.services):
+            service.kill(signal.SIGTERM)
+        self.services.clear()
+
+
+def _flink_config(log_dir: Path, rpc_port: int, rest_port: int) -> str:
+    opens = " ".join(
+        f"--add-opens=java.base/{p}=ALL-UNNAMED"
+        for p in (
+            "java.lang",
+            "java.net",
+            "java.io",
+            "java.nio",
+            "sun.nio.ch",
+            "java.lang.reflect",
+            "java.text",
+            "java.time",
+            "java.util",
+            "java.util.concurrent",
+            "java.util.concurrent.atomic",
+            "java.util.concurrent.locks",
+        )
+    )
+    return f"""\
+env:
+  java:
+    opts:
+      all: --add-exports=java.base/sun.net.util=ALL-UNNAMED {opens}
+  log:
+    dir: {log_dir}
+jobmanager:
+  bind-host: 127.0.0.1
+  rpc:
+    address: 127.0.0.1
+    port: {rpc_port}
+  memory:
+    process:
+      size: 768m
+  execution:
+    failover-strategy: region
+taskmanager:
+  bind-host: 127.0.0.1
+  host: 127.0.0.1
+  numberOfTaskSlots: 1
+  memory:
+    process:
+      size: 1024m
+parallelism:
+  default: {PARALLELISM}
+rest:
+  address: 127.0.0.1
+  bind-address: 127.0.0.1
+  port: {rest_port}
+# A failed task is retried (a killed TaskManager's work moves to the other).
+restart-strategy:
+  type: fixed-delay
+  fixed-delay:
+    attempts: 10
+    delay: 5 s
+# A killed TaskManager is noticed in seconds rather than the default 50.
+heartbeat:
+  interval: 2000
+  timeout: 10000
+"""
+
+
+@dataclass
+class FlinkCluster:
+    """One JobManager, two TaskManagers, a worker pool per TaskManager, Beam's job server."""
+
+    cache: Path
+    folder: Path
+    env: Mapping[str, str]  # the store's endpoints and credentials, for the workers
+    processes: Processes = field(init=False)
+    rest_port: int = 0
+    job_port: int = 0
+    pool_port: int = 0
+    taskmanagers: list[Service] = field(default_factory=list)
+    pools: list[Service] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.processes = Processes(self.folder)
+
+    @property
+    def venv(self) -> Path:
+        return self.cache / "venv"
+
+    @property
+    def flink_home(self) -> Path:
+        return self.cache / "flink-1.19" / "pyflink"
+
+    @property
+    def job_server_jar(self) -> Path:
+        return self.cache / "flink-job-server" / "flink-job-server.jar"
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def cli(self) -> list[str]:
+        """The launching command: the workers' environment's `profile-import`."""
+        return [str(self.venv / "bin" / "profile-import")]
+
+    def run_args(self, own_job_server: bool = False) -> list[str]:
+        """The Beam options of a run on this cluster: through its running job
+        server, or (`own_job_server`) one Beam starts from the launcher jar."""
+        server = (
+            [f"--flink_job_server_jar={self.job_server_jar}", f"--flink_version={FLINK_VERSION}"]
+            if own_job_server
+            else [f"--job_endpoint=127.0.0.1:{self.job_port}"]
+        )
+        return [
+            "--runner=FlinkRunner",
+            f"--flink_master=127.0.0.1:{self.rest_port}",
+            *server,
+            "--environment_type=EXTERNAL",
+            f"--environment_config={POOL_HOST}:{self.pool_port}",
+            f"--parallelism={PARALLELISM}",
+            "--experiments=disable_logging_submission_environment",
+        ]
+
+    def launch_env(self) -> dict[str, str]:
+        """The environment of the launching command (the workers' venv first)."""
+        return {**os.environ, **self.env, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}"}
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        logs = self.folder / "flink-logs"
+        logs.mkdir(exist_ok=True)
+        conf = self.folder / "conf"
+        conf.mkdir(exist_ok=True)
+        for name in ("log4j.properties", "log4j-console.properties"):
+            shutil.copy(self.flink_home / "conf" / name, conf / name)
+        self.rest_port = free_port()
+        (conf / "config.yaml").write_text(_flink_config(logs, free_port(), self.rest_port))
+        base = {
+            **os.environ,
+            "FLINK_CONF_DIR": str(conf),
+            "FLINK_LOG_DIR": str(logs),
+            "FLINK_PID_DIR": str(self.folder),
+        }
+        bin_dir = self.flink_home / "bin"
+        self.processes.start(
+            "jobmanager", [str(bin_dir / "jobmanager.sh"), "start-foreground"], base
+        )
+        self.pool_port = free_port()
+        hostname = socket.gethostname()
+        for index, address in enumerate(POOL_ADDRESSES):
+            self.start_pool(index)
+            hosts = self.folder / f"hosts-{index}"
+            hosts.write_text(f"127.0.0.1 localhost {hostname}\n{address} {POOL_HOST}\n")
+            env = {**base, "JVM_ARGS": f"-Djdk.net.hosts.file={hosts}"}
+            self.taskmanagers.append(
+                self.processes.start(
+                    f"taskmanager-{index}",
+                    [str(bin_dir / "taskmanager.sh"), "start-foreground"],
+                    env,
+                )
+            )
+        jm = self.processes.services[0]
+        wait_for(
+            "Flink's two TaskManagers",
+            lambda: http_json(f"{self.rest}/overview")["taskmanagers"] == 2,
+            240,
+            jm.process,
+            jm.log,
+        )
+        self.job_port = free_port()
+        job_server = self.processes.start(
+            "job-server",
+            [
+                "java",
+                "-Xmx512m",
+                "-jar",
+                str(self.job_server_jar),
+                f"--flink-master=127.0.0.1:{self.rest_port}",
+                "--job-host=127.0.0.1",
+                f"--job-port={self.job_port}",
+                "--artifact-port=0",
+                "--expansion-port=0",
+            ],
+            os.environ,
+        )
+        wait_for(
+            "Beam's job server",
+            lambda: port_open("127.0.0.1", self.job_port),
+            180,
+            job_server.process,
+            job_server.log,
+        )
+
+    def start_pool(self, index: int) -> Service:
+        """(Re)starts the worker pool of TaskManager `index`."""
+        env = {**os.environ, **self.env, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}"}
+        address = f"{POOL_ADDRESSES[index]}:{self.pool_port}"
+        pool = self.processes.start(
+            f"worker-pool-{index}",
+            [str(self.venv / "bin" / "python"), "-c", POOL_SCRIPT, address],
+            env,
+        )
+        wait_for(
+            f"worker pool {index}",
+            lambda: port_open(POOL_ADDRESSES[index], self.pool_port),
+            120,
+            pool.process,
+            pool.log,
+        )
+        if index < len(self.pools):
+            self.pools[index] = pool
+        else:
+            self.pools.append(pool)
+        return pool
+
+    def start_taskmanager(self, index: int) -> Service:
+        """(Re)starts TaskManager `index` (after a fault test killed it)."""
+        conf = self.folder / "conf"
+        env = {
+            **os.environ,
+            "FLINK_CONF_DIR": str(conf),
+            "FLINK_LOG_DIR": str(self.folder / "flink-logs"),
+            "FLINK_PID_DIR": str(self.folder),
+            "JVM_ARGS": f"-Djdk.net.hosts.file={self.folder / f'hosts-{index}'}",
+        }
+        tm = self.processes.start(
+            f"taskmanager-{index}",
+            [str(self.flink_home / "bin" / "taskmanager.sh"), "start-foreground"],
+            env,
+        )
+        self.taskmanagers[index] = tm
+        return tm
+
+    def wait_taskmanagers(self, count: int = 2, timeout: float = 240) -> None:
+        wait_for(
+            f"{count} TaskManagers",
+            lambda: (
+                http_json(f"{self.rest}/overview")["taskmanagers"] == count
+                and http_json(f"{self.rest}/overview")["slots-available"] == count
+            ),
+            timeout,
+        )
+
+    def jobs(self) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = http_json(f"{self.rest}/jobs/overview")["jobs"]
+        return sorted(jobs, key=lambda j: j["start-time"])
+
+    def wait_vertex(self, part: str, timeout: float = 600) -> str:
+        """Waits until the newest job runs (or ran) a step whose name holds
+        `part`; returns the job's id."""
+
+        def running() -> str | None:
+            jobs = self.jobs()
+            if not jobs:
+                return None
+            job = http_json(f"{self.rest}/jobs/{jobs[-1]['jid']}")
+            for vertex in job["vertices"]:
+                if part in vertex["name"] and vertex["status"] in ("RUNNING", "FINISHED"):
+                    return str(job["jid"])
+            return None
+
+        found: str = wait_for(f"a job running {part}", running, timeout)
+        return found
+
+    def job_state(self, jid: str) -> str:
+        state: str = http_json(f"{self.rest}/jobs/{jid}")["state"]
+        return state
+
+    def healthy(self) -> None:
+        """Back to two TaskManagers with free slots and both pools (after a fault test)."""
+        self.cancel_running()
+        for index, pool in enumerate(self.pools):
+            if not pool.alive():
+                self.start_pool(index)
+        for index, tm in enumerate(self.taskmanagers):
+            if not tm.alive():
+                self.start_taskmanager(index)
+        self.wait_taskmanagers()
+
+    def cancel_running(self) -> None:
+        for job in self.jobs():
+            if job["state"] in ("RUNNING", "CREATED", "RESTARTING", "INITIALIZING"):
+                http_json(f"{self.rest}/jobs/{job['jid']}?mode=cancel", method="PATCH")
+
+    def stop(self) -> None:
+        self.processes.stop_all()
+
+
+@dataclass
+class ClusterRun:
+    """A `profile-import` command line run against a cluster."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def cli_run(
+    cluster: FlinkCluster, args: Sequence[str | Path], timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """`profile-import ARGS` from the workers' environment; `run` gets the cluster's options."""
+    argv = [*cluster.cli, *(str(a) for a in args)]
+    if args and args[0] == "run":
+        argv += cluster.run_args()
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, check=False, env=cluster.launch_env()
+    )
+
+
+def started_flink(folder: Path, env: Mapping[str, str]) -> Iterator[FlinkCluster]:
+    """A started Flink cluster, stopped (every process of it) when done."""
+    cache = ensure_cache()
+    cluster = FlinkCluster(cache, folder, env)
+    try:
+        install_project(cluster.venv, folder)
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,0 +1,300 @@
+"""The import on a real Flink cluster (tests/cluster.py): one JobManager, two
+TaskManagers, Beam's job server, SDK workers in their own environment with
+the project installed from its wheel, and the store on a server reached over
+TCP: S3 (moto), GCS (fake-gcs-server) and PostgreSQL.
+
+The command line is the user's: a waiting `profile-import run` with local
+inputs, `--report` and `--rejects` (the command stages the inputs where the
+workers read them and brings the outputs back), `--runner=FlinkRunner` and
+the cluster's addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .cluster import BEAM_VERSION, FlinkCluster, cli_run, started_flink, wait_for
+from .helpers import delete, read_ndjson, run_cli, store_state, upsert, write_lines
+from .object_servers import S3_ENV, new_bucket
+from .test_conformance import CASES, run_case
+from .test_property import DEFAULT_COMPARTMENT, applies, commands, exported, sequential_fold
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def flink(
+    tmp_path_factory: pytest.TempPathFactory,
+    s3_endpoint: str,
+    gcs_endpoint: str,
+    postgres_tcp: str,
+) -> Iterator[FlinkCluster]:
+    host, port = postgres_tcp.rsplit(":", 1)
+    env = {
+        **S3_ENV,
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "STORAGE_EMULATOR_HOST": gcs_endpoint,
+        # The database over TCP, as workers on other hosts reach it.
+        "PGHOST": host,
+        "PGPORT": port,
+        "PGUSER": "postgres",
+    }
+    yield from started_flink(tmp_path_factory.mktemp("flink"), env)
+
+
+def test_the_workers_run_the_wheel_and_beam_of_the_job_server(flink: FlinkCluster) -> None:
+    out = cli_run(flink, ["--version"])
+    assert out.returncode == 0, out.stderr
+    probe = subprocess.run(
+        [
+            str(flink.venv / "bin" / "python"),
+            "-c",
+            "import apache_beam, profile_import as p; print(apache_beam.__version__, p.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    version, location = probe.stdout.split()
+    assert version == BEAM_VERSION
+    assert "site-packages" in location  # installed from the wheel, not this source tree
+
+
+# Every case on S3; on GCS and PostgreSQL, the cases that rerun and reject
+# (a run on this cluster takes about a minute: the suite stays in its time).
+ON_EVERY_STORE = ("rerun_is_idempotent", "envelope_errors")
+STORE_CASES = [
+    *((p, "s3") for p in CASES),
+    *((p, kind) for kind in ("gs", "postgresql") for p in CASES if p.stem in ON_EVERY_STORE),
+]
+
+
+@pytest.mark.parametrize(
+    ("case_path", "kind"), STORE_CASES, ids=[f"{p.stem}-{k}" for p, k in STORE_CASES]
+)
+def test_conformance_case_on_flink(
+    flink: FlinkCluster, case_path: Path, kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Local --report and --rejects (the waiting command brings them back);
+    the inputs in the store's bucket; a PostgreSQL store's work in a bucket."""
+    work = [f"--temp_location=s3://{new_bucket('s3')}/tmp"] if kind == "postgresql" else []
+    run_case(
+        case_path,
+        kind,
+        tmp_path,
+        request,
+        command=flink.cli,
+        beam=[*flink.run_args(), *work],
+        runner_name="FlinkRunner",
+    )
+
+
+def test_flink_runner_starts_the_job_server_from_its_jar(
+    flink: FlinkCluster, tmp_path: Path
+) -> None:
+    """`--flink_job_server_jar` with the launcher jar fetch.sh writes: Beam
+    starts the job server itself for the run (no `--job_endpoint`), offline."""
+    src = write_lines(tmp_path / "a.ndjson", [upsert({"email_hash": "h"}, {"v": 1}), "{oops"])
+    store = f"s3://{new_bucket('s3')}/store"
+    report, rejects = tmp_path / "report.json", tmp_path / "rejects.ndjson"
+    args = ["run", "--store", store, "--report", report, "--rejects", rejects, src]
+    result = subprocess.run(
+        [*flink.cli, *map(str, args), *flink.run_args(own_job_server=True)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=flink.launch_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    got = json.loads(report.read_text())
+    assert got["status"] == "SUCCEEDED_WITH_ERRORS" and got["runner"] == "FlinkRunner"
+    assert got["rejects_file"] == str(rejects)
+    assert [(r["file"], r["line"]) for r in read_ndjson(rejects)] == [(str(src), 2)]
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    first=st.lists(commands(), max_size=30),
+    second=st.lists(commands(), min_size=1, max_size=40),
+    files=st.integers(1, 3),
+    split_bytes=st.sampled_from([90, 400]),
+)
+def test_pipeline_on_flink_equals_sequential_fold(
+    flink: FlinkCluster, first: list[str], second: list[str], files: int, split_bytes: int
+) -> None:
+    """Random commands, seeded by a local run, then imported on the cluster in
+    1-3 files read in small splits (so both TaskManagers read) over 3
+    buckets: the store exports exactly the sequential fold of both."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        store = f"s3://{new_bucket('s3')}/fold"
+        seed = write_lines(folder / "seed.ndjson", first or [""])
+        args = ["--default-compartment-id", DEFAULT_COMPARTMENT, "--rejects", os.devnull]
+        seeded = run_cli("run", "--store", store, "--buckets", "3", *args, seed)
+        assert seeded.returncode == 0, seeded.stderr
+        size = -(-len(second) // files)
+        paths = [
+            write_lines(folder / f"second-{i}.ndjson", second[i * size : (i + 1) * size])
+            for i in range(files)
+        ]
+        rejects = folder / "rejects.ndjson"
+        run = cli_run(
+            flink,
+            [
+                "run",
+                "--store",
+                store,
+                *args[:2],
+                "--rejects",
+                rejects,
+                "--report",
+                "-",
+                "--split-bytes",
+                str(split_bytes),
+                "--allow-reapply",
+                *paths,
+            ],
+        )
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["runner"] == "FlinkRunner"
+        expected: dict[tuple[str, ...], Any] = {}
+        sequential_fold(expected, first)
+        sequential_fold(expected, second)
+        assert exported(store) == expected
+        # Every rejected line, and only those, named by its file and number.
+        want = {
+            (str(path), number)
+            for i, path in enumerate(paths)
+            for number, line in enumerate(second[i * size : (i + 1) * size], 1)
+            if line.strip() and not applies(line)
+        }
+        assert {(r["file"], r["line"]) for r in read_ndjson(rejects)} == want
+
+
+# --- faults -----------------------------------------------------------------
+# Each kills one part of a run in the middle of its job. Whatever the cluster
+# then does (retry the failed tasks, or fail the job), the store must be at its
+# version before the run or at the run's complete version, never between, and
+# the rerun completes the import (ALREADY_APPLIED if the run had published).
+
+SEED = 50
+CHANGE_UPSERTS = range(0, 800, 2)  # 25 updates of seeded keys, 375 new ones
+CHANGE_DELETES = range(1, SEED, 7)  # 7 deletions
+
+
+def _seeded_store(tmp_path: Path) -> tuple[str, Path, tuple[Any, Any]]:
+    """A store in a bucket with SEED profiles (seeded by a local run), and the
+    change a faulted run imports."""
+    store = f"s3://{new_bucket('s3')}/faults"
+    seed = write_lines(
+        tmp_path / "seed.ndjson", [upsert({"email_hash": f"h{n}"}, {"n": n}) for n in range(SEED)]
+    )
+    assert run_cli("run", "--store", store, "--rejects", os.devnull, seed).returncode == 0
+    lines = [upsert({"email_hash": f"h{n}"}, {"m": n}) for n in CHANGE_UPSERTS]
+    lines += [delete({"email_hash": f"h{n}"}) for n in CHANGE_DELETES]
+    return store, write_lines(tmp_path / "change.ndjson", lines), store_state(store)
+
+
+def _launch(flink: FlinkCluster, store: str, change: Path, tmp_path: Path) -> subprocess.Popen[str]:
+    argv = [*flink.cli, "run", "--store", store, "--rejects", str(tmp_path / "rejects.ndjson")]
+    argv += ["--report", str(tmp_path / "report.json"), str(change), *flink.run_args()]
+    return subprocess.Popen(
+        argv,
+        env=flink.launch_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _check_before_or_after(
+    flink: FlinkCluster, store: str, change: Path, before: Any, published: bool, tmp_path: Path
+) -> None:
+    after_fault = store_state(store)
+    if published:
+        assert after_fault[1] == ["1", "2"]
+    else:
+        assert after_fault == before
+    rerun = cli_run(
+        flink, ["run", "--store", store, "--rejects", os.devnull, "--report", "-", change]
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["status"] == ("ALREADY_APPLIED" if published else "SUCCEEDED")
+    profiles, versions = store_state(store)
+    assert versions == ["1", "2"]
+    new = sum(1 for n in CHANGE_UPSERTS if n >= SEED)
+    assert len(profiles) == SEED + new - len(CHANGE_DELETES)
+
+
+def _outcome(run: subprocess.Popen[str], tmp_path: Path) -> bool:
+    """Whether the faulted run published (it says so in its report)."""
+    _, stderr = run.communicate(timeout=900)
+    report = tmp_path / "report.json"
+    if run.returncode == 0:
+        assert json.loads(report.read_text())["status"] == "SUCCEEDED", stderr
+        return True
+    assert run.returncode in (1, 130), stderr
+    assert "Traceback" not in stderr.splitlines()[-1]
+    return False
+
+
+def test_a_taskmanager_killed_mid_run(flink: FlinkCluster, tmp_path: Path) -> None:
+    store, change, before = _seeded_store(tmp_path)
+    run = _launch(flink, store, change, tmp_path)
+    try:
+        flink.wait_vertex("ParseCommands")
+        flink.taskmanagers[0].kill()
+        time.sleep(5)
+        flink.start_taskmanager(0)
+        published = _outcome(run, tmp_path)
+    finally:
+        run.kill()
+        flink.healthy()
+    _check_before_or_after(flink, store, change, before, published, tmp_path)
+
+
+def test_a_worker_pool_killed_mid_run(flink: FlinkCluster, tmp_path: Path) -> None:
+    store, change, before = _seeded_store(tmp_path)
+    run = _launch(flink, store, change, tmp_path)
+    try:
+        flink.wait_vertex("ParseCommands")
+        flink.pools[0].kill()  # the pool and the SDK workers it started
+        time.sleep(5)
+        flink.start_pool(0)
+        published = _outcome(run, tmp_path)
+    finally:
+        run.kill()
+        flink.healthy()
+    _check_before_or_after(flink, store, change, before, published, tmp_path)
+
+
+def test_the_launching_command_killed_mid_run(flink: FlinkCluster, tmp_path: Path) -> None:
+    """SIGTERM (what a scheduler sends): the command cancels its job and exits 130."""
+    store, change, before = _seeded_store(tmp_path)
+    run = _launch(flink, store, change, tmp_path)
+    try:
+        jid = flink.wait_vertex("ParseCommands")
+        run.send_signal(signal.SIGTERM)
+        published = _outcome(run, tmp_path)
+        if not published:
+            assert run.returncode == 130
+            wait_for("the job cancelled", lambda: flink.job_state(jid) != "RUNNING", 120)
+            assert flink.job_state(jid) in ("CANCELED", "CANCELLING", "FINISHED")
+    finally:
+        run.kill()
+        flink.healthy()
+    _check_before_or_after(flink, store, change, before, published, tmp_path)
