@@ -256,17 +256,15 @@ heartbeat:
 
 
 @dataclass
-class FlinkCluster:
-    """One JobManager, two TaskManagers, a worker pool per TaskManager, Beam's job server."""
+class Cluster:
+    """What both clusters share: the workers' environment and their pools."""
 
     cache: Path
     folder: Path
     env: Mapping[str, str]  # the store's endpoints and credentials, for the workers
     processes: Processes = field(init=False)
-    rest_port: int = 0
     job_port: int = 0
     pool_port: int = 0
-    taskmanagers: list[Service] = field(default_factory=list)
     pools: list[Service] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -275,6 +273,48 @@ class FlinkCluster:
     @property
     def venv(self) -> Path:
         return self.cache / "venv"
+
+    @property
+    def cli(self) -> list[str]:
+        """The launching command: the workers' environment's `profile-import`."""
+        return [str(self.venv / "bin" / "profile-import")]
+
+    def launch_env(self) -> dict[str, str]:
+        """The environment of the launching command (the workers' venv first)."""
+        return {**os.environ, **self.env, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}"}
+
+    def run_args(self) -> list[str]:
+        raise NotImplementedError
+
+    def start_pool(self, index: int) -> Service:
+        """(Re)starts the worker pool of TaskManager `index`."""
+        env = {**os.environ, **self.env, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}"}
+        address = f"{POOL_ADDRESSES[index]}:{self.pool_port}"
+        pool = self.processes.start(
+            f"worker-pool-{index}",
+            [str(self.venv / "bin" / "python"), "-c", POOL_SCRIPT, address],
+            env,
+        )
+        wait_for(
+            f"worker pool {index}",
+            lambda: port_open(POOL_ADDRESSES[index], self.pool_port),
+            120,
+            pool.process,
+            pool.log,
+        )
+        if index < len(self.pools):
+            self.pools[index] = pool
+        else:
+            self.pools.append(pool)
+        return pool
+
+
+@dataclass
+class FlinkCluster(Cluster):
+    """One JobManager, two TaskManagers, a worker pool per TaskManager, Beam's job server."""
+
+    rest_port: int = 0
+    taskmanagers: list[Service] = field(default_factory=list)
 
     @property
     def flink_home(self) -> Path:
@@ -287,11 +327,6 @@ class FlinkCluster:
     @property
     def rest(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
-
-    @property
-    def cli(self) -> list[str]:
-        """The launching command: the workers' environment's `profile-import`."""
-        return [str(self.venv / "bin" / "profile-import")]
 
     def run_args(self, own_job_server: bool = False) -> list[str]:
         """The Beam options of a run on this cluster: through its running job
@@ -310,10 +345,6 @@ class FlinkCluster:
             f"--parallelism={PARALLELISM}",
             "--experiments=disable_logging_submission_environment",
         ]
-
-    def launch_env(self) -> dict[str, str]:
-        """The environment of the launching command (the workers' venv first)."""
-        return {**os.environ, **self.env, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}"}
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -381,28 +412,6 @@ class FlinkCluster:
             job_server.log,
         )
 
-    def start_pool(self, index: int) -> Service:
-        """(Re)starts the worker pool of TaskManager `index`."""
-        env = {**os.environ, **self.env, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}"}
-        address = f"{POOL_ADDRESSES[index]}:{self.pool_port}"
-        pool = self.processes.start(
-            f"worker-pool-{index}",
-            [str(self.venv / "bin" / "python"), "-c", POOL_SCRIPT, address],
-            env,
-        )
-        wait_for(
-            f"worker pool {index}",
-            lambda: port_open(POOL_ADDRESSES[index], self.pool_port),
-            120,
-            pool.process,
-            pool.log,
-        )
-        if index < len(self.pools):
-            self.pools[index] = pool
-        else:
-            self.pools.append(pool)
-        return pool
-
     def start_taskmanager(self, index: int) -> Service:
         """(Re)starts TaskManager `index` (after a fault test killed it)."""
         conf = self.folder / "conf"
@@ -435,21 +444,34 @@ class FlinkCluster:
         jobs: list[dict[str, Any]] = http_json(f"{self.rest}/jobs/overview")["jobs"]
         return sorted(jobs, key=lambda j: j["start-time"])
 
-    def wait_vertex(self, part: str, timeout: float = 600) -> str:
-        """Waits until the newest job runs (or ran) a step whose name holds
+    def wait_vertex(self, part: str, known: set[str], timeout: float = 600) -> str:
+        """Waits until a job not in `known` runs a step whose name holds
         `part`; returns the job's id."""
 
         def running() -> str | None:
-            jobs = self.jobs()
-            if not jobs:
-                return None
-            job = http_json(f"{self.rest}/jobs/{jobs[-1]['jid']}")
-            for vertex in job["vertices"]:
-                if part in vertex["name"] and vertex["status"] in ("RUNNING", "FINISHED"):
-                    return str(job["jid"])
+            for job in self.jobs():
+                if job["jid"] in known:
+                    continue
+                detail = http_json(f"{self.rest}/jobs/{job['jid']}")
+                for vertex in detail["vertices"]:
+                    if part in vertex["name"] and vertex["status"] == "RUNNING":
+                        return str(job["jid"])
             return None
 
         found: str = wait_for(f"a job running {part}", running, timeout)
+        return found
+
+    def job_ids(self) -> set[str]:
+        return {str(job["jid"]) for job in self.jobs()}
+
+    def subtasks(self, jid: str, part: str) -> list[dict[str, Any]]:
+        """The subtasks of the job's step whose name holds `part` (Flink's
+        REST API: each with its TaskManager and its records in and out)."""
+        job = http_json(f"{self.rest}/jobs/{jid}")
+        (vertex,) = (v for v in job["vertices"] if part in v["name"])
+        found: list[dict[str, Any]] = http_json(f"{self.rest}/jobs/{jid}/vertices/{vertex['id']}")[
+            "subtasks"
+        ]
         return found
 
     def job_state(self, jid: str) -> str:
@@ -477,15 +499,126 @@ class FlinkCluster:
 
 
 @dataclass
-class ClusterRun:
-    """A `profile-import` command line run against a cluster."""
+class SparkCluster(Cluster):
+    """A standalone Spark 3.5 cluster (a master, one worker), a worker pool,
+    Beam's Spark job server (the Spark driver runs in its JVM)."""
 
-    argv: list[str]
-    env: dict[str, str]
+    @property
+    def spark_home(self) -> Path:
+        return self.cache / "spark-3.5" / "pyspark"
+
+    def run_args(self) -> list[str]:
+        return [
+            "--runner=SparkRunner",
+            f"--job_endpoint=127.0.0.1:{self.job_port}",
+            "--environment_type=EXTERNAL",
+            f"--environment_config={POOL_ADDRESSES[0]}:{self.pool_port}",
+            "--experiments=disable_logging_submission_environment",
+        ]
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        master_port, self.job_port, self.pool_port = free_port(), free_port(), free_port()
+        env = {
+            **os.environ,
+            "SPARK_HOME": str(self.spark_home),
+            "SPARK_LOG_DIR": str(self.folder),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+        }
+        spark_class = str(self.spark_home / "bin" / "spark-class")
+        master = self.processes.start(
+            "spark-master",
+            [
+                spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(master_port),
+                "--webui-port",
+                str(free_port()),
+            ],
+            env,
+        )
+        url = f"spark://127.0.0.1:{master_port}"
+        wait_for(
+            "Spark's master",
+            lambda: port_open("127.0.0.1", master_port),
+            180,
+            master.process,
+            master.log,
+        )
+        worker = self.processes.start(
+            "spark-worker",
+            [
+                spark_class,
+                "org.apache.spark.deploy.worker.Worker",
+                url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "2",
+                "--memory",
+                "1g",
+                "--webui-port",
+                str(free_port()),
+            ],
+            env,
+        )
+        wait_for(
+            "Spark's worker",
+            lambda: "Successfully registered" in worker.log.read_text(),
+            180,
+            worker.process,
+            worker.log,
+        )
+        self.start_pool(0)
+        server = self.cache / "spark-job-server"
+        # The executors load Beam's classes from the same jars (the launcher
+        # jar's relative classpath does not travel to them).
+        classpath = f"{server / 'lib'}/*:{self.spark_home / 'jars'}/*"
+        job_server = self.processes.start(
+            "job-server",
+            [
+                "java",
+                "-Xmx768m",
+                f"-Dspark.executor.extraClassPath={classpath}",
+                "-Dspark.executor.memory=768m",
+                "-jar",
+                str(server / "spark-job-server.jar"),
+                f"--spark-master-url={url}",
+                "--job-host=127.0.0.1",
+                f"--job-port={self.job_port}",
+                "--artifact-port=0",
+                "--expansion-port=0",
+            ],
+            os.environ,
+        )
+        wait_for(
+            "Beam's Spark job server",
+            lambda: port_open("127.0.0.1", self.job_port),
+            180,
+            job_server.process,
+            job_server.log,
+        )
+
+    def stop(self) -> None:
+        self.processes.stop_all()
+
+
+def started_spark(folder: Path, env: Mapping[str, str]) -> Iterator[SparkCluster]:
+    cache = ensure_cache()
+    cluster = SparkCluster(cache, folder, env)
+    try:
+        install_project(cluster.venv, folder)
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def cli_run(
-    cluster: FlinkCluster, args: Sequence[str | Path], timeout: float = 600
+    cluster: FlinkCluster | SparkCluster, args: Sequence[str | Path], timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     """`profile-import ARGS` from the workers' environment; `run` gets the cluster's options."""
     argv = [*cluster.cli, *(str(a) for a in args)]
