@@ -726,37 +726,45 @@ class Execution:
         return [staged.get(f.index, f) for f in inputs]
 
     def _collect_handover(self, report: dict[str, Any], handover: str) -> dict[str, Any]:
-        """Brings the rejects a job's final step left in the handover folder
-        where the command was told (a local file, standard output)."""
-        handed = f"{handover}/rejects.ndjson"
-        if report.get("rejects_file") != handed:
-            return report
-        target = self.rejects_output
-        if target.location is None:
-            target = Output("--rejects", self._context().default_rejects)
-        try:
-            with input_plan.open_raw(handed) as source, target.open() as out:
-                shutil.copyfileobj(source, out, 1 << 20)
-        except Exception as e:  # noqa: BLE001 - OSError, and remote clients' own errors
-            # The run's outcome stands: its rejects stay where the job left them.
-            logs.log.warning(
-                "cannot write the rejects to %s (%s); they are at %s", target, e, handed
-            )
-            self.handover_kept = True
-            return report
-        return {**report, "rejects_file": str(target)}
+        """Brings the rejects and the changes a job's final step left in the
+        handover folder where the command was told (a local file, standard
+        output)."""
+        default_rejects = Output("--rejects", self._context().default_rejects)
+        for field_name, name, output in (
+            ("rejects_file", "rejects.ndjson", self.rejects_output),
+            ("changes_file", "changes.ndjson", self.changes_output),
+        ):
+            handed = f"{handover}/{name}"
+            if report.get(field_name) != handed:
+                continue
+            target = output if output.location is not None else default_rejects
+            try:
+                with input_plan.open_raw(handed) as source, target.open() as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+            except Exception as e:  # noqa: BLE001 - OSError, and remote clients' own errors
+                # The run's outcome stands: the file stays where the job left it.
+                logs.log.warning("cannot write %s (%s); it is at %s", target, e, handed)
+                self.handover_kept = True
+                continue
+            report = {**report, field_name: str(target)}
+        return report
 
 
 def _handed_over(ctx: RunContext, handover: str) -> RunContext:
     """The context of a job whose waiting command is elsewhere: its report,
-    and its rejects unless they go to a bucket, are left in `handover`."""
-    rejects = ctx.rejects_location
-    keep = rejects is not None and _is_object(rejects)
+    and its rejects and changes unless they go to a bucket, are left in
+    `handover` for the command."""
+
+    def there(location: str | None, name: str) -> str | None:
+        kept = location is None or _is_object(location)
+        return location if kept else f"{handover}/{name}"
+
     return replace(
         ctx,
         report_location=f"{handover}/report.json",
-        rejects_location=rejects if keep or rejects is None else f"{handover}/rejects.ndjson",
+        rejects_location=there(ctx.rejects_location, "rejects.ndjson"),
         default_rejects=f"{handover}/rejects.ndjson",
+        changes_location=there(ctx.changes_location, "changes.ndjson"),
     )
 
 

@@ -1,4 +1,4 @@
-"""The import on a real Flink cluster (tests/cluster.py): one JobManager, two
+"""The import on a real Flink cluster (`tests/cluster.py`): one JobManager, two
 TaskManagers, Beam's job server, SDK workers in their own environment with
 the project installed from its wheel, and the store on a server reached over
 TCP: S3 (moto), GCS (fake-gcs-server) and PostgreSQL.
@@ -25,11 +25,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .cluster import BEAM_VERSION, FlinkCluster, cli_run, started_flink, wait_for
-from .helpers import delete, read_ndjson, run_cli, store_state, upsert, write_lines
-from .object_servers import S3_ENV, new_bucket
-from .test_conformance import CASES, run_case
-from .test_property import DEFAULT_COMPARTMENT, applies, commands, exported, sequential_fold
+from ..cluster import BEAM_VERSION, FlinkCluster, cli_run, started_flink, wait_for
+from ..helpers import delete, read_ndjson, run_cli, store_state, upsert, write_lines
+from ..object_servers import S3_ENV, new_bucket
+from ..spec.test_conformance import CASES, run_case
+from .test_equals_sequential_fold import (
+    DEFAULT_COMPARTMENT,
+    applies,
+    commands,
+    exported,
+    sequential_fold,
+)
 
 pytestmark = pytest.mark.slow
 

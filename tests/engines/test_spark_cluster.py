@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import SparkCluster, started_spark
-from .object_servers import S3_ENV
-from .test_conformance import CASES, run_case
+from ..cluster import SparkCluster, started_spark
+from ..object_servers import S3_ENV
+from ..spec.test_conformance import CASES, run_case
 
 pytestmark = pytest.mark.slow
 
