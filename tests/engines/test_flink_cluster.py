@@ -324,7 +324,7 @@ def test_a_worker_pool_killed_mid_run(flink: FlinkCluster, tmp_path: Path) -> No
         flink.pools[0].kill()  # its process group: the pool and its SDK workers
         time.sleep(5)
         flink.start_pool(0)
-        published = _outcome(run, tmp_path, deadline=240)
+        published = _outcome(run, tmp_path, deadline=150)
     finally:
         run.kill()
         flink.healthy()
