@@ -42,6 +42,7 @@ import os
 import pickle
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -278,8 +279,11 @@ def work(job: ImportJob, checker: CommandChecker, crew: Crew, number: int) -> Ch
     splits = crew.numbered(number, job.transport_params or None)
     part = check(job, checker, splits)
     # For the report of a run that fails from here (`counts_checked`).
-    with open(os.path.join(crew.folder, f"counts-{number}.pickle"), "wb") as f:
+    # Whole or absent under its name: the parent reads it whenever one fails.
+    path = os.path.join(crew.folder, f"counts-{number}.pickle")
+    with open(f"{path}.part", "wb") as f:
         pickle.dump(part.counts, f)
+    os.replace(f"{path}.part", path)
     crew.go.wait()
     buckets = crew.hand_over(number, part)
     reject_files = write_rejects(job, part)
@@ -315,14 +319,21 @@ def _die_with(parent: int) -> None:
 
 
 PerInput = dict[int, dict[str, int]]
+# How long a failed run waits for the other workers' counts of what they
+# checked, for its report, before it reports none.
+COUNTS_GRACE_SECONDS = 30.0
 
 
 class InProcessError(Exception):
     """A worker of a local run failed or died: nothing is published."""
 
-    def __init__(self, message: str, counts: PerInput | None = None) -> None:
+    def __init__(
+        self, message: str, counts: PerInput | None = None, *, reported: bool = False
+    ) -> None:
         super().__init__(message)
         self.counts = counts  # per input, when every input was read and checked
+        # A worker's own error (a full disk, say), not its death or an interrupt.
+        self.reported = reported
 
 
 class RunFailed(Exception):
@@ -407,7 +418,7 @@ class Workers:
                 except (EOFError, OSError):
                     raise InProcessError(self._died(number)) from None
                 if status != "done":
-                    raise InProcessError(value)
+                    raise InProcessError(value, reported=True)
                 done[number] = value
         return [done[number] for number in range(len(self.processes))]
 
@@ -420,6 +431,20 @@ class Workers:
         else:
             how = f"ended with status {code}"
         return f"worker {number + 1} of {len(self.processes)} {how} before it finished"
+
+    def checked(self, folder: str, grace: float) -> None:
+        """Waits, `grace` seconds at most, until every worker has counted what
+        it checked (`work`) or has ended."""
+        # A worker waiting for the failed one at a barrier would wait for ever.
+        self.crew.counted.abort()
+        self.crew.handed.abort()
+        deadline = time.monotonic() + grace
+        for number, process in enumerate(self.processes):
+            path = os.path.join(folder, f"counts-{number}.pickle")
+            while process.is_alive() and not os.path.exists(path):
+                if time.monotonic() > deadline:
+                    return
+                process.join(0.05)
 
     def stop(self) -> None:
         """Ends every worker still running (the run failed, was interrupted or
@@ -457,7 +482,12 @@ def in_workers(
                 return None
             crew.go.set()
             done = workers.wait()
-        except Exception:
+        except Exception as e:
+            if workers is not None and isinstance(e, InProcessError) and e.reported:
+                # A worker failed while the others still check: they finish
+                # checking before the report counts them (a death or an
+                # interrupt ends the run at once).
+                workers.checked(folder, COUNTS_GRACE_SECONDS)
             counts = counts_checked(folder, len(plan))
             if counts is None:
                 raise
