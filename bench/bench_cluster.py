@@ -6,7 +6,7 @@ where the cluster's time goes (Flink's REST API, per step).
 
 Starts what tests/cluster.py starts (an S3 server, one JobManager, two
 TaskManagers, a worker pool each, Beam's job server), puts the input
-(`shared/bench/gen_commands.py`) in the bucket, then runs the workers'
+(`bench.py`'s, as `shared/bench/gen_commands.py` writes it) in the bucket, then runs the workers'
 environment's `profile-import run` twice into two new stores in the bucket:
 `--runner=FnApiRunner` (one worker process per core) and `--runner=FlinkRunner`
 (parallelism 2). CPU: the launching command and everything it waited for
@@ -30,9 +30,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import generate_commands  # noqa: E402 - bench.py, beside this script
 from tests.cluster import FlinkCluster, ensure_cache, free_port, http_json, install_project  # noqa: E402
 
-GEN = ROOT.parent / "shared" / "bench" / "gen_commands.py"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -128,11 +128,20 @@ def main() -> int:
 
     folder = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     source = folder / "commands.ndjson"
-    subprocess.run([sys.executable, str(GEN), str(args.lines), str(source)], check=True)
+    generate_commands(args.lines, source)
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="bench")
     s3.upload_file(str(source), "bench", "in/commands.ndjson")
-    cluster = FlinkCluster(ensure_cache(), folder / "cluster", env)
+    # 1 GiB TaskManagers run out of heap receiving the parse step's batches of
+    # a 1M-line input (and hang), and out of direct memory in the apply step
+    # with no task off-heap memory (see SCALING.md).
+    cluster = FlinkCluster(
+        ensure_cache(),
+        folder / "cluster",
+        env,
+        taskmanager_memory="3g",
+        taskmanager_off_heap="768m",
+    )
     results: dict[str, Any] = {"lines": args.lines, "bytes": source.stat().st_size}
     try:
         install_project(cluster.venv, folder)

@@ -194,7 +194,9 @@ class Processes:
         self.services.clear()
 
 
-def _flink_config(log_dir: Path, rpc_port: int, rest_port: int) -> str:
+def _flink_config(
+    log_dir: Path, rpc_port: int, rest_port: int, tm_memory: str, tm_off_heap: str
+) -> str:
     opens = " ".join(
         f"--add-opens=java.base/{p}=ALL-UNNAMED"
         for p in (
@@ -212,6 +214,8 @@ def _flink_config(log_dir: Path, rpc_port: int, rest_port: int) -> str:
             "java.util.concurrent.locks",
         )
     )
+    # Beam's gRPC buffers to and from the SDK workers are direct memory.
+    off_heap = f"\n    task:\n      off-heap:\n        size: {tm_off_heap}" if tm_off_heap else ""
     return f"""\
 env:
   java:
@@ -235,7 +239,7 @@ taskmanager:
   numberOfTaskSlots: 1
   memory:
     process:
-      size: 1024m
+      size: {tm_memory}{off_heap}
 parallelism:
   default: {PARALLELISM}
 rest:
@@ -315,6 +319,9 @@ class FlinkCluster(Cluster):
 
     rest_port: int = 0
     taskmanagers: list[Service] = field(default_factory=list)
+    # Each TaskManager's JVM in all (the tests' inputs are small).
+    taskmanager_memory: str = "1024m"
+    taskmanager_off_heap: str = ""  # Flink's default (none)
 
     @property
     def flink_home(self) -> Path:
@@ -355,7 +362,10 @@ class FlinkCluster(Cluster):
         for name in ("log4j.properties", "log4j-console.properties"):
             shutil.copy(self.flink_home / "conf" / name, conf / name)
         self.rest_port = free_port()
-        (conf / "config.yaml").write_text(_flink_config(logs, free_port(), self.rest_port))
+        config = _flink_config(
+            logs, free_port(), self.rest_port, self.taskmanager_memory, self.taskmanager_off_heap
+        )
+        (conf / "config.yaml").write_text(config)
         base = {
             **os.environ,
             "FLINK_CONF_DIR": str(conf),
