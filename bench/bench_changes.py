@@ -18,7 +18,6 @@ imports, and `export`.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 import statistics
@@ -26,24 +25,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
+from bench import generate_commands  # the scripts beside this one (see pyproject's mypy_path)
 from profile_import.core.identifiers import IDENTIFIER_FIELDS
 from profile_import.stores.snapshot import SnapshotStore
+from read_bench import build
 
-
-def _load(name: str) -> Any:
-    """A sibling script of this folder, as a module (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-generate_commands = _load("bench").generate_commands
-build = _load("read_bench").build
 CLI = [sys.executable, "-m", "profile_import.runners.cli"]
 
 

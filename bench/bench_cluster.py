@@ -17,7 +17,6 @@ workers it started and reaped.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -31,20 +30,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import generate_commands  # noqa: E402 - bench.py beside this script, not the folder
 from tests.cluster import FlinkCluster, ensure_cache, free_port, http_json, install_project  # noqa: E402
 
-
-def _bench_module() -> Any:
-    """bench.py, beside this script (a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("bench", Path(__file__).with_name("bench.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-generate_commands = _bench_module().generate_commands
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -21,7 +21,6 @@ option to the pipeline's runs (`--pipeline-option=--direct_num_workers=1`).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -34,17 +33,12 @@ from typing import Any
 import orjson
 import psycopg
 
+import bench as bench_main  # bench.py beside this script (see pyproject's mypy_path)
 from profile_import.core import clock
 from profile_import.core.codes import LineRejected
 from profile_import.core.commands import CheckSettings
 from profile_import.core.fold import Command, ProfileFold, StoredProfile
 from profile_import.core.identifiers import IDENTIFIER_FIELDS, Identifier
-
-_spec = importlib.util.spec_from_file_location("bench_main", Path(__file__).with_name("bench.py"))
-assert _spec is not None and _spec.loader is not None
-bench_main = importlib.util.module_from_spec(_spec)
-sys.modules["bench_main"] = bench_main  # its dataclasses look their module up
-_spec.loader.exec_module(bench_main)
 
 ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 
