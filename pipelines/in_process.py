@@ -26,14 +26,13 @@ buckets. Below that size, or on one core, this process does it all.
 
 The processes are `multiprocessing`'s (forked: the schemas, the settings and
 the store's handles are already in memory). What it lacks is kept here: a
-worker dies with this process (`_die_with`), and this process watches each
+worker dies with this process (`die_with_parent`), and this process watches each
 worker's result and its exit together, so a worker that fails or dies fails
 the run at once, in one line, and publishes nothing.
 """
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import marshal
 import mmap
@@ -41,10 +40,9 @@ import multiprocessing
 import os
 import pickle
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -55,6 +53,7 @@ from profile_import.core.numbering import RangeCount, first_lines
 from profile_import.inputs.plan import InputFile, InputSplit, contiguous_parts
 from profile_import.inputs.scan import count_range, hash_content
 from profile_import.runners import runner_choice
+from profile_import.runners.parent_death import die_with_parent
 from profile_import.transforms import metrics, progress
 from profile_import.transforms.apply_bucket import apply_lines
 from profile_import.transforms.batches import in_input_order
@@ -296,7 +295,7 @@ def _worker(
     """A forked worker's life: its result, or its error in one line, to `out`."""
     code = 1
     try:
-        _die_with(parent)
+        die_with_parent(parent)
         message: tuple[str, Any] = ("done", work(job, checker, crew, number))
         code = 0
     except BaseException as e:  # noqa: BLE001 - reported to this process, which fails the run
@@ -305,17 +304,6 @@ def _worker(
         out.send(message)
     finally:
         os._exit(code)
-
-
-def _die_with(parent: int) -> None:
-    """Has Linux end this (forked) process when its parent ends, so a run
-    killed with SIGKILL leaves no process staging buckets behind it."""
-    if sys.platform.startswith("linux"):
-        with suppress(OSError, AttributeError):
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # it ended before prctl took effect
-        os._exit(1)
 
 
 PerInput = dict[int, dict[str, int]]

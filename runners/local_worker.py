@@ -6,23 +6,24 @@ at import time warn there too: a nightly job's log should hold our summary
 line and real errors only. `profile-import run --verbose` sets
 PROFILE_IMPORT_VERBOSE, which keeps Beam's log and the worker's stderr.
 An interrupted launcher stops its workers with `stop_workers`; a killed one
-takes them with it (`_die_with_parent`).
+takes them with it (`parent_death.die_with_parent`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import sys
 
+from profile_import.runners.parent_death import die_with_parent
+
 VERBOSE_ENV = "PROFILE_IMPORT_VERBOSE"
 
 
 def main() -> None:
-    _die_with_parent()
+    die_with_parent(os.getppid())
     if not os.environ.get(VERBOSE_ENV):
         logging.disable(logging.ERROR)
         # The SDK worker also prints a failing bundle's traceback straight to
@@ -34,20 +35,6 @@ def main() -> None:
     from apache_beam.runners.worker import sdk_worker_main  # after logging is set
 
     sdk_worker_main.main(sys.argv)
-
-
-def _die_with_parent() -> None:
-    """Has Linux end this worker when the launcher that started it ends: a
-    launcher killed with SIGKILL leaves no worker behind, holding memory and
-    applying buckets for no one."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # it ended before prctl took effect
-        os._exit(1)
 
 
 def stop_workers() -> None:
