@@ -50,7 +50,7 @@ def build(pipeline: beam.Pipeline, job: ImportJob) -> beam.Pipeline:
         )
     )
     parsed = splits | "ParseCommands" >> ParseCommands(
-        job.check, job.buckets, job.progress_dir, params, job.spill_dir, decided
+        job.check, job.buckets, job.progress_dir, params, job.spill_dir, decided, job.counts_dir
     )
     sink = finalizer.staging.sink if finalizer.staging is not None else None
     buckets = parsed.commands | "ApplyCommands" >> ApplyCommands(

@@ -57,5 +57,11 @@ class ImportJob:
         return os.path.join(self.work_dir, "rejects")
 
     @property
+    def counts_dir(self) -> str:
+        """Each split's counts (`transforms.count_files`), for the report of
+        a pipeline that fails before its final step."""
+        return os.path.join(self.work_dir, "counts")
+
+    @property
     def spill_dir(self) -> str | None:
         return os.path.join(self.spill_root or self.work_dir, "shuffle") if self.spill else None

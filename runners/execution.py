@@ -38,7 +38,7 @@ from profile_import.pipelines import in_process
 from profile_import.pipelines.job import ImportJob, semantics_of
 from profile_import.stores import ProfileStore, StoreError, capabilities, open_store
 from profile_import.stores.folders import remove_folder
-from profile_import.transforms import outputs, scratch
+from profile_import.transforms import count_files, outputs, scratch
 from profile_import.transforms.decisions import Decided
 from profile_import.transforms.finalize import Finalizer, RunContext, build_report, read_counts
 from profile_import.transforms.outputs import Output, OutputError
@@ -48,6 +48,12 @@ from .options import split_inputs
 
 if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.runner import PipelineResult
+
+
+# How long a failed pipeline's launcher waits to hear that one of its local
+# workers died, which its failure then names.
+_DEATH_NOTICE_SECONDS = 2.0
 
 
 class UsageError(Exception):
@@ -597,7 +603,9 @@ class Execution:
                 first = str(e).strip().splitlines()
                 return self._failed(f"the import failed: {first[0] if first else repr(e)}", 1)
             crash = f"the pipeline failed: {_root_message(e)} (--verbose shows Beam's log)"
-            return self._published_before(store, crash) or self._failed(crash, 1)
+            return self._published_before(store, crash) or self._failed(
+                crash, 1, checked=_checked_before(job)
+            )
         finally:
             if staging is not None and not submitted:
                 # Discards what a failed run staged; never what a publish uses.
@@ -670,26 +678,32 @@ class Execution:
         runner = local.create_runner(self.options, s.beam_args)
         pipeline = import_profiles.build(beam.Pipeline(runner, options=self.options), job)
         if not s.wait or self._builds_only():
-            result = pipeline.run()
+            submitted = pipeline.run()
             # Beam's dry run returns the job it built instead of submitting it.
-            return {"job": getattr(result, "job", None)}, True
+            return {"job": getattr(submitted, "job", None)}, True
         total_bytes = sum(f.size or 0 for f in self.inputs)
         with (
             logs.phase("pipeline", self._pipeline_detail()) as end,
             progress_display.shown(show, job.progress_dir, total_bytes, self.stderr),
         ):
             watch = Watch()
-            result = pipeline.run()
+            result: PipelineResult | None = None
             try:
+                # The local runner runs the whole pipeline in `run()`.
+                result = pipeline.run()
                 result.wait_until_finish()
-            except BaseException:
-                if not self._on_this_machine():
+            except BaseException as e:
+                if result is not None and not self._on_this_machine():
                     # An interrupted command takes its job with it: the job
                     # would otherwise run on, and publish, with nobody waiting.
                     with contextlib.suppress(Exception):
                         result.cancel()
-                if watch.death is not None:
-                    raise watch.death from None  # the cause, not what Beam saw of it
+                # What the failure came of, when a local worker died: the
+                # cause, not what Beam saw of it. Not waited for on an interrupt.
+                heard = self._is_local() and not isinstance(e, KeyboardInterrupt)
+                death = watch.death_within(_DEATH_NOTICE_SECONDS if heard else 0.0)
+                if death is not None:
+                    raise death from None
                 raise
             with input_plan.open_raw(ctx.result_path or ctx.report_location or "") as f:
                 report: dict[str, Any] = json.load(f)
@@ -766,6 +780,17 @@ def _handed_over(ctx: RunContext, handover: str) -> RunContext:
         default_rejects=f"{handover}/rejects.ndjson",
         changes_location=there(ctx.changes_location, "changes.ndjson"),
     )
+
+
+def _checked_before(job: ImportJob) -> dict[int, dict[str, int]] | None:
+    """What the finished splits of a pipeline that crashed read and checked
+    (`count_files`), read before its work folder is discarded; None if that
+    folder cannot be read (the report then counts nothing rather than fail)."""
+    try:
+        return count_files.read_count_files(job.counts_dir)
+    except Exception as e:  # noqa: BLE001 - OSError, and remote clients' own errors
+        logs.log.warning("cannot read what the run checked from %s (%s)", job.counts_dir, e)
+        return None
 
 
 def _is_object(url: str) -> bool:

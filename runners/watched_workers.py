@@ -68,6 +68,15 @@ class Watch:
     def death(self) -> WorkerDied | None:
         return _DEATHS[self._seen] if len(_DEATHS) > self._seen else None
 
+    def death_within(self, seconds: float) -> WorkerDied | None:
+        """The first death, waiting up to `seconds` for one: Beam may see a
+        dead worker's broken stream before the thread that waits for the
+        worker hears of its end (on a busy machine, noticeably before)."""
+        deadline = time.monotonic() + seconds
+        while self.death is None and time.monotonic() < deadline:
+            time.sleep(_ABORT_EVERY_SECONDS / 5)
+        return self.death
+
 
 def how_it_ended(returncode: int) -> str:
     """`killed by SIGKILL (...)` or `exited with status N`, from a return code."""

@@ -16,6 +16,7 @@ from profile_import.inputs.plan import InputSplit
 
 from . import batches, metrics, progress
 from .check_lines import SplitTally, checked_by_bucket
+from .count_files import write_count_file
 from .decisions import Decided
 from .gc_pause import paused
 
@@ -33,6 +34,9 @@ class ParseSplitFn(beam.DoFn):
     `COUNTS` output: `(input index, counts)`, one per split: what the report
     counts (`core.report.LINE_COUNTS` and `rejected.<CODE>`), as data, so that
     the final step checks them whatever the runner does with metrics.
+    With `counts_dir`, the same counts are also written there, one file per
+    split (`count_files`): what the report of a pipeline that crashes before
+    its final step counts.
     """
 
     def __init__(
@@ -42,11 +46,13 @@ class ParseSplitFn(beam.DoFn):
         progress_dir: str | None = None,
         transport_params: dict[str, Any] | None = None,
         spill_dir: str | None = None,
+        counts_dir: str | None = None,
     ) -> None:
         self._settings = settings
         self._buckets = buckets
         self._progress_dir = progress_dir
         self._spill_dir = spill_dir
+        self._counts_dir = counts_dir
         self._transport_params = transport_params
         ns = metrics.NAMESPACE
         self._lines = Metrics.counter(ns, metrics.LINES)
@@ -96,7 +102,10 @@ class ParseSplitFn(beam.DoFn):
         if tally.reject_lines:
             yield beam.pvalue.TaggedOutput(REJECTS, (split.sequence, b"".join(tally.reject_lines)))
         # Counted once per split, not per line: a counter update costs more than a line.
-        yield beam.pvalue.TaggedOutput(COUNTS, (split.input_index, tally.counts()))
+        counts = tally.counts()
+        if self._counts_dir is not None:
+            write_count_file(self._counts_dir, split.sequence, counts)
+        yield beam.pvalue.TaggedOutput(COUNTS, (split.input_index, counts))
         # Beam metrics mirror the counts for monitoring; nothing depends on them.
         self._lines.inc(tally.lines)
         self._blank.inc(tally.blank)
@@ -120,6 +129,7 @@ class ParseCommands(beam.PTransform[Splits, beam.pvalue.DoOutputsTuple]):
     `.counts` are `(input index, counts)` per split. With `decided` (one
     `Decided` element, from `DecideInputs`), the splits of the inputs the run
     skips are not read: an unchanged re-run parses and applies nothing.
+    `counts_dir`: where each split's counts are also written (`count_files`).
     """
 
     def __init__(
@@ -130,9 +140,12 @@ class ParseCommands(beam.PTransform[Splits, beam.pvalue.DoOutputsTuple]):
         transport_params: dict[str, Any] | None = None,
         spill_dir: str | None = None,
         decided: beam.pvalue.PCollection[Decided] | None = None,
+        counts_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self._fn = ParseSplitFn(settings, buckets, progress_dir, transport_params, spill_dir)
+        self._fn = ParseSplitFn(
+            settings, buckets, progress_dir, transport_params, spill_dir, counts_dir
+        )
         self._decided = decided
 
     def expand(self, splits: Splits) -> beam.pvalue.DoOutputsTuple:

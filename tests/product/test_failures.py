@@ -30,6 +30,7 @@ from ..helpers import (
     write_big_input,
     write_lines,
 )
+from ..object_servers import new_bucket
 
 pytestmark = [pytest.mark.slow, pytest.mark.spec(section=4)]
 
@@ -305,6 +306,77 @@ def killed_input(folder: Path) -> Path:
     ]
     creates = [upsert({"user_agent_id": f"u{n}"}, {"n": n}) for n in range(50)]
     return write_lines(folder / "killed.ndjson", [*merges, *creates])
+
+
+def split_line_counts(path: Path, split_bytes: int) -> list[int]:
+    """The lines of each byte range of `split_bytes` of `path`: those that start in it."""
+    data = path.read_bytes()
+    starts = [0, *(i + 1 for i, byte in enumerate(data) if byte == 0x0A and i + 1 < len(data))]
+    counts = [0] * -(-len(data) // split_bytes)
+    for start in starts:
+        counts[start // split_bytes] += 1
+    return counts
+
+
+def sums_of_subsets(values: list[int]) -> set[int]:
+    sums = {0}
+    for value in values:
+        sums |= {s + value for s in sums}
+    return sums
+
+
+def count_files_in(store: str) -> list[str]:
+    """The split count files of the runs staged in `store` (a folder or an S3 URL)."""
+    if not store.startswith("s3://"):
+        return [str(p) for p in Path(store).glob("staging/*/counts/counts-*.json")]
+    import boto3
+
+    bucket, prefix = store.removeprefix("s3://").split("/", 1)
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/staging/")
+    return [o["Key"] for o in listed.get("Contents", []) if "/counts/counts-" in o["Key"]]
+
+
+@pytest.mark.parametrize("where", ["folder", "s3"])
+def test_a_worker_killed_mid_run_reports_what_the_finished_splits_checked(
+    tmp_path: Path, big_input: Path, where: str, request: pytest.FixtureRequest
+) -> None:
+    """Beam's local runner gives no result for a pipeline that crashes: the
+    FAILED report counts what each split that finished checked, as it wrote
+    it to the run's work folder (in the store's bucket for an S3 store, as
+    for workers elsewhere); never a split cut short, nor zero."""
+    if where == "s3":
+        request.getfixturevalue("s3_endpoint")
+        store = f"s3://{new_bucket('s3')}/store"
+    else:
+        store = str(tmp_path / "store")
+    split_bytes = 1 << 20
+    report = tmp_path / "killed.json"
+    argv = [*CLI, "run", "--quiet", "--store", store, "--report", str(report)]
+    argv += [*LOCAL, "--direct_num_workers=2", f"--split-bytes={split_bytes}", str(big_input)]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        wait_for(lambda: bool(count_files_in(store)))
+        os.kill(children(process.pid)[0], signal.SIGKILL)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 1, stderr
+    assert "of the local runner was killed by SIGKILL" in one_error_line(stderr)
+    failed = json.loads(report.read_text())
+    assert failed["status"] == "FAILED" and failed["version"] is None
+    counts = failed["counts"]
+    per_split = split_line_counts(big_input, split_bytes)
+    assert 0 < counts["lines"] <= sum(per_split)
+    # Whole splits only: the lines of some of the splits, none of one cut short.
+    assert counts["lines"] in sums_of_subsets(per_split)
+    assert counts["lines"] == counts["blank"] + counts["accepted"] + counts["rejected"]
+    assert counts["accepted"] == counts["upserts"] + counts["deletes"] == counts["lines"]
+    assert counts["profiles_created"] == counts["profiles_updated"] == 0
+    assert count_files_in(store) == []  # discarded with the run's work folder
+    assert run_cli("export", "--store", store).stdout == ""  # nothing published
 
 
 @pytest.mark.parametrize(
