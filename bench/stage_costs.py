@@ -38,7 +38,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("apply: read and write the store", ("stores/snapshot/", "segments.py:", "sorted_files.py:")),
     ("apply: store lines (encode, decode)", ("records.py:", "bucket.py:")),
     ("shuffle: encode, spill and read batches", ("batches.py:",)),
-    ("scan: hash and count newlines", ("scan.py:", "numbering.py:")),
+    ("inputs: hash and count newlines", ("content.py:", "numbering.py:")),
     ("final step: check, gather rejects, publish", ("finalize.py:", "ledger.py:")),
     ("imports", ("<frozen importlib._bootstrap",)),
 ]

@@ -12,7 +12,7 @@ The launcher only lists the inputs (SPEC §1, §2):
   (`split_ranges`), cut anywhere: a range holds the lines that start in it.
 
 Everything that reads content happens in the pipeline, in parallel
-(`inputs.scan`): counting each range's newlines, whose prefix sums give every
+(`inputs.content`): counting each range's newlines, whose prefix sums give every
 range the number of its first line, and hashing each input's content for its
 identity (SPEC §4). A compressed input cannot be cut: it is one range, read
 whole by one worker.

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 
 from profile_import.core.locations import Location, parse
-from profile_import.stores.buckets import ObjectInfo, bucket_of
+from profile_import.stores.buckets import ObjectInfo, open_bucket
 
 
 class NotFound(Exception):
@@ -56,7 +56,7 @@ def expand_glob(pattern: Location) -> list[Location]:
     """The objects a glob in a bucket matches, sorted by key, spelled as the
     pattern is; folders (`.../`) are not objects."""
     regex = pattern_regex(pattern.path)
-    found = bucket_of(pattern.scheme, pattern.bucket).list_objects(literal_prefix(pattern.path))
+    found = open_bucket(pattern.scheme, pattern.bucket).list_objects(literal_prefix(pattern.path))
     keys = sorted(parse(o.url).path for o in found)
     return [pattern.with_key(key) for key in keys if regex.match(key) and not key.endswith("/")]
 
@@ -66,7 +66,7 @@ def stat(url: str) -> ObjectInfo:
     location = parse(url)
     if location.is_object:
         try:
-            return bucket_of(location.scheme, location.bucket).stat(location.path)
+            return open_bucket(location.scheme, location.bucket).stat(location.path)
         except FileNotFoundError as e:
             raise NotFound(url) from e
     return _stat_http(url)

@@ -4,14 +4,14 @@ The subpackages live in the repository's top-level folders (core/, runners/,
 ...), mapped here by pyproject.toml; this folder is the package itself: its
 version, its Python API (`profile_import.api`: `run_import`, `Report`,
 `ProfileImportError`, `get_profile`, `export_profiles`), its Beam composite
-(`ImportProfiles`, `CommandLine`: `transforms.import_lines`) and
+(`ImportProfiles`, `CommandLine`: `transforms.import_profiles`) and
 `python -m profile_import`.
 """
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from profile_import.transforms.import_lines import CommandLine, ImportProfiles
+    from profile_import.transforms.import_profiles import CommandLine, ImportProfiles
 
     from .api import (
         Counts,
@@ -41,9 +41,9 @@ def __getattr__(name: str) -> Any:
     # imports this package, does not pay for it.
     if name in ("ImportProfiles", "CommandLine"):
         # The Beam composite: importing it imports Beam.
-        from profile_import.transforms import import_lines
+        from profile_import.transforms import import_profiles
 
-        return getattr(import_lines, name)
+        return getattr(import_profiles, name)
     if name in __all__:
         from . import api
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from profile_import.core.report import COUNT_NAMES, Status
 
 if TYPE_CHECKING:
-    from profile_import.runners.execution import Execution, Outcome
+    from profile_import.runners.execution import Execution, RunResult
     from profile_import.runners.options import Option
     from profile_import.stores import StoreReader
 
@@ -340,7 +340,7 @@ def run_import(
     return typed
 
 
-def _write_report(execution: Execution, outcome: Outcome) -> None:
+def _write_report(execution: Execution, outcome: RunResult) -> None:
     """The report at `report` (whole or not at all), unless the run's final
     step wrote it; never on standard output. One that cannot be written
     leaves the run's outcome as it is, and a warning in the log."""

@@ -7,9 +7,9 @@
     this process, meanwhile: hash_content ─► decide (the ledger) ─► go
     Finalizer ─► the report
 
-The same steps as the Beam pipeline (`pipelines.import_profiles`), through
-the same Beam-free functions (`inputs.scan`, `core.numbering`,
-`transforms.check_lines`, `batches.in_input_order`, `apply_bucket`,
+The same steps as the Beam pipeline (`pipelines.beam_pipeline`), through
+the same Beam-free functions (`inputs.content`, `core.numbering`,
+`transforms.steps.check_lines`, `batches.in_input_order`, `apply_bucket`,
 `decisions`, `reject_files`, `finalize`), so a run means the same whichever
 engine runs it. What it leaves out is what one machine does not need:
 Beam's start-up (a second to import it in each process), many small ranges,
@@ -50,19 +50,19 @@ from typing import Any
 from profile_import.core.commands import CommandChecker
 from profile_import.core.locations import is_remote
 from profile_import.core.numbering import RangeCount, first_lines
+from profile_import.inputs.content import count_range, hash_content
 from profile_import.inputs.plan import InputFile, InputSplit, contiguous_parts
-from profile_import.inputs.scan import count_range, hash_content
 from profile_import.runners import runner_choice
 from profile_import.runners.parent_death import die_with_parent
-from profile_import.transforms import metrics, progress
-from profile_import.transforms.apply_bucket import apply_lines
-from profile_import.transforms.batches import in_input_order
-from profile_import.transforms.check_lines import BucketLines, SplitTally, checked_by_bucket
-from profile_import.transforms.decisions import Decided, decide
-from profile_import.transforms.finalize import add_counts, write_report
-from profile_import.transforms.gc_pause import paused
-from profile_import.transforms.reject_files import RejectFile, write_reject_file
-from profile_import.transforms.scratch import folder as scratch_folder
+from profile_import.transforms.steps import metrics, progress
+from profile_import.transforms.steps.apply_bucket import apply_lines
+from profile_import.transforms.steps.batches import in_input_order
+from profile_import.transforms.steps.check_lines import BucketLines, SplitTally, checked_by_bucket
+from profile_import.transforms.steps.decisions import Decided, decide
+from profile_import.transforms.steps.finalize import add_counts, write_report
+from profile_import.transforms.steps.gc_pause import paused
+from profile_import.transforms.steps.reject_files import RejectFile, write_reject_file
+from profile_import.transforms.steps.scratch import folder as scratch_folder
 
 from .job import ImportJob
 

@@ -1,7 +1,7 @@
 """What an import run needs, decided by the launcher before anything runs.
 
 No Beam here: the same job runs as the Beam pipeline
-(`pipelines.import_profiles`) or in one process (`pipelines.in_process`).
+(`pipelines.beam_pipeline`) or in one process (`pipelines.in_process`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from profile_import.core.commands import CheckSettings
 from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES
 from profile_import.stores.base import BucketSource
-from profile_import.transforms.finalize import Finalizer
+from profile_import.transforms.steps.finalize import Finalizer
 
 
 def semantics_of(check: CheckSettings, profile_schema_sha: str | None) -> dict[str, Any]:
@@ -46,7 +46,7 @@ class ImportJob:
     # Where local workers drop progress markers for the display (None: none);
     # the launcher's own folder, which outlives the run's staging.
     progress_dir: str | None = None
-    spill: bool = False  # shuffle batches through files in work_dir (transforms.batches)
+    spill: bool = False  # shuffle batches through files in work_dir (transforms.steps.batches)
     transport_params: dict[str, Any] = field(default_factory=dict)
     # Where the spill goes when the work folder is in a bucket (a store there)
     # and the workers share this machine's disk: a local folder.
@@ -58,7 +58,7 @@ class ImportJob:
 
     @property
     def counts_dir(self) -> str:
-        """Each split's counts (`transforms.count_files`), for the report of
+        """Each split's counts (`transforms.steps.count_files`), for the report of
         a pipeline that fails before its final step."""
         return os.path.join(self.work_dir, "counts")
 

@@ -40,14 +40,14 @@ from profile_import.stores import (
     history_of,
     open_store,
 )
-from profile_import.transforms.outputs import Output, OutputError
+from profile_import.transforms.steps.outputs import Output, OutputError
 
 from . import logs, read_commands
 from .local_worker import VERBOSE_ENV, stop_workers
 from .options import add_run_options, positive_int
 
 if TYPE_CHECKING:
-    from .execution import Execution, Outcome
+    from .execution import Execution, RunResult
 
 PROG = "profile-import"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -376,7 +376,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     return outcome.exit_code
 
 
-def _write_report(execution: Execution, outcome: Outcome) -> None:
+def _write_report(execution: Execution, outcome: RunResult) -> None:
     """The report at --report (whole or not at all), unless the run's final step wrote it."""
     if outcome.report_written:
         return

@@ -5,7 +5,7 @@
         ─► read the report its final step wrote
 
 The launcher reads no input content: the pipeline numbers, fingerprints,
-checks, applies, and in its last step (`transforms.commit`) checks the counts
+checks, applies, and in its last step (`transforms.commit_import`) checks the counts
 and publishes or discards. Waiting, the progress display and the lock are all
 that the command line adds to what a job launched with nobody waiting does.
 """
@@ -38,10 +38,15 @@ from profile_import.pipelines import in_process
 from profile_import.pipelines.job import ImportJob, semantics_of
 from profile_import.stores import ProfileStore, StoreError, capabilities, open_store
 from profile_import.stores.folders import remove_folder
-from profile_import.transforms import count_files, outputs, scratch
-from profile_import.transforms.decisions import Decided
-from profile_import.transforms.finalize import Finalizer, RunContext, build_report, read_counts
-from profile_import.transforms.outputs import Output, OutputError
+from profile_import.transforms.steps import count_files, outputs, scratch
+from profile_import.transforms.steps.decisions import Decided
+from profile_import.transforms.steps.finalize import (
+    Finalizer,
+    RunContext,
+    build_report,
+    read_counts,
+)
+from profile_import.transforms.steps.outputs import Output, OutputError
 
 from . import logs, progress_display, runner_choice
 from .options import split_inputs
@@ -167,7 +172,9 @@ class RunSettings:
 
 
 @dataclass
-class Outcome:
+class RunResult:
+    """How a run ended: its report and the command's exit code."""
+
     report: dict[str, Any]
     exit_code: int
     report_written: bool = False  # to its location by the run's final step
@@ -320,7 +327,7 @@ class Execution:
         *,
         checked: dict[int, dict[str, int]] | None = None,
         decided: Decided | None = None,
-    ) -> Outcome:
+    ) -> RunResult:
         """A FAILED report; with what the run read and checked (`checked`, per
         input) when it got that far, rather than zeros."""
         counts, rejects_by_code = read_counts(checked or {}, checked or {})
@@ -333,13 +340,13 @@ class Execution:
             failure=failure,
             message=message,
         )
-        return Outcome(report, exit_code)
+        return RunResult(report, exit_code)
 
-    def interrupted(self, signal_name: str) -> Outcome:
+    def interrupted(self, signal_name: str) -> RunResult:
         """The report of a run stopped by a signal before it published."""
         return self._failed(f"interrupted ({signal_name})", 130)
 
-    def _usage_error(self, error: Exception) -> Outcome:
+    def _usage_error(self, error: Exception) -> RunResult:
         message = f"{Status.FAILED}: {error}; nothing ran, the store is unchanged"
         return self._failed(str(error), 2, message)
 
@@ -430,13 +437,13 @@ class Execution:
             root = f"{s.store_location.url.rstrip('/')}/.outputs"
         return f"{root}/{self.execution_id}.outputs"
 
-    def run(self) -> Outcome:
+    def run(self) -> RunResult:
         # What killed runs left in $TMPDIR; never a live run's (`scratch`).
         scratch.sweep()
         with scratch.folder() as folder:
             return self._run(folder)
 
-    def _run(self, scratch: str) -> Outcome:
+    def _run(self, scratch: str) -> RunResult:
         s = self.settings
         try:
             self._check_usage()
@@ -498,7 +505,7 @@ class Execution:
         workers = self._workers()
         return f"{self.runner}, {workers} worker(s)" if workers else self.runner
 
-    def _submitted(self, staged: bool) -> Outcome:
+    def _submitted(self, staged: bool) -> RunResult:
         """A job launched with nobody waiting: its final step writes the report."""
         s = self.settings
         what = "publishes or discards the run" if staged else "checks the dry run"
@@ -515,9 +522,9 @@ class Execution:
             "message": message,
         }
         # Nothing for the launcher to write: the report's place is the job's.
-        return Outcome(report, 0, report_written=True)
+        return RunResult(report, 0, report_written=True)
 
-    def _built(self, job: Any) -> Outcome:
+    def _built(self, job: Any) -> RunResult:
         """Beam's dry run: the job was built for the service, not submitted."""
         transforms = len(job.proto_pipeline.components.transforms) if job is not None else 0
         message = (
@@ -533,11 +540,11 @@ class Execution:
             "message": message,
         }
         # Nothing is written for a job that never runs: no report either.
-        return Outcome(report, 0, report_written=True)
+        return RunResult(report, 0, report_written=True)
 
     def _launch(
         self, store: ProfileStore, check: CheckSettings, semantics: dict[str, Any], scratch: str
-    ) -> Outcome:
+    ) -> RunResult:
         """Stages the run, runs the pipeline and waits for its final step's report."""
         s = self.settings
         parent = store.current() if store.exists() else None
@@ -623,9 +630,9 @@ class Execution:
         # A run published without the changes it was asked for fails too:
         # a consumer must not take the old changes file for its changes.
         exit_code = 1 if report["status"] == Status.FAILED or report.get("changes_error") else 0
-        return Outcome(report, exit_code, report_written=written)
+        return RunResult(report, exit_code, report_written=written)
 
-    def _published_before(self, store: ProfileStore, failure: str) -> Outcome | None:
+    def _published_before(self, store: ProfileStore, failure: str) -> RunResult | None:
         """The outcome of a pipeline that failed once its final step had
         published (its worker killed right after): the run as the version
         records it, its report rebuilt from there, not a FAILED report that
@@ -650,7 +657,7 @@ class Execution:
             parent=parent,
             note=note,
         )
-        return Outcome(report, 0)
+        return RunResult(report, 0)
 
     def _run_in_process(self, job: ImportJob) -> dict[str, Any]:
         show = job.progress_dir is not None
@@ -668,7 +675,7 @@ class Execution:
         the job was only submitted (nobody waits: no report here)."""
         import apache_beam as beam
 
-        from profile_import.pipelines import import_profiles
+        from profile_import.pipelines import beam_pipeline
 
         from . import local
         from .watched_workers import Watch
@@ -676,7 +683,7 @@ class Execution:
         s = self.settings
         ctx = job.finalizer.ctx
         runner = local.create_runner(self.options, s.beam_args)
-        pipeline = import_profiles.build(beam.Pipeline(runner, options=self.options), job)
+        pipeline = beam_pipeline.build(beam.Pipeline(runner, options=self.options), job)
         if not s.wait or self._builds_only():
             submitted = pipeline.run()
             # Beam's dry run returns the job it built instead of submitting it.

@@ -2,7 +2,7 @@
 
 Both stream: records go out as the store's sorted merge yields them, Parquet
 in row groups of `ROWS_PER_GROUP`, so a store never has to fit in memory.
-`--output` is written as a run's outputs are (`transforms.outputs`): a file
+`--output` is written as a run's outputs are (`transforms.steps.outputs`): a file
 or an object appears whole or not at all, so a damaged store found midway
 never leaves half an export.
 

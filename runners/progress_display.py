@@ -27,7 +27,7 @@ from typing import NoReturn, TextIO
 
 from tqdm import tqdm
 
-from profile_import.transforms import progress
+from profile_import.transforms.steps import progress
 
 POLL_SECONDS = 1.0
 # tqdm's default line, with the unit after the counts and a rate never inverted

@@ -22,7 +22,8 @@ POINTS = (DATA_WRITTEN, BEFORE_POINTER, AFTER_POINTER)
 STAGED = "stage:bucket-staged"
 # While the pipeline writes: one bucket file is written, the others not yet.
 BUCKET_WRITTEN = "write:bucket-written"
-# An output (rejects, report) is written in full, not yet in its place (transforms/outputs.py).
+# An output (rejects, report) is written in full, not yet in its place
+# (transforms/steps/outputs.py).
 OUTPUT_WRITTEN = "output:written"
 
 _ARMED = os.environ.get(ENV)

@@ -18,7 +18,7 @@ from typing import Any
 
 from profile_import.core.locations import parse
 
-from .buckets import ABSENT, Precondition, Token, bucket_of, open_object
+from .buckets import ABSENT, Precondition, Token, open_bucket, open_object
 from .files import Files, PointerMoved
 from .lease import Lease
 
@@ -28,7 +28,7 @@ class ObjectFiles(Files):
         self.url = url
         location = parse(url, "store")
         prefix = location.path
-        self.bucket = bucket_of(location.scheme, location.bucket)
+        self.bucket = open_bucket(location.scheme, location.bucket)
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._fence: Any = None
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from profile_import.core.numbering import first_lines
+from profile_import.inputs.content import ContentHash, count_range, hash_content
 from profile_import.inputs.plan import DEFAULT_SPLIT_BYTES, InputSplit, list_inputs, split_ranges
-from profile_import.inputs.scan import ContentHash, count_range, hash_content
 from profile_import.runners import cli
 from profile_import.stores import failpoints
 
@@ -186,9 +186,9 @@ def plan(
     split_bytes: int = DEFAULT_SPLIT_BYTES,
     sources: dict[str, str] | None = None,
 ) -> tuple[list[ContentHash], list[InputSplit]]:
-    """What the pipeline's first steps compute (`transforms.scan`), in one
-    process and from the same functions: each input's content hash and its
-    numbered splits."""
+    """What the pipeline's first steps compute (`transforms.number_splits`,
+    `transforms.hash_inputs`), in one process and from the same functions: each
+    input's content hash and its numbered splits."""
     files = list_inputs(paths, sources=sources)
     splits: list[InputSplit] = []
     for file in files:

@@ -22,10 +22,10 @@ from profile_import.core import records
 from profile_import.core.commands import CheckSettings
 from profile_import.core.identifiers import Identifier
 from profile_import.stores.base import BucketSink, BucketSource
-from profile_import.transforms import metrics
-from profile_import.transforms.apply import ApplyCommands
-from profile_import.transforms.parse import ParseCommands
-from profile_import.transforms.rejects import WriteRejects
+from profile_import.transforms.apply_commands import ApplyCommands
+from profile_import.transforms.parse_commands import ParseCommands
+from profile_import.transforms.steps import metrics
+from profile_import.transforms.write_rejects import WriteRejects
 
 from .helpers import plan
 

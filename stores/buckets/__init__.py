@@ -2,7 +2,7 @@
 are put in one line.
 
 Inputs, outputs and the stores in a bucket all reach object storage through
-here (`bucket_of`, `open_object`):
+here (`open_bucket`, `open_object`):
 
 - clients come from each cloud's standard environment, as the SDKs read it:
   boto3's (`AWS_ACCESS_KEY_ID`, `AWS_PROFILE`, `AWS_ENDPOINT_URL` for an
@@ -30,8 +30,8 @@ from .bucket import (
     ObjectInfo,
     S3Bucket,
     Token,
-    bucket_of,
     client,
+    open_bucket,
     split_url,
 )
 from .clients import ATTEMPTS, CONNECT_SECONDS, GCS_RETRY_SECONDS, READ_SECONDS, SERVICES
@@ -53,11 +53,11 @@ __all__ = [
     "S3Bucket",
     "Token",
     "TranslatedStream",
-    "bucket_of",
     "client",
     "describe",
     "describe_missing_bucket",
     "errors",
+    "open_bucket",
     "open_object",
     "split_url",
 ]

@@ -1,4 +1,4 @@
-"""One bucket's object operations, on S3 or GCS (`bucket_of`)."""
+"""One bucket's object operations, on S3 or GCS (`open_bucket`)."""
 
 from __future__ import annotations
 
@@ -301,7 +301,7 @@ class GCSBucket(Bucket):
         return {"client": self.client, "blob_open_kwargs": gcs_call()}
 
 
-def bucket_of(scheme: str, name: str) -> Bucket:
+def open_bucket(scheme: str, name: str) -> Bucket:
     """The bucket `name` on `s3` or `gs` (`gcs` is `gs`)."""
     if scheme == "s3":
         return S3Bucket(name)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .bucket import bucket_of, split_url
+from .bucket import open_bucket, split_url
 from .errors import CloudError, describe
 
 
@@ -23,7 +23,7 @@ def open_object(
     import smart_open  # imported when used: with its clients it takes a while
 
     scheme, name, key = split_url(url)
-    bucket = bucket_of(scheme, name)
+    bucket = open_bucket(scheme, name)
     _bound_smart_open_retries()
     with bucket._errors():
         params = transport_params or bucket.transport_params()

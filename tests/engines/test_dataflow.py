@@ -20,14 +20,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from profile_import.core.commands import CheckSettings
 from profile_import.inputs.plan import InputFile
-from profile_import.pipelines import import_profiles
+from profile_import.pipelines import beam_pipeline
 from profile_import.runners import cli
 from profile_import.runners.beam_options import ImportOptions
 from profile_import.runners.dataflow import launch
 from profile_import.runners.execution import Execution, RunSettings
 from profile_import.runners.options import OPTIONS, parse_run_args, template_metadata
 from profile_import.stores.snapshot import SnapshotStore
-from profile_import.transforms.finalize import Finalizer, RunContext
+from profile_import.transforms.steps.finalize import Finalizer, RunContext
 
 from ..helpers import PORTABLE, export, message_lines, read_ndjson, run_cli, upsert, write_lines
 from ..object_servers import new_bucket, put
@@ -77,7 +77,7 @@ def test_the_job_translates_for_dataflow_offline(tmp_path: Path) -> None:
     ctx = RunContext(
         "e1", NOW, NOW, "DataflowRunner", None, "gs://profile-import-test/store", False, inputs
     )
-    job = import_profiles.ImportJob(
+    job = beam_pipeline.ImportJob(
         finalizer=Finalizer(ctx, store, None, None),
         check=CheckSettings(),
         semantics={},
@@ -97,7 +97,7 @@ def test_the_job_translates_for_dataflow_offline(tmp_path: Path) -> None:
             "--sdk_container_image=europe-docker.pkg.dev/p/r/profile-import:1",
         ]
     )
-    result = import_profiles.build(beam.Pipeline(options=options), job).run()
+    result = beam_pipeline.build(beam.Pipeline(options=options), job).run()
     translated = result.job  # type: ignore[attr-defined]  # what the service would get
     names = {t.unique_name for t in translated.proto_pipeline.components.transforms.values()}
     for step in (

@@ -23,7 +23,7 @@ from profile_import.pipelines import in_process
 from profile_import.runners import runner_choice
 from profile_import.runners.execution import Execution, RunSettings
 from profile_import.stores import StoreError
-from profile_import.transforms.apply_bucket import apply_lines
+from profile_import.transforms.steps.apply_bucket import apply_lines
 
 from ..helpers import CLI, ONE_WORKER, delete, export, run_cli, upsert, write_big_input, write_lines
 

@@ -190,7 +190,7 @@ def test_importing_the_package_and_the_api_imports_no_beam() -> None:
     )
     assert result.returncode == 0, result.stderr
     # Every public name resolves: the API's from `api`, the Beam composite's
-    # (which imports Beam when asked) from `transforms.import_lines`.
+    # (which imports Beam when asked) from `transforms.import_profiles`.
     composite = {"ImportProfiles", "CommandLine"}
     assert set(profile_import.__all__) - composite <= set(dir(profile_import.api))
     for name in profile_import.__all__:

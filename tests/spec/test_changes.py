@@ -22,11 +22,11 @@ from profile_import.core.changes import (
 )
 from profile_import.core.idempotency import InputDecision
 from profile_import.core.identifiers import Identifier
+from profile_import.inputs.content import ContentHash
 from profile_import.inputs.plan import InputFile
-from profile_import.inputs.scan import ContentHash
 from profile_import.stores.folders import open_files
-from profile_import.transforms.decisions import Decided
-from profile_import.transforms.finalize import Finalizer, RunContext
+from profile_import.transforms.steps.decisions import Decided
+from profile_import.transforms.steps.finalize import Finalizer, RunContext
 
 from ..helpers import run_cli
 from ..object_servers import new_bucket, put

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from profile_import.stores import failpoints, locking
-from profile_import.transforms import outputs, scratch
+from profile_import.transforms.steps import outputs, scratch
 
 from ..helpers import CLI, export, run_cli, upsert, write_big_input, write_lines
 from ..object_servers import get, new_bucket, put

@@ -12,6 +12,7 @@ from backports import zstd
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from profile_import.inputs.content import ReadError
 from profile_import.inputs.lines import InputReadError, read_lines
 from profile_import.inputs.plan import (
     InputError,
@@ -20,7 +21,6 @@ from profile_import.inputs.plan import (
     list_inputs,
     refuse_unreadable,
 )
-from profile_import.inputs.scan import ReadError
 
 from ...helpers import plan
 

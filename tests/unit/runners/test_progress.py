@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tqdm import tqdm
 
-from profile_import.transforms import progress
+from profile_import.transforms.steps import progress
 
 from ...helpers import on_terminal, write_big_input
 
@@ -20,7 +20,7 @@ from ...helpers import on_terminal, write_big_input
 SCRIPT = """
 import os, sys, time
 from profile_import.runners import progress_display
-from profile_import.transforms import progress
+from profile_import.transforms.steps import progress
 
 progress_display.POLL_SECONDS = 0.1
 folder = sys.argv[1]
@@ -98,7 +98,7 @@ APPLY = re.compile(
 RUN = """
 import sys
 from profile_import.runners import cli, progress_display
-from profile_import.transforms import check_lines
+from profile_import.transforms.steps import check_lines
 
 progress_display.POLL_SECONDS = 0.05
 check_lines.PROGRESS_LINES = 500

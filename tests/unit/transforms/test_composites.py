@@ -21,11 +21,11 @@ from profile_import.core.fold import StoredProfile, kind_of
 from profile_import.core.idempotency import ALREADY_APPLIED, AppliedInput, InputDecision
 from profile_import.core.identifiers import Identifier, bucket_of
 from profile_import.stores.snapshot import SnapshotStore
-from profile_import.transforms import batches, metrics
-from profile_import.transforms.apply import ApplyCommands
-from profile_import.transforms.decisions import Decided
-from profile_import.transforms.parse import ParseCommands
-from profile_import.transforms.rejects import WriteRejects
+from profile_import.transforms.apply_commands import ApplyCommands
+from profile_import.transforms.parse_commands import ParseCommands
+from profile_import.transforms.steps import batches, metrics
+from profile_import.transforms.steps.decisions import Decided
+from profile_import.transforms.write_rejects import WriteRejects
 
 from ...helpers import plan, write_lines
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from profile_import.transforms.count_files import (
+from profile_import.transforms.steps.count_files import (
     count_file_name,
     read_count_files,
     write_count_file,

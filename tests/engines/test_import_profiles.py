@@ -1,6 +1,6 @@
 """The public Beam composite `ImportProfiles`, applied inside a pipeline of
 one's own to command lines with their source and line number
-(`transforms.import_lines`), and the runnable example that composes it."""
+(`transforms.import_profiles`), and the runnable example that composes it."""
 
 from __future__ import annotations
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from profile_import.transforms.apply import ApplyCommands
-from profile_import.transforms.commit import CommitImport
-from profile_import.transforms.idempotency import DecideInputs
-from profile_import.transforms.parse import ParseCommands
-from profile_import.transforms.rejects import WriteRejects
-from profile_import.transforms.scan import HashInputs, NumberSplits
+from profile_import.transforms.apply_commands import ApplyCommands
+from profile_import.transforms.commit_import import CommitImport
+from profile_import.transforms.decide_inputs import DecideInputs
+from profile_import.transforms.hash_inputs import HashInputs
+from profile_import.transforms.number_splits import NumberSplits
+from profile_import.transforms.parse_commands import ParseCommands
+from profile_import.transforms.write_rejects import WriteRejects
 
 from .job import ImportJob
 

@@ -1,7 +1,7 @@
 """One split's rejects, as a file of the run's work folder.
 
-No Beam here: `transforms.rejects` writes one per split with rejects, the
-in-process run one per input, and the final step (`transforms.finalize`)
+No Beam here: `transforms.write_rejects` writes one per split with rejects, the
+in-process run one per input, and the final step (`transforms.steps.finalize`)
 concatenates them in input order.
 """
 

@@ -1,6 +1,6 @@
 """What each split read and checked, as a small file of the run's work folder.
 
-No Beam here. The check step (`transforms.parse`) writes one file per split
+No Beam here. The check step (`transforms.parse_commands`) writes one file per split
 once it has checked all of the split's lines, beside the split's rejects; a
 retried bundle replaces the same file, so a split is never counted twice. A
 run that succeeds counts what came to its final step as data; a pipeline

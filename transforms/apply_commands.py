@@ -9,10 +9,10 @@ from apache_beam.metrics.metric import Metrics
 
 from profile_import.stores.base import BucketSink, BucketSource
 
-from . import metrics, progress
-from .apply_bucket import apply_lines
-from .batches import CommandBatch, lines_in_input_order
-from .gc_pause import paused
+from .steps import metrics, progress
+from .steps.apply_bucket import apply_lines
+from .steps.batches import CommandBatch, lines_in_input_order
+from .steps.gc_pause import paused
 
 
 class ApplyBucketFn(beam.DoFn):

@@ -11,7 +11,7 @@ order and each ended by a newline, are its content, whose sha256 is its
 identity in the store's ledger (SPEC §4), so a source applied before is
 skipped as a file would be. Sources apply in the order of their names, as
 a glob's files do; each source's lines are grouped on one worker. The
-steps after the grouping are the pipeline's own (`pipelines.import_profiles`):
+steps after the grouping are the pipeline's own (`pipelines.beam_pipeline`):
 the same check, apply, rejects and final step, publishing all or nothing and
 writing the report where asked. The composite stages its run in the store
 itself when the pipeline is built (as the command line's launcher does), and
@@ -36,19 +36,19 @@ from apache_beam.transforms import combiners
 from profile_import.core import clock
 from profile_import.core.commands import DEFAULT_MAX_LINE_BYTES, CheckSettings
 from profile_import.core.locations import is_remote
+from profile_import.inputs.content import ContentHash
 from profile_import.inputs.lines import Line
 from profile_import.inputs.plan import InputFile, InputSplit
-from profile_import.inputs.scan import ContentHash
 from profile_import.pipelines.job import ImportJob, semantics_of
 from profile_import.stores import open_store
 
-from .apply import ApplyCommands
-from .commit import CommitImport
-from .decisions import Decided
-from .finalize import Finalizer, RunContext
-from .idempotency import DecideInputs
-from .parse import COUNTS, REJECTS, ParseSplitFn
-from .rejects import WriteRejects
+from .apply_commands import ApplyCommands
+from .commit_import import CommitImport
+from .decide_inputs import DecideInputs
+from .parse_commands import COUNTS, REJECTS, ParseSplitFn
+from .steps.decisions import Decided
+from .steps.finalize import Finalizer, RunContext
+from .write_rejects import WriteRejects
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 

@@ -14,11 +14,11 @@ from profile_import.core.commands import CheckSettings
 from profile_import.inputs.lines import Line
 from profile_import.inputs.plan import InputSplit
 
-from . import batches, metrics, progress
-from .check_lines import SplitTally, checked_by_bucket
-from .count_files import write_count_file
-from .decisions import Decided
-from .gc_pause import paused
+from .steps import batches, metrics, progress
+from .steps.check_lines import SplitTally, checked_by_bucket
+from .steps.count_files import write_count_file
+from .steps.decisions import Decided
+from .steps.gc_pause import paused
 
 COMMANDS = "commands"
 REJECTS = "rejects"

@@ -1,6 +1,6 @@
 """Checking one split's lines: accepted lines by bucket out, rejects and counts kept.
 
-No Beam here: `transforms.parse` runs `checked_by_bucket` for every split of
+No Beam here: `transforms.parse_commands` runs `checked_by_bucket` for every split of
 the pipeline, and the local engine (`pipelines.in_process`) for every split
 of its workers, so both check, reject, count and bucket a line the same way
 (SPEC §1, §3).
@@ -90,7 +90,7 @@ def checked_by_bucket(
 ) -> dict[int, BucketLines]:
     """The split's accepted lines by bucket (added to `into`, after what it
     holds). Blank and rejected lines are counted in `tally`. `lines`: the
-    split's lines as given (a source's, `transforms.import_lines`), not read."""
+    split's lines as given (a source's, `transforms.import_profiles`), not read."""
     by_bucket = {} if into is None else into
     for accepted, content in checked_lines(
         split, checker, settings, tally, transport_params, progress, lines

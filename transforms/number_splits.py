@@ -1,13 +1,12 @@
-"""Reading what the pipeline needs to know of its inputs before it parses them.
+"""NumberSplits: every input cut into ranges, each range's first line numbered.
 
     inputs ──SplitInputs──► ranges ──CountNewlines──► (input, count) ──GroupByInput
            ──NumberRanges──► numbered splits ──Reshuffle──► (to ParseCommands)
 
-    inputs ──HashContent──► (input, sha256, lines)   (to DecideInputs)
-
-The launcher lists the inputs and reads none of their content: cutting them,
-numbering their lines and fingerprinting them happen here, on the workers,
-in parallel (see `inputs.plan`, `inputs.scan`, `core.numbering`).
+The launcher lists the inputs and reads none of their content: cutting them
+and numbering their lines happen here, on the workers, in parallel (see
+`inputs.plan`, `inputs.content`, `core.numbering`); `hash_inputs` fingerprints
+them beside it.
 """
 
 from __future__ import annotations
@@ -19,12 +18,11 @@ from typing import Any
 import apache_beam as beam
 
 from profile_import.core.numbering import RangeCount, first_lines
+from profile_import.inputs.content import count_range
 from profile_import.inputs.plan import InputFile, InputSplit, split_ranges
-from profile_import.inputs.scan import ContentHash, count_range, hash_content
 
 Inputs = beam.pvalue.PCollection[InputFile]
 Splits = beam.pvalue.PCollection[InputSplit]
-Hashes = beam.pvalue.PCollection[ContentHash]
 
 
 class CountNewlinesFn(beam.DoFn):
@@ -71,28 +69,3 @@ class NumberSplits(beam.PTransform[Inputs, Splits]):
             | "SpreadSplits" >> beam.Reshuffle()
         )
         return splits
-
-
-class HashContentFn(beam.DoFn):
-    def __init__(self, transport_params: dict[str, Any] | None) -> None:
-        self._transport_params = transport_params
-
-    def process(self, file: InputFile) -> Iterator[ContentHash]:
-        yield hash_content(file, self._transport_params)
-
-
-class HashInputs(beam.PTransform[Inputs, Hashes]):
-    """Each input's identity (SPEC §4): the sha256 of its content, decompressed,
-    and its line count. One pass per input, inputs in parallel."""
-
-    def __init__(self, transport_params: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        self._transport_params = transport_params
-
-    def expand(self, inputs: Inputs) -> Hashes:
-        hashes: Hashes = (
-            inputs
-            | "SpreadInputs" >> beam.Reshuffle()
-            | "HashContent" >> beam.ParDo(HashContentFn(self._transport_params))
-        )
-        return hashes

@@ -1,6 +1,6 @@
 """Applying one bucket's lines onto its stored profiles, and staging the result.
 
-No Beam here: `transforms.apply` runs `apply_lines` for every bucket the
+No Beam here: `transforms.apply_commands` runs `apply_lines` for every bucket the
 pipeline groups, and the local engine (`pipelines.in_process`) for every
 bucket a worker owns, so both read, fold and write a bucket the same way
 (SPEC §2, the rules are `core.bucket`).

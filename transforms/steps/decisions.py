@@ -1,6 +1,6 @@
 """Which inputs a run applies, from their content hashes and the store's ledger.
 
-No Beam here: `transforms.idempotency` runs it as the pipeline's
+No Beam here: `transforms.decide_inputs` runs it as the pipeline's
 DecideInputs step, and the in-process run calls it directly (SPEC §4, the
 rules are `core.idempotency`).
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from profile_import.core import idempotency
-from profile_import.inputs.scan import ContentHash
+from profile_import.inputs.content import ContentHash
 from profile_import.stores.base import ImportTarget, Version
 
 

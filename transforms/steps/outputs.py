@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from profile_import.core.locations import Location, LocationError, parse
-from profile_import.stores.buckets import bucket_of, describe_missing_bucket, open_object
+from profile_import.stores.buckets import describe_missing_bucket, open_bucket, open_object
 from profile_import.stores.failpoints import OUTPUT_WRITTEN, failpoint
 
 STDOUT = "-"
@@ -142,7 +142,7 @@ def _replacing(location: str) -> Iterator[IO[bytes]]:
 
 def _check_bucket(target: Location) -> None:
     """The bucket of `target` exists and can be reached."""
-    if not bucket_of(target.scheme, target.bucket).exists():
+    if not open_bucket(target.scheme, target.bucket).exists():
         raise OutputError(describe_missing_bucket(target.scheme, target.bucket))
 
 

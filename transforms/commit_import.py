@@ -1,7 +1,7 @@
 """CommitImport: the run's one final step, after every staged write is done.
 
     Decided, counts per input, bucket results, reject files ──► CommitFn
-        (`transforms.finalize`: check the counts and the reject limits,
+        (`transforms.steps.finalize`: check the counts and the reject limits,
         gather the rejects, publish or discard, write the report)
 
 Its inputs are side inputs, complete before it starts, so it runs once
@@ -19,9 +19,9 @@ import apache_beam as beam
 
 from profile_import.inputs.plan import InputFile
 
-from .decisions import Decided
-from .finalize import Finalizer, add_counts, write_report
-from .reject_files import RejectFile
+from .steps.decisions import Decided
+from .steps.finalize import Finalizer, add_counts, write_report
+from .steps.reject_files import RejectFile
 
 
 class CommitFn(beam.DoFn):
@@ -38,7 +38,7 @@ class CommitFn(beam.DoFn):
         inputs: Sequence[InputFile] | None = None,
     ) -> Iterator[dict[str, Any]]:
         finalizer = self._finalizer
-        if inputs is not None:  # known only as they came (`import_lines`)
+        if inputs is not None:  # known only as they came (`import_profiles`)
             ctx = replace(finalizer.ctx, inputs=tuple(sorted(inputs, key=lambda f: f.index)))
             finalizer = replace(finalizer, ctx=ctx)
         report = finalizer.finalize(decided, input_counts, totals, reject_files)

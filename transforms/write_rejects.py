@@ -1,6 +1,6 @@
 """WriteRejects: every split's rejects into a file of the run's work folder.
 
-The final step (`transforms.finalize`) concatenates the files of the inputs the
+The final step (`transforms.steps.finalize`) concatenates the files of the inputs the
 run applies, in sequence order, into the one rejects file the user asked for,
 so the rejects come out in input order without a global sort, and a run with
 millions of rejects never holds them in memory.
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 
-from .reject_files import RejectFile, write_reject_file
+from .steps.reject_files import RejectFile, write_reject_file
 
 
 class WriteRejectFileFn(beam.DoFn):

@@ -16,10 +16,10 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.transforms import combiners
 
-from profile_import.inputs.scan import ContentHash
+from profile_import.inputs.content import ContentHash
 from profile_import.stores.base import ImportTarget, Version
 
-from .decisions import Decided, decide
+from .steps.decisions import Decided, decide
 
 
 class DecideFromLedgerFn(beam.DoFn):
@@ -45,7 +45,7 @@ class DecideFromLedgerFn(beam.DoFn):
             self._parent,
             self._semantics,
             allow_reapply=self._allow_reapply,
-            # None: the inputs are known only as they come (`import_lines`).
+            # None: the inputs are known only as they come (`import_profiles`).
             input_count=len(hashes) if self._input_count is None else self._input_count,
         )
 

@@ -1,5 +1,5 @@
 """The run's final step: check, publish or discard, report. No Beam here:
-`transforms.commit` runs it as the pipeline's last step, and the in-process
+`transforms.commit_import` runs it as the pipeline's last step, and the in-process
 run (`pipelines.in_process`) calls it directly.
 
     Decided, counts per input, bucket results, reject files ──► Finalizer.finalize
