@@ -42,7 +42,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import orjson
 
 from profile_import.core import records
-from profile_import.core.changes import ChangeRecord
 from profile_import.core.fold import StoredProfile
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.identifiers import IDENTIFIER_FIELDS
@@ -52,7 +51,6 @@ from .base import (
     BucketSink,
     BucketSource,
     Capabilities,
-    ChangedSince,
     Staging,
     StoreError,
     StoreLocked,
@@ -74,6 +72,7 @@ _ISO = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 _COLUMNS = (
     "key, user_profile::text, " + _ISO.format("created_at") + ", " + _ISO.format("last_modified_at")
 )
+_LOOKUP_SQL = f"SELECT {_COLUMNS} FROM {{profiles}} WHERE key = ANY(%s) ORDER BY key"
 _TABLES = ("meta", "executions", "ledger", "staging_buckets", "schema_version", "changes")
 
 
@@ -172,7 +171,9 @@ class _Names:
         return self.ident(f"stage_{zlib.crc32(execution_id.encode()):08x}")
 
     def sql(self, template: str) -> str:
-        return template.format(profiles=self.ident(), **{t: self.ident(t) for t in _TABLES})
+        """`{p}` marks a parameter, in the statements `sql.py` writes for both databases."""
+        tables = {t: self.ident(t) for t in _TABLES}
+        return template.format(profiles=self.ident(), p="%s", **tables)
 
 
 class PostgresBucketSource(Connected, BucketSource):
@@ -296,6 +297,24 @@ class PostgresStore(CurrentStateStore):
                 raise StoreError(f"store {self.url}: cannot connect: {connect_failure(e)}") from e
         return self._conn
 
+    def _run(self, conn: Any, template: str, params: Sequence[Any] = ()) -> list[Any]:
+        cursor = conn.execute(self.names.sql(template), params)
+        return cast(list[Any], cursor.fetchall()) if cursor.description else []
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[Any]:
+        """One snapshot (REPEATABLE READ)."""
+        psycopg = _psycopg()
+        conn = psycopg.connect(self.conninfo)
+        try:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction():
+                yield conn
+        except psycopg.Error as e:
+            raise StoreError(f"store {self.url}: {e}") from e
+        finally:
+            conn.close()
+
     def _sql(self, template: str, params: Sequence[Any] = ()) -> list[Any]:
         psycopg = _psycopg()
         try:
@@ -403,13 +422,7 @@ class PostgresStore(CurrentStateStore):
         columns = ", ".join(f"{name} text" for name in IDENTIFIER_FIELDS)
         with conn.transaction():
             if self._current_number() == 0:
-                conn.execute(
-                    self.names.sql(
-                        "INSERT INTO {meta} VALUES ('buckets', %s) "
-                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
-                    ),
-                    (str(self.buckets),),
-                )
+                self._set_meta("buckets", self.buckets)
             else:
                 self._load_buckets()
             # What dead runs staged: they never published it.
@@ -478,17 +491,13 @@ class PostgresStore(CurrentStateStore):
             (version.number, version.parent, execution_id, version.created_at, version.profiles,
              orjson.dumps(version.execution).decode()),
         )  # fmt: skip
-        self._sql(f"INSERT INTO {{changes}} SELECT %s, key, before FROM {stage}", (version.number,))
+        self._record_changes(version.number, stage)
         with self.conn.cursor() as cursor:
             cursor.executemany(
                 self.names.sql("INSERT INTO {ledger} VALUES (%s, %s, %s, %s)"),
                 [(fp, version.number, execution_id, version.created_at) for fp in fingerprints],
             )
-        self._sql(
-            "INSERT INTO {meta} VALUES ('current_version', %s) "
-            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (str(version.number),),
-        )
+        self._set_meta("current_version", version.number)
         self._sql("DELETE FROM {staging_buckets} WHERE execution_id = %s", (execution_id,))
         self._sql(f"DROP TABLE {stage}")
 
@@ -510,67 +519,24 @@ class PostgresStore(CurrentStateStore):
     def _records(
         self, after: bytes | None, version: Version | None
     ) -> Iterator[tuple[bytes, bytes]]:
-        """From one snapshot (REPEATABLE READ), read through a server-side cursor."""
-        psycopg = _psycopg()
-        conn = psycopg.connect(self.conninfo)
-        try:
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            with conn.transaction():
-                current = conn.execute(
-                    self.names.sql("SELECT value FROM {meta} WHERE name = 'current_version'")
-                ).fetchone()
-                if version is not None and (current is None or int(current[0]) != version.number):
-                    raise self._no_longer_current(version)
-                sql = f"SELECT {_COLUMNS} FROM {{profiles}} WHERE key > %s ORDER BY key"
-                with conn.cursor(name="profile_import_read") as cursor:
-                    cursor.itersize = 10_000
-                    cursor.execute(self.names.sql(sql), (after or b"",))
-                    for row in cursor:
-                        yield records.split(_line(*row))
-        except psycopg.Error as e:
-            raise StoreError(f"store {self.url}: {e}") from e
-        finally:
-            conn.close()
+        """Read through a server-side cursor."""
+        with self._read_snapshot() as conn:
+            current = conn.execute(
+                self.names.sql("SELECT value FROM {meta} WHERE name = 'current_version'")
+            ).fetchone()
+            if version is not None and (current is None or int(current[0]) != version.number):
+                raise self._no_longer_current(version)
+            sql = f"SELECT {_COLUMNS} FROM {{profiles}} WHERE key > %s ORDER BY key"
+            with conn.cursor(name="profile_import_read") as cursor:
+                cursor.itersize = 10_000
+                cursor.execute(self.names.sql(sql), (after or b"",))
+                for row in cursor:
+                    yield records.split(_line(*row))
 
     def _lookup(self, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
-        sql = f"SELECT {_COLUMNS} FROM {{profiles}} WHERE key = ANY(%s) ORDER BY key"
-        for row in self._sql(sql, (keys,)):
+        for row in self._sql(_LOOKUP_SQL, (keys,)):
             yield records.split(_line(*row))
 
-    def _read_changes(self, since: int) -> ChangedSince:
-        """From one snapshot (REPEATABLE READ)."""
-        psycopg = _psycopg()
-        conn = psycopg.connect(self.conninfo)
-        try:
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            with conn.transaction():
-                meta = dict(conn.execute(self.names.sql("SELECT name, value FROM {meta}")))
-                current = int(meta.get("current_version") or 0)
-                self.check_since(since, current, int(meta.get("changes_since_min") or 0))
-                found = [
-                    ChangeRecord(version, bytes(key), before)
-                    for version, key, before in conn.execute(
-                        self.names.sql(
-                            "SELECT version, key, before FROM {changes} WHERE version > %s "
-                            "ORDER BY version, key"
-                        ),
-                        (since,),
-                    )
-                ]
-                keys = sorted({r.key for r in found})
-                sql = f"SELECT {_COLUMNS} FROM {{profiles}} WHERE key = ANY(%s)"
-                now = dict(
-                    records.split(_line(*row)) for row in conn.execute(self.names.sql(sql), (keys,))
-                )
-        finally:
-            conn.close()
-        return ChangedSince(current, found, now)
-
-    def _drop_changes(self, upto: int) -> None:
-        with self.conn.transaction():
-            self._sql("DELETE FROM {changes} WHERE version <= %s", (upto,))
-            self._sql(
-                "INSERT INTO {meta} VALUES ('changes_since_min', %s) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (str(upto),),
-            )
+    def _lookup_in(self, conn: Any, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        for row in self._run(conn, _LOOKUP_SQL, (keys,)):
+            yield records.split(_line(*row))

@@ -8,20 +8,25 @@ roll back, how a commit checks and publishes (`commit`, with the dialect's
 read (over the dialect's `_records` and `_lookup`).
 
 Change records (SPEC §6) are rows of a changes table keyed by version,
-published with the profiles in the commit's transaction. `prune --keep N`
+published with the profiles in the commit's transaction (`_record_changes`)
+and read back from one consistent snapshot (`changed_since`). `prune --keep N`
 deletes those of all but the newest N versions and raises the store's
 `changes_since_min`, the oldest `--since` it answers (also the version a
 store had when it began to keep change records).
+
+The statements both databases run alike are written once here, as templates
+that each dialect's `_run` renders.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
 from typing import Any
 
 from profile_import.core import clock, records
+from profile_import.core.changes import ChangeRecord
 from profile_import.core.identifiers import Identifier
 
 from .base import ChangedSince, ProfileStore, Staging, StoreError, Verification, Version
@@ -81,6 +86,25 @@ class CurrentStateStore(ProfileStore):
 
     # --- what each database does its own way --------------------------------
 
+    @property
+    @abc.abstractmethod
+    def conn(self) -> Any:
+        """The store's own connection (autocommit: transactions are explicit)."""
+
+    @abc.abstractmethod
+    def _run(self, conn: Any, template: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of a statement written for both databases, run on `conn`:
+        `{meta}`, `{changes}` name the store's tables, `{p}` marks a parameter."""
+
+    @abc.abstractmethod
+    def _read_snapshot(self) -> AbstractContextManager[Any]:
+        """A connection of its own, in one consistent read transaction; closed at
+        the end, the driver's errors raised as a StoreError."""
+
+    @abc.abstractmethod
+    def _lookup_in(self, conn: Any, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """(key, export record) of those of `keys` (sorted) the profiles hold, read on `conn`."""
+
     @abc.abstractmethod
     def _schema_version(self) -> int:
         """The schema version the database holds (0: none yet)."""
@@ -131,16 +155,6 @@ class CurrentStateStore(ProfileStore):
     def _migrate(self) -> None:
         """Brings the schema to the latest version (under the lock)."""
 
-    @abc.abstractmethod
-    def _read_changes(self, since: int) -> ChangedSince:
-        """In one consistent read: checks `since` (`check_since`), then reads
-        the change records after it and the current records of their profiles."""
-
-    @abc.abstractmethod
-    def _drop_changes(self, upto: int) -> None:
-        """In one transaction: deletes the change records of the versions up to
-        `upto` and sets `changes_since_min` to `upto`."""
-
     def _integrity_problems(self) -> list[str]:
         """What the database's own check finds (`verify`)."""
         return []
@@ -159,6 +173,23 @@ class CurrentStateStore(ProfileStore):
 
     def _current_number(self) -> int:
         return int(self._meta("current_version") or 0)
+
+    def _set_meta(self, name: str, value: int) -> None:
+        self._run(
+            self.conn,
+            "INSERT INTO {meta} VALUES ({p}, {p}) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, str(value)),
+        )
+
+    def _record_changes(self, number: int, staged: str, params: Sequence[Any] = ()) -> None:
+        """Inside the publish's transaction: version `number`'s change records,
+        one a row of `staged` (a table, or a table and its WHERE clause)."""
+        self._run(
+            self.conn,
+            f"INSERT INTO {{changes}} SELECT {{p}}, key, before FROM {staged}",
+            (number, *params),
+        )
 
     def _load_buckets(self) -> None:
         stored = int(self._meta("buckets") or DEFAULT_BUCKETS)
@@ -239,16 +270,31 @@ class CurrentStateStore(ProfileStore):
         if upto <= oldest:
             return []
         try:
-            self._drop_changes(upto)
+            with self._write_transaction():
+                self._run(self.conn, "DELETE FROM {changes} WHERE version <= {p}", (upto,))
+                self._set_meta("changes_since_min", upto)
         except self._database_errors() as e:
             raise StoreError(f"store {self.url}: {e}; nothing was pruned") from e
         return list(range(oldest + 1, upto + 1))
 
     def changed_since(self, since: int) -> ChangedSince:
-        try:
-            return self._read_changes(since)
-        except self._database_errors() as e:
-            raise StoreError(f"store {self.url}: {e}") from e
+        """From one consistent read: checks `since` (`check_since`), then reads
+        the change records after it and the current records of their profiles."""
+        with self._read_snapshot() as conn:
+            meta = dict(self._run(conn, "SELECT name, value FROM {meta}"))
+            current = int(meta.get("current_version") or 0)
+            self.check_since(since, current, int(meta.get("changes_since_min") or 0))
+            found = [
+                ChangeRecord(version, bytes(key), before)
+                for version, key, before in self._run(
+                    conn,
+                    "SELECT version, key, before FROM {changes} WHERE version > {p} "
+                    "ORDER BY version, key",
+                    (since,),
+                )
+            ]
+            now = dict(self._lookup_in(conn, sorted({r.key for r in found})))
+        return ChangedSince(current, found, now)
 
     def check_since(self, since: int, current: int, oldest: int) -> None:
         """Refuses a `--since` the store cannot answer (SPEC §6)."""

@@ -40,7 +40,6 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
 from profile_import.core import clock, records
-from profile_import.core.changes import ChangeRecord
 from profile_import.core.idempotency import AppliedInput
 from profile_import.core.locations import Location, LocationError, parse
 
@@ -49,7 +48,6 @@ from .base import (
     BucketSink,
     BucketSource,
     Capabilities,
-    ChangedSince,
     Staging,
     StoreError,
     Version,
@@ -66,6 +64,8 @@ from .sql import (
 )
 
 _BATCH = 500  # keys a look-up query (well under SQLite's 32,766 parameters)
+# The names in the statements `sql.py` writes for both databases.
+_TEMPLATE_NAMES = {"meta": "store_meta", "changes": "changes", "p": "?"}
 _BUSY_MS = 600_000  # workers staging at once wait for each other, not fail
 
 
@@ -219,6 +219,24 @@ class SqliteStore(CurrentStateStore):
                 raise StoreError(f"store {self.url}: cannot open {self.path}: {e}") from e
         return self._conn
 
+    def _run(
+        self, conn: sqlite3.Connection, template: str, params: Sequence[Any] = ()
+    ) -> list[Any]:
+        return conn.execute(template.format(**_TEMPLATE_NAMES), params).fetchall()
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: a consistent snapshot (WAL)."""
+        conn = _connect(self.path)
+        try:
+            conn.execute("BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"store {self.url}: {e}") from e
+        finally:
+            conn.close()
+
     def _sql(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self.conn.execute(sql, params).fetchall()
@@ -314,9 +332,7 @@ class SqliteStore(CurrentStateStore):
         try:
             if self._current_number() == 0:
                 # A new store (or one whose first run never published): its settings.
-                conn.execute(
-                    "INSERT OR REPLACE INTO store_meta VALUES ('buckets', ?)", (str(self.buckets),)
-                )
+                self._set_meta("buckets", self.buckets)
             else:
                 self._load_buckets()
             # What dead runs staged: they never published it.
@@ -374,18 +390,12 @@ class SqliteStore(CurrentStateStore):
             (version.number, version.parent, execution_id, version.created_at, version.profiles,
              json.dumps(version.execution)),
         )  # fmt: skip
-        conn.execute(
-            "INSERT INTO changes SELECT ?, key, before FROM staging WHERE execution_id = ?",
-            (version.number, execution_id),
-        )
+        self._record_changes(version.number, "staging WHERE execution_id = {p}", (execution_id,))
         conn.executemany(
             "INSERT INTO ledger VALUES (?, ?, ?, ?)",
             [(fp, version.number, execution_id, version.created_at) for fp in fingerprints],
         )
-        conn.execute(
-            "INSERT OR REPLACE INTO store_meta VALUES ('current_version', ?)",
-            (str(version.number),),
-        )
+        self._set_meta("current_version", version.number)
         conn.execute("DELETE FROM staging WHERE execution_id = ?", (execution_id,))
         conn.execute("DELETE FROM staging_buckets WHERE execution_id = ?", (execution_id,))
 
@@ -415,10 +425,7 @@ class SqliteStore(CurrentStateStore):
     def _records(
         self, after: bytes | None, version: Version | None
     ) -> Iterator[tuple[bytes, bytes]]:
-        """One read transaction: a consistent snapshot (WAL)."""
-        conn = _connect(self.path)
-        try:
-            conn.execute("BEGIN")
+        with self._read_snapshot() as conn:
             current = conn.execute(
                 "SELECT value FROM store_meta WHERE name = 'current_version'"
             ).fetchone()
@@ -427,43 +434,14 @@ class SqliteStore(CurrentStateStore):
             sql = "SELECT key, record FROM profiles WHERE key > ? ORDER BY key"
             for key, record in conn.execute(sql, (after or b"",)):
                 yield key, record.encode()
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"store {self.url}: {e}") from e
-        finally:
-            conn.close()
 
     def _lookup(self, keys: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
         return _lookup(self.conn, keys)
 
-    def _read_changes(self, since: int) -> ChangedSince:
-        """One read transaction: a consistent snapshot (WAL)."""
-        conn = _connect(self.path)
-        try:
-            conn.execute("BEGIN")
-            meta = dict(conn.execute("SELECT name, value FROM store_meta").fetchall())
-            current = int(meta.get("current_version") or 0)
-            self.check_since(since, current, int(meta.get("changes_since_min") or 0))
-            found = [
-                ChangeRecord(version, key, before)
-                for version, key, before in conn.execute(
-                    "SELECT version, key, before FROM changes WHERE version > ? "
-                    "ORDER BY version, key",
-                    (since,),
-                )
-            ]
-            now = dict(_lookup(conn, sorted({r.key for r in found})))
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-        return ChangedSince(current, found, now)
-
-    def _drop_changes(self, upto: int) -> None:
-        with self._write_transaction():
-            self.conn.execute("DELETE FROM changes WHERE version <= ?", (upto,))
-            self.conn.execute(
-                "INSERT OR REPLACE INTO store_meta VALUES ('changes_since_min', ?)", (str(upto),)
-            )
+    def _lookup_in(
+        self, conn: sqlite3.Connection, keys: list[bytes]
+    ) -> Iterator[tuple[bytes, bytes]]:
+        return _lookup(conn, keys)
 
     def _integrity_problems(self) -> list[str]:
         return [f"{self.path}: {r[0]}" for r in self._sql("PRAGMA quick_check") if r[0] != "ok"]
