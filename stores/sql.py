@@ -10,9 +10,11 @@ read (over the dialect's `_records` and `_lookup`).
 Change records (SPEC §6) are rows of a changes table keyed by version,
 published with the profiles in the commit's transaction (`_record_changes`)
 and read back from one consistent snapshot (`changed_since`). `prune --keep N`
-deletes those of all but the newest N versions and raises the store's
-`changes_since_min`, the oldest `--since` it answers (also the version a
-store had when it began to keep change records).
+drops the versions older than the newest N: it deletes their change records,
+raises the store's `changes_since_min`, the oldest `--since` it answers (also
+the version a store had when it began to keep change records), and raises
+`pruned_upto`, below which `versions` lists none (their executions rows stay:
+the ledger's rows name them).
 
 The statements both databases run alike are written once here, as templates
 that each dialect's `_run` renders.
@@ -258,24 +260,29 @@ class CurrentStateStore(ProfileStore):
         return version
 
     def prune(self, keep: int) -> list[int]:
-        """Drops the change records of all but the newest `keep` versions (only
-        the current state of the profiles is kept anyway); returns those versions."""
+        """Drops all but the newest `keep` versions: their change records (only
+        the current state of the profiles is kept anyway) and their rows in
+        `versions`; returns the versions dropped, as a store that keeps
+        versions does."""
         if keep < 1:
             raise StoreError("prune keeps at least one version")
         if self._schema_version() == 0:
             return []
         self._migrate()
-        oldest = int(self._meta("changes_since_min") or 0)
+        listed_after = int(self._meta("pruned_upto") or 0)
         upto = self._current_number() - keep
-        if upto <= oldest:
+        if upto <= listed_after:
             return []
+        dropped = [v.number for v in self._executions() if listed_after < v.number <= upto]
+        oldest = max(upto, int(self._meta("changes_since_min") or 0))
         try:
             with self._write_transaction():
                 self._run(self.conn, "DELETE FROM {changes} WHERE version <= {p}", (upto,))
-                self._set_meta("changes_since_min", upto)
+                self._set_meta("changes_since_min", oldest)
+                self._set_meta("pruned_upto", upto)
         except self._database_errors() as e:
             raise StoreError(f"store {self.url}: {e}; nothing was pruned") from e
-        return list(range(oldest + 1, upto + 1))
+        return dropped
 
     def changed_since(self, since: int) -> ChangedSince:
         """From one consistent read: checks `since` (`check_since`), then reads
@@ -313,7 +320,8 @@ class CurrentStateStore(ProfileStore):
     def versions(self) -> list[Version]:
         if not self.exists():
             return []
-        return self._executions()
+        listed_after = int(self._meta("pruned_upto") or 0)
+        return [v for v in self._executions() if v.number > listed_after]
 
     def version(self, number: int) -> Version | None:
         if not self._readable() or number != self._current_number():

@@ -3,7 +3,8 @@ PostgreSQL, S3, GCS) through the command line: a store that no run created is
 refused in one line; runs publish numbered versions that `export`, `get` and
 `versions` read back, `verify` finds them sound, `rollback` publishes an older
 version again where the store keeps versions (and is refused in one line,
-changing nothing, where it does not), and `prune` keeps the current state.
+changing nothing, where it does not), and `prune` drops the older versions
+(no longer listed nor answered by `changes --since`) and keeps the current state.
 Each store's own tests sit beside this file."""
 
 from __future__ import annotations
@@ -114,17 +115,30 @@ def test_rollback_publishes_an_older_version_or_is_refused_changing_nothing(
         assert versions(store) == ([1, 2], 2)
 
 
-def test_prune_keeps_the_current_state(store: str, tmp_path: Path) -> None:
+def test_prune_drops_the_older_versions_and_keeps_the_current_state(
+    store: str, tmp_path: Path
+) -> None:
+    """Every store says the same of a prune: the versions it dropped are no
+    longer listed, nor answered by `changes --since` (SPEC §6), and the
+    current state is untouched."""
     two_runs(store, tmp_path)
     result = read_cli("prune", "--store", store, "--keep", "1")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == "profile-import: pruned 1 version(s)\n"
     assert exported(store) == AFTER_SECOND
-    listed, current = versions(store)
-    assert current == 2
+    assert versions(store) == ([2], 2)
+    again = read_cli("prune", "--store", store, "--keep", "1")
+    assert again.stderr == "profile-import: pruned 0 version(s)\n", again.stderr
+    assert versions(store) == ([2], 2)
     if keeps_versions(store):
-        assert listed == [2]
         refused = read_cli("rollback", "--store", store, "--to", "1")
         assert refused.returncode == 1, refused.stdout
         assert exported(store) == AFTER_SECOND
+    since_pruned = read_cli("changes", "--store", store, "--since", "0")
+    assert since_pruned.returncode == 1 and since_pruned.stdout == ""
+    assert "the oldest --since this store answers is 1" in since_pruned.stderr
+    since_kept = read_cli("changes", "--store", store, "--since", "1")
+    assert since_kept.returncode == 0, since_kept.stderr
+    assert len(since_kept.stdout.splitlines()) == 2  # b updated, c created
     verify = read_cli("verify", "--store", store)
     assert verify.returncode == 0, verify.stdout + verify.stderr
