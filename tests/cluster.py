@@ -19,6 +19,7 @@ and its pool listens there: the TaskManagers number their SDK workers alike
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,9 @@ FLINK_VERSION = "1.19"
 POOL_HOST = "sdk-worker-pool"
 POOL_ADDRESSES = ("127.0.0.2", "127.0.0.3")
 PARALLELISM = 2
+# How long a TaskManager keeps a job's SDK workers after a step ends, for its
+# next step (with Beam's runner on the cluster's class path).
+ENVIRONMENT_CACHE_MILLIS = 60_000
 # Beam's worker pool, bound to one address (Beam's own binds every address,
 # with SO_REUSEPORT: two pools on one port would share their connections).
 POOL_SCRIPT = """
@@ -126,21 +131,36 @@ def ensure_cache() -> Path:
     return CACHE
 
 
+def wheel_digest(wheel: Path) -> str:
+    """The wheel's files and their content (its zip's timestamps vary by build)."""
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as archive:
+        for name in sorted(archive.namelist()):
+            digest.update(name.encode() + b"\0" + archive.read(name))
+    return digest.hexdigest()
+
+
 def install_project(venv: Path, scratch: Path) -> None:
     """Installs this checkout's wheel into the workers' environment (with any
-    dependency it gained since the environment was made; Beam stays pinned)."""
+    dependency it gained since the environment was made; Beam stays pinned),
+    unless that very wheel is installed there (the Spark tests after Flink's)."""
     wheels = scratch / "wheel"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
         check=True,
     )
     (wheel,) = wheels.glob("profile_import-*.whl")
+    digest = wheel_digest(wheel)
+    installed = venv / "profile-import-wheel.sha256"
+    if installed.exists() and installed.read_text() == digest:
+        return
     pip = [str(venv / "bin" / "python"), "-m", "pip", "-q"]
     subprocess.run([*pip, "uninstall", "-y", "profile-import"], check=True)
     subprocess.run(
         [*pip, "install", f"{wheel}[s3,gcp,postgresql]", f"apache-beam[gcp]=={BEAM_VERSION}"],
         check=True,
     )
+    installed.write_text(digest)
 
 
 @dataclass
@@ -252,6 +272,11 @@ restart-strategy:
   fixed-delay:
     attempts: 10
     delay: 5 s
+# Beam's runner classes from the cluster's own class path (`beam_class_path`),
+# not from each job's class loader: only then does a TaskManager keep its SDK
+# workers from one step of a job to the next (`--environment_cache_millis`).
+classloader:
+  resolve-order: parent-first
 # A killed TaskManager is noticed in seconds rather than the default 50.
 heartbeat:
   interval: 2000
@@ -335,6 +360,29 @@ class FlinkCluster(Cluster):
     def rest(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
 
+    def beam_class_path(self) -> str:
+        """Beam's runner and what it needs beyond Flink's own jars (the job
+        server's libraries, less Flink, its serializer and logging)."""
+        skip = ("flink-", "slf4j-", "kryo-", "minlog-", "objenesis-", "chill-")
+        jars = sorted((self.job_server_jar.parent / "lib").glob("*.jar"))
+        return ":".join(str(j) for j in jars if not j.name.startswith(skip))
+
+    def jvm_env(self, taskmanager: int | None = None) -> dict[str, str]:
+        """The environment of a JobManager (or of TaskManager `taskmanager`,
+        with its hosts file): Flink's start scripts add HADOOP_CLASSPATH to
+        the JVM's class path."""
+        env = {
+            **os.environ,
+            "FLINK_CONF_DIR": str(self.folder / "conf"),
+            "FLINK_LOG_DIR": str(self.folder / "flink-logs"),
+            "FLINK_PID_DIR": str(self.folder),
+            "HADOOP_CLASSPATH": self.beam_class_path(),
+        }
+        if taskmanager is not None:
+            hosts = self.folder / f"hosts-{taskmanager}"
+            env["JVM_ARGS"] = f"-Djdk.net.hosts.file={hosts}"
+        return env
+
     def run_args(self, own_job_server: bool = False) -> list[str]:
         """The Beam options of a run on this cluster: through its running job
         server, or (`own_job_server`) one Beam starts from the launcher jar."""
@@ -350,6 +398,8 @@ class FlinkCluster(Cluster):
             "--environment_type=EXTERNAL",
             f"--environment_config={POOL_HOST}:{self.pool_port}",
             f"--parallelism={PARALLELISM}",
+            # A TaskManager keeps its SDK workers from one step to the next.
+            f"--environment_cache_millis={ENVIRONMENT_CACHE_MILLIS}",
             "--experiments=disable_logging_submission_environment",
         ]
 
@@ -366,15 +416,9 @@ class FlinkCluster(Cluster):
             logs, free_port(), self.rest_port, self.taskmanager_memory, self.taskmanager_off_heap
         )
         (conf / "config.yaml").write_text(config)
-        base = {
-            **os.environ,
-            "FLINK_CONF_DIR": str(conf),
-            "FLINK_LOG_DIR": str(logs),
-            "FLINK_PID_DIR": str(self.folder),
-        }
         bin_dir = self.flink_home / "bin"
         self.processes.start(
-            "jobmanager", [str(bin_dir / "jobmanager.sh"), "start-foreground"], base
+            "jobmanager", [str(bin_dir / "jobmanager.sh"), "start-foreground"], self.jvm_env()
         )
         self.pool_port = free_port()
         hostname = socket.gethostname()
@@ -382,12 +426,11 @@ class FlinkCluster(Cluster):
             self.start_pool(index)
             hosts = self.folder / f"hosts-{index}"
             hosts.write_text(f"127.0.0.1 localhost {hostname}\n{address} {POOL_HOST}\n")
-            env = {**base, "JVM_ARGS": f"-Djdk.net.hosts.file={hosts}"}
             self.taskmanagers.append(
                 self.processes.start(
                     f"taskmanager-{index}",
                     [str(bin_dir / "taskmanager.sh"), "start-foreground"],
-                    env,
+                    self.jvm_env(index),
                 )
             )
         jm = self.processes.services[0]
@@ -424,18 +467,10 @@ class FlinkCluster(Cluster):
 
     def start_taskmanager(self, index: int) -> Service:
         """(Re)starts TaskManager `index` (after a fault test killed it)."""
-        conf = self.folder / "conf"
-        env = {
-            **os.environ,
-            "FLINK_CONF_DIR": str(conf),
-            "FLINK_LOG_DIR": str(self.folder / "flink-logs"),
-            "FLINK_PID_DIR": str(self.folder),
-            "JVM_ARGS": f"-Djdk.net.hosts.file={self.folder / f'hosts-{index}'}",
-        }
         tm = self.processes.start(
             f"taskmanager-{index}",
             [str(self.flink_home / "bin" / "taskmanager.sh"), "start-foreground"],
-            env,
+            self.jvm_env(index),
         )
         self.taskmanagers[index] = tm
         return tm
@@ -454,21 +489,24 @@ class FlinkCluster(Cluster):
         jobs: list[dict[str, Any]] = http_json(f"{self.rest}/jobs/overview")["jobs"]
         return sorted(jobs, key=lambda j: j["start-time"])
 
-    def wait_vertex(self, part: str, known: set[str], timeout: float = 600) -> str:
-        """Waits until a job not in `known` runs a step whose name holds
-        `part`; returns the job's id."""
+    def wait_step_started(self, part: str, known: set[str], timeout: float = 180) -> str:
+        """Waits until a job not in `known` has started the step whose name
+        holds `part` (running it, or past it: a short step can start and end
+        between two looks), or has ended; returns the job's id."""
 
-        def running() -> str | None:
+        def started() -> str | None:
             for job in self.jobs():
                 if job["jid"] in known:
                     continue
+                if job["state"] in ("FINISHED", "FAILED", "CANCELED"):
+                    return str(job["jid"])
                 detail = http_json(f"{self.rest}/jobs/{job['jid']}")
                 for vertex in detail["vertices"]:
-                    if part in vertex["name"] and vertex["status"] == "RUNNING":
+                    if part in vertex["name"] and vertex["status"] in ("RUNNING", "FINISHED"):
                         return str(job["jid"])
             return None
 
-        found: str = wait_for(f"a job running {part}", running, timeout)
+        found: str = wait_for(f"a job starting {part}", started, timeout)
         return found
 
     def job_ids(self) -> set[str]:
@@ -628,15 +666,29 @@ def started_spark(folder: Path, env: Mapping[str, str]) -> Iterator[SparkCluster
 
 
 def cli_run(
-    cluster: FlinkCluster | SparkCluster, args: Sequence[str | Path], timeout: float = 600
+    cluster: FlinkCluster | SparkCluster, args: Sequence[str | Path], timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """`profile-import ARGS` from the workers' environment; `run` gets the cluster's options."""
+    """`profile-import ARGS` from the workers' environment; `run` gets the
+    cluster's options. Past `timeout` the command gets SIGTERM (it cancels
+    its job) and the test fails on its exit status."""
     argv = [*cluster.cli, *(str(a) for a in args)]
     if args and args[0] == "run":
         argv += cluster.run_args()
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=timeout, check=False, env=cluster.launch_env()
-    )
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cluster.launch_env(),
+        start_new_session=True,
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=120)
+            err += f"\n(stopped after {timeout:.0f} s)"
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 
 def started_flink(folder: Path, env: Mapping[str, str]) -> Iterator[FlinkCluster]:

@@ -26,6 +26,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Iterato
     yield from started_spark(tmp_path_factory.mktemp("spark"), env)
 
 
+# The first case also starts the cluster (the module's fixture).
+@pytest.mark.timeout(420)
 @pytest.mark.parametrize("case_path", SPARK_CASES, ids=[p.stem for p in SPARK_CASES])
 def test_conformance_case_on_spark(
     spark: SparkCluster, case_path: Path, tmp_path: Path, request: pytest.FixtureRequest
