@@ -124,8 +124,7 @@ def run_case(
     for i, run in enumerate(case["runs"]):
         folder = tmp_path / f"run{i}"
         folder.mkdir()
-        files = {n: ("\n".join(lines) + "\n").encode() for n, lines in run.get("files", {}).items()}
-        files |= {n: base64.b64decode(b) for n, b in run.get("files_b64", {}).items()}
+        files = case_files(run)
         for name, data in files.items():
             (folder / name).write_bytes(data)
             if in_bucket:
@@ -158,21 +157,41 @@ def run_case(
         got_report = json.loads(report.read_text())
         if want_status != "FAILED":
             assert got_report["runner"] == (runner_name or RUNNER_NAMES[runner])
-        if want_status:
-            assert got_report["status"] == want_status
-        for name, value in run.get("expect_counts", {}).items():
-            assert got_report["counts"][name] == value, name
-        if "expect_changes" in run:
-            written = changes.read_text().splitlines() if changes.exists() else []
-            assert_changes(list(map(json.loads, written)), run["expect_changes"])
-        if want_status in ("FAILED", "ALREADY_APPLIED"):
-            continue
-        got = sorted(
-            (Path(r["file"]).name, r["line"], r["code"])
-            for r in map(json.loads, rejects.read_text().splitlines())
-        )
-        want = sorted((r["file"], r["line"], r["code"]) for r in run.get("expect_rejects", []))
-        assert got == want
+        check_run(run, got_report, changes, rejects)
+    check_store(store, case, command)
+
+
+def case_files(run: dict[str, Any]) -> dict[str, bytes]:
+    """A run's input files by name: `files` as lines, `files_b64` as bytes."""
+    files = {n: ("\n".join(lines) + "\n").encode() for n, lines in run.get("files", {}).items()}
+    return files | {n: base64.b64decode(b) for n, b in run.get("files_b64", {}).items()}
+
+
+def check_run(run: dict[str, Any], report: dict[str, Any], changes: Path, rejects: Path) -> None:
+    """What one run of a case gave against what it expects: its report's status
+    and counts, the changes it wrote (`--changes`) and its reject records."""
+    want_status = run.get("expect_status")
+    if want_status:
+        assert report["status"] == want_status
+    for name, value in run.get("expect_counts", {}).items():
+        assert report["counts"][name] == value, name
+    if "expect_changes" in run:
+        written = changes.read_text().splitlines() if changes.exists() else []
+        assert_changes(list(map(json.loads, written)), run["expect_changes"])
+    if want_status in ("FAILED", "ALREADY_APPLIED"):
+        return
+    got = sorted(
+        (Path(r["file"]).name, r["line"], r["code"])
+        for r in map(json.loads, rejects.read_text().splitlines())
+    )
+    want = sorted((r["file"], r["line"], r["code"]) for r in run.get("expect_rejects", []))
+    assert got == want
+
+
+def check_store(store: str | Path, case: dict[str, Any], command: Sequence[str] = CLI) -> None:
+    """The store after all of a case's runs: `export` gives the expected
+    profiles (system fields required, not compared), and each `changes
+    --since V` the case asks gives its changes or fails as it expects."""
     exported = run_cli("export", "--store", store, command=command)
     assert exported.returncode == 0, exported.stderr
     profiles = []
