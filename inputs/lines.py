@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+from profile_import.stores.failpoints import READING, failpoint
+
 from .plan import InputSplit, decompressed, open_raw
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -77,6 +79,7 @@ def _read(
 ) -> Iterator[Line]:
     # Room for the longest allowed line and its `\r\n`.
     limit = max_line_bytes + 2
+    failpoint(READING)
     raw = open_raw(split.path, transport_params)
     with raw, raw if split.compression is None else decompressed(raw, split.compression) as stream:
         if meter is not None:

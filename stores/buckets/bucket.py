@@ -298,7 +298,13 @@ class GCSBucket(Bucket):
             ]
 
     def transport_params(self) -> dict[str, Any]:
-        return {"client": self.client, "blob_open_kwargs": gcs_call()}
+        # Both bounded: smart-open looks the object up (`get_blob`, with the
+        # client's two-minute default retry otherwise) before it opens it.
+        return {
+            "client": self.client,
+            "get_blob_kwargs": gcs_call(),
+            "blob_open_kwargs": gcs_call(),
+        }
 
 
 def open_bucket(scheme: str, name: str) -> Bucket:

@@ -19,8 +19,19 @@ from pathlib import Path
 
 import pytest
 
+from profile_import.stores import failpoints
+from profile_import.stores.lease import ENV as LEASE_ENV
+
 from ..helpers import CLI, read_cli, run_cli, upsert, write_lines
-from ..object_servers import S3_ENV, _free_port, _gcs_binary, _wait_http, new_bucket, put
+from ..object_servers import (
+    S3_ENV,
+    StoppablePort,
+    _free_port,
+    _gcs_binary,
+    _wait_http,
+    new_bucket,
+    put,
+)
 
 LINES = [upsert({"email_hash": f"h{i}"}, {"n": i}) for i in range(5)]
 
@@ -345,6 +356,125 @@ def test_a_server_that_stops_mid_run(scheme: str, tmp_path: Path) -> None:
     assert f"error: store {store}: cannot reach {service} at http://127.0.0.1:" in line, line
     assert seconds < 30, seconds
 
+
+def _stoppable_server(scheme: str) -> tuple[subprocess.Popen[bytes], StoppablePort, dict[str, str]]:
+    """A private server, and the environment that reaches it through a port
+    the test may stop and start again (`StoppablePort`): the server keeps
+    its objects while it is away."""
+    server, direct = _private_server(scheme)
+    variable = "AWS_ENDPOINT_URL" if scheme == "s3" else "STORAGE_EMULATOR_HOST"
+    port = StoppablePort(int(direct[variable].rsplit(":", 1)[1]))
+    return server, port, {**direct, variable: f"http://127.0.0.1:{port.port}"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", [failpoints.READING, failpoints.DATA_WRITTEN])
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_a_server_that_stops_while_a_run_reads_or_publishes(
+    scheme: str, point: str, tmp_path: Path
+) -> None:
+    """The store's server stops while the run reads its input there, or while
+    it publishes: one line, cause first, exit 1; once the server is back the
+    store is as it was before the run, and the same run again completes."""
+    server, port, env = _stoppable_server(scheme)
+    # What the failed run could not release ends soon: the rerun waits for it.
+    env[LEASE_ENV] = "3"
+    try:
+        made = subprocess.run(
+            [sys.executable, "-c", _MAKE_BUCKET, scheme],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        bucket = made.stdout.strip()
+        store = f"{scheme}://{bucket}/store"
+        seed = write_lines(tmp_path / "seed.ndjson", LINES)
+        assert cli("run", "--store", store, seed, env=env)[0] == 0
+        before = cli_out("export", "--store", store, env=env)
+        day = f"{scheme}://{bucket}/in/day.ndjson"
+        later = [upsert({"email_hash": f"h{i}"}, {"later": i}) for i in range(3, 8)]
+        subprocess.run(
+            [sys.executable, "-c", _PUT, day, str(write_lines(tmp_path / "day.ndjson", later))],
+            env=env,
+            timeout=60,
+            check=True,
+        )
+        pause = tmp_path / "pause"
+        pause.mkdir()
+        report = tmp_path / "report.json"
+        run = subprocess.Popen(
+            [*CLI, "run", "--store", store, "--report", str(report), day],
+            env={**env, **failpoints.pause_at(point, str(pause))},
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while not (pause / failpoints.PAUSED).exists():
+            assert run.poll() is None and time.monotonic() < deadline, run.stderr
+            time.sleep(0.05)
+        port.stop()
+        (pause / failpoints.RESUME).touch()
+        _, stderr = run.communicate(timeout=120)
+        port.start()
+        line = one_error_line(stderr)
+        assert run.returncode == 1, stderr
+        service = "S3" if scheme == "s3" else "GCS"
+        assert f"cannot reach {service} at http://127.0.0.1:{port.port}" in line, line
+        assert json.loads(report.read_text())["status"] == "FAILED"
+        # The server back: the store as before the run, sound, and the run again completes.
+        assert cli_out("export", "--store", store, env=env) == before
+        assert cli("verify", "--store", store, env=env)[0] == 0
+        code, stderr, _ = cli("run", "--store", store, "--lock-timeout", "60", day, env=env)
+        assert code == 0, stderr
+        after = [json.loads(p) for p in cli_out("export", "--store", store, env=env).splitlines()]
+        assert sorted(p["user_profile"].get("later", -1) for p in after) == [
+            -1,
+            -1,
+            -1,
+            3,
+            4,
+            5,
+            6,
+            7,
+        ]
+    finally:
+        port.stop()
+        server.kill()
+        server.wait(10)
+        if "run" in locals() and run.poll() is None:
+            run.kill()
+            run.wait(10)
+
+
+def cli_out(*args: str | Path, env: dict[str, str]) -> str:
+    """The standard output of `profile-import ARGS`, which must succeed."""
+    result = subprocess.run(
+        [*CLI, *(str(a) for a in args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+_PUT = """
+import sys
+scheme, rest = sys.argv[1].split("://", 1)
+bucket, key = rest.split("/", 1)
+data = open(sys.argv[2], "rb").read()
+if scheme == "s3":
+    import boto3
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data)
+else:
+    from google.cloud import storage
+    storage.Client(project="test").bucket(bucket).blob(key).upload_from_string(data)
+"""
 
 _MAKE_BUCKET = """
 import sys, uuid
