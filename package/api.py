@@ -281,11 +281,10 @@ def run_import(
     Returns the report of a run that succeeded: SUCCEEDED,
     SUCCEEDED_WITH_ERRORS or ALREADY_APPLIED. Raises ProfileImportError,
     with `exit_code` 2 (bad arguments, nothing ran) or 1 (a FAILED run, the
-    store unchanged; its report in `.report`). Interrupted (KeyboardInterrupt)
-    in this process (the engine without Beam), a run publishes nothing,
-    writes its FAILED report and releases the store; a run on Beam's local
-    runner goes on to its end, as its worker processes are not this
-    function's to kill.
+    store unchanged; its report in `.report`). Interrupted (KeyboardInterrupt),
+    without Beam or on Beam's local runner (whose worker processes end with
+    the run), a run publishes nothing, writes its FAILED report and releases
+    the store; the KeyboardInterrupt goes on to the caller.
     """
     from profile_import.runners.execution import Execution, RunSettings, UsageError
 

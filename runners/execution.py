@@ -249,6 +249,8 @@ class Execution:
         self.work_root: str | None = None
         # The handover folder holds rejects that could not be brought here.
         self.handover_kept = False
+        # What a Beam pipeline stopped by a signal had checked (`interrupted`).
+        self.checked_when_stopped: dict[int, dict[str, int]] | None = None
 
     @cached_property
     def options(self) -> PipelineOptions:
@@ -343,8 +345,9 @@ class Execution:
         return RunResult(report, exit_code)
 
     def interrupted(self, signal_name: str) -> RunResult:
-        """The report of a run stopped by a signal before it published."""
-        return self._failed(f"interrupted ({signal_name})", 130)
+        """The report of a run stopped by a signal before it published, with
+        what its pipeline's finished splits had checked."""
+        return self._failed(f"interrupted ({signal_name})", 130, checked=self.checked_when_stopped)
 
     def _usage_error(self, error: Exception) -> RunResult:
         message = f"{Status.FAILED}: {error}; nothing ran, the store is unchanged"
@@ -600,6 +603,10 @@ class Execution:
                     return self._submitted(staging is not None)
                 if handover is not None:
                     report = self._collect_handover(report, handover)
+        except KeyboardInterrupt:
+            if not self.in_process:  # read before the work folder is discarded
+                self.checked_when_stopped = _checked_before(job)
+            raise
         except Exception as e:  # noqa: BLE001 - any failure of the run fails it cleanly
             if isinstance(e, in_process.RunFailed):
                 # Our own errors, already one line and naming their cause.

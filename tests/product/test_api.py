@@ -4,6 +4,7 @@ alone; the same lock as the command line."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -12,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -294,6 +296,65 @@ def test_an_interrupted_run_publishes_nothing_and_releases_the_store(tmp_path: P
     assert (store / "CURRENT").read_bytes() == current
     # The lock went with the run: the next one takes the store at once.
     again = run_import(big, store=store, rejects=tmp_path / "r1")
+    assert again.status is Status.SUCCEEDED and again.version == 2
+
+
+# The same cell on Beam's local runner; once interrupted, the worker
+# processes it still has (none, once the run has stopped them).
+BEAM_NOTEBOOK_CELL = """
+import os, sys, time
+from pathlib import Path
+import profile_import
+try:
+    profile_import.run_import(
+        sys.argv[1], store=sys.argv[2], report=sys.argv[3], split_bytes=1 << 20,
+        runner="FnApiRunner", beam_args=["--direct_num_workers=2"],
+    )
+except KeyboardInterrupt:
+    tasks = Path(f"/proc/{os.getpid()}/task").iterdir()
+    print(sum(len((t / "children").read_text().split()) for t in tasks), flush=True)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_an_interrupted_beam_run_stops_its_workers_and_releases_the_store(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C in a notebook stops a run on Beam's local runner too: its worker
+    processes end with it, it publishes nothing, its FAILED report counts
+    what the finished splits checked, and the store is free at once."""
+    store, written = tmp_path / "s", tmp_path / "report.json"
+    run_import(EXAMPLE, store=store, rejects=tmp_path / "r0")
+    current = (store / "CURRENT").read_bytes()
+    big = write_big_input(tmp_path / "big.ndjson", 100_000)
+    process = subprocess.Popen(
+        [sys.executable, "-c", BEAM_NOTEBOOK_CELL, str(big), str(store), str(written)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(store.glob("staging/*/counts/counts-*.json")):  # mid-pipeline
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGINT)
+        interrupted = time.monotonic()
+        out, err = process.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 3, err
+    assert time.monotonic() - interrupted < 30
+    assert out.strip() == "0"  # no worker process left running
+    report = json.loads(written.read_text())
+    assert report["status"] == "FAILED" and report["failure"] == "interrupted (SIGINT)"
+    counts = report["counts"]
+    assert 0 < counts["lines"] < 100_000 and counts["accepted"] == counts["lines"]
+    assert (store / "CURRENT").read_bytes() == current
+    again = run_import(big, store=store, rejects=tmp_path / "r1")  # the store is free
     assert again.status is Status.SUCCEEDED and again.version == 2
 
 
