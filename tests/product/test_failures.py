@@ -357,7 +357,7 @@ def test_a_worker_killed_mid_run_reports_what_the_finished_splits_checked(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        wait_for(lambda: bool(count_files_in(store)))
+        wait_for(lambda: bool(count_files_in(store)), timeout=120)
         os.kill(children(process.pid)[0], signal.SIGKILL)
         _, stderr = process.communicate(timeout=60)
     finally:
