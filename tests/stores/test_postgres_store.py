@@ -4,18 +4,14 @@ starts itself (tests/postgres_server.py)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
 import psycopg
 import pytest
 
-from profile_import.core import records
-from profile_import.core.fold import StoredProfile
-from profile_import.core.identifiers import Identifier, bucket_of
-from profile_import.stores import failpoints, open_store
-from profile_import.stores.base import Staging, StoreError, StoreLocked
+from profile_import.stores import failpoints
+from profile_import.stores.base import StoreError
 from profile_import.stores.folders import open_files
 from profile_import.stores.postgres import PostgresStore, parse_url
 
@@ -27,17 +23,7 @@ from ..helpers import (
     write_lines,
 )
 from ..object_servers import new_bucket, put
-
-THEN, NOW = "2026-01-01T00:00:00.000Z", "2026-11-23T00:00:00.000Z"
-BUCKETS = 4
-
-
-def key(name: str) -> bytes:
-    return Identifier.email_hash(name).key
-
-
-def line(name: str, profile: dict[str, object], at: str = THEN) -> bytes:
-    return records.encode(key(name), StoredProfile(profile, at, at))
+from .staged_by_hand import BUCKETS, emails, key, line, stage
 
 
 @pytest.fixture
@@ -51,29 +37,6 @@ def sql(query: str) -> list[tuple[object, ...]]:
         return cursor.fetchall() if cursor.description else []
 
 
-def before_unknown(changed: Sequence[bytes], gone: Sequence[bytes]) -> dict[bytes, str | None]:
-    """Change records for changes staged by hand: each changed profile as created."""
-    return {**{records.split(x)[0]: None for x in changed}, **{k: "" for k in gone}}
-
-
-def stage(
-    store: PostgresStore, execution: str, lines: list[bytes], deleted: Sequence[bytes] = ()
-) -> tuple[Staging, int]:
-    staging = store.begin(execution, store.current())
-    by_bucket: dict[int, tuple[list[bytes], list[bytes]]] = {}
-    for x in lines:
-        by_bucket.setdefault(bucket_of(records.split(x)[0], BUCKETS), ([], []))[0].append(x)
-    for k in deleted:
-        by_bucket.setdefault(bucket_of(k, BUCKETS), ([], []))[1].append(k)
-    for bucket, (changed, gone) in by_bucket.items():
-        staging.sink.write_changes(bucket, changed, gone, before_unknown(changed, gone))
-    return staging, len(by_bucket)
-
-
-def emails(store: PostgresStore) -> list[str]:
-    return [orjson.loads(r)["email_hash"] for r in store.export()]
-
-
 def test_the_url_names_the_table_and_schema_not_the_password() -> None:
     assert parse_url("postgresql://u@h:5432/db?table=p&schema=s&sslmode=require") == (
         "postgresql://u@h:5432/db?sslmode=require",
@@ -85,41 +48,23 @@ def test_the_url_names_the_table_and_schema_not_the_password() -> None:
         parse_url('postgresql:///db?table=a";drop')
 
 
-def test_publish_and_read_back(url: str) -> None:
+def test_the_table_is_readable_with_plain_sql(url: str) -> None:
+    """What a publish gives the readers is checked on every store
+    (test_store_contract.py); here, the profiles table other services read."""
     store = PostgresStore(url, buckets=BUCKETS)
-    assert not store.exists()
-    staging, buckets = stage(store, "e1", [line("a", {"x": 1, "big": 2**40}), line("b", {"x": 2})])
-    v1 = store.commit(staging, {"execution_id": "e1"}, 2, buckets, ["fp1"])
-    assert (v1.number, v1.profiles) == (1, 2)
-    reopened = open_store(url)
-    assert reopened.buckets == BUCKETS and emails(reopened) == ["a", "b"]  # type: ignore[arg-type]
-    got = orjson.loads(reopened.get(Identifier.email_hash("a")) or b"")
-    assert got == {"email_hash": "a", "user_profile": {"x": 1, "big": 2**40},
-                   "created_at": THEN, "last_modified_at": THEN}  # fmt: skip
-    assert list(reopened.applied_inputs(v1, ["fp1", "fp2"])) == ["fp1"]
-
+    staging, buckets = stage(store, "e1", [line("a", {"x": 1}), line("b", {"x": 2})])
+    store.commit(staging, {"execution_id": "e1"}, 2, buckets, ["fp1"])
     staging, buckets = stage(store, "e2", [line("c", {"x": 3})], deleted=[key("a")])
-    v2 = store.commit(staging, {"execution_id": "e2"}, 0, buckets, ["fp2"])
-    assert [v.execution["execution_id"] for v in store.versions()] == ["e1", "e2"]
-    assert [k for k, _ in store.scan(v2)] == [key("b"), key("c")]
-    assert list(store.get_many(v2, [key("a"), key("c")])) == [key("c")]
-    assert store.verify().sound
+    store.commit(staging, {"execution_id": "e2"}, 0, buckets, ["fp2"])
     table = parse_url(url)[2]
     assert sql(f"SELECT email_hash, user_profile ->> 'x' FROM {table} ORDER BY key") == [
         ("b", "2"),
         ("c", "3"),
     ]
-
-
-def test_a_stale_parent_is_refused_and_publishes_nothing(url: str) -> None:
-    store = PostgresStore(url, buckets=BUCKETS)
-    staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
-    store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
-    stale = store.begin("stale", None)  # as if it started before e1 published
-    stale.sink.write_changes(bucket_of(key("b"), BUCKETS), [line("b", {})], [], {key("b"): None})
-    with pytest.raises(StoreError, match="changed during the run"):
-        store.commit(stale, {"execution_id": "stale"}, 1, 1, [])
-    assert emails(store) == ["a"]
+    assert sql(f"SELECT fingerprint, version, execution_id FROM {table}_ledger ORDER BY 1") == [
+        ("fp1", 1, "e1"),
+        ("fp2", 2, "e2"),
+    ]
 
 
 def test_the_stage_of_a_dead_run_is_dropped_by_the_next_run(url: str) -> None:
@@ -132,24 +77,6 @@ def test_the_stage_of_a_dead_run_is_dropped_by_the_next_run(url: str) -> None:
     assert sql(count) == [(1,)]  # the dead run's is gone, the new run's is there
     store.commit(staging, {"execution_id": "next"}, 1, buckets, [])
     assert sql(count) == [(0,)] and emails(store) == ["b"]
-
-
-def test_a_reader_sees_the_old_or_the_new_state_never_a_mix(url: str) -> None:
-    store = PostgresStore(url, buckets=BUCKETS)
-    staging, buckets = stage(store, "e1", [line(n, {"v": 1}) for n in "abcd"])
-    store.commit(staging, {"execution_id": "e1"}, 4, buckets, [])
-    reading = store.export()
-    first = next(reading)
-    staging, buckets = stage(store, "e2", [line(n, {"v": 2}, NOW) for n in "abcd"])
-    store.commit(staging, {"execution_id": "e2"}, 0, buckets, [])
-    assert {orjson.loads(r)["user_profile"]["v"] for r in [first, *reading]} == {1}
-    assert {orjson.loads(r)["user_profile"]["v"] for r in store.export()} == {2}
-
-
-def test_the_advisory_lock_admits_one_run(url: str) -> None:
-    with PostgresStore(url).lock(), pytest.raises(StoreLocked, match="locked by another run"):  # noqa: SIM117
-        with PostgresStore(url).lock(timeout=0.3):
-            pass
 
 
 def test_a_newer_schema_is_refused(url: str) -> None:

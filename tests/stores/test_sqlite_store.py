@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -16,10 +15,9 @@ import pytest
 
 from profile_import.core import records
 from profile_import.core.bucket import apply_to_bucket, bucket_changes
-from profile_import.core.fold import DELETE, Command, StoredProfile
-from profile_import.core.identifiers import Identifier, bucket_of
+from profile_import.core.fold import DELETE, Command
 from profile_import.stores import failpoints, open_store
-from profile_import.stores.base import Staging, StoreError, StoreLocked
+from profile_import.stores.base import StoreError
 from profile_import.stores.migrations import Migration, pending
 from profile_import.stores.sqlite import SqliteStore, path_of
 
@@ -32,17 +30,7 @@ from ..helpers import (
     without_times,
     write_lines,
 )
-
-NOW, THEN = "2026-11-23T00:00:00.000Z", "2026-01-01T00:00:00.000Z"
-BUCKETS = 4
-
-
-def key(name: str) -> bytes:
-    return Identifier.email_hash(name).key
-
-
-def line(name: str, profile: dict[str, object], at: str = THEN) -> bytes:
-    return records.encode(key(name), StoredProfile(profile, at, at))
+from .staged_by_hand import BUCKETS, NOW, THEN, key, line, stage
 
 
 def up(profile: dict[str, object]) -> Command:
@@ -88,54 +76,11 @@ def store_at(tmp_path: Path, name: str = "p.db") -> SqliteStore:
     return SqliteStore(f"sqlite:///{tmp_path / name}", buckets=BUCKETS)
 
 
-def before_unknown(changed: Sequence[bytes], gone: Sequence[bytes]) -> dict[bytes, str | None]:
-    """Change records for changes staged by hand: each changed profile as created."""
-    return {**{records.split(x)[0]: None for x in changed}, **{k: "" for k in gone}}
-
-
-def stage(
-    store: SqliteStore, execution: str, lines: list[bytes], deleted: Sequence[bytes] = ()
-) -> tuple[Staging, int]:
-    """A run's staging, its changes written bucket by bucket as the pipeline does."""
-    staging = store.begin(execution, store.current())
-    by_bucket: dict[int, tuple[list[bytes], list[bytes]]] = {}
-    for x in lines:
-        by_bucket.setdefault(bucket_of(records.split(x)[0], BUCKETS), ([], []))[0].append(x)
-    for k in deleted:
-        by_bucket.setdefault(bucket_of(k, BUCKETS), ([], []))[1].append(k)
-    for bucket, (changed, gone) in by_bucket.items():
-        staging.sink.write_changes(bucket, changed, gone, before_unknown(changed, gone))
-    return staging, len(by_bucket)
-
-
 def test_urls_name_relative_and_absolute_files() -> None:
     assert path_of("sqlite:///profiles.db") == "profiles.db"
     assert path_of("sqlite:////var/lib/p.db") == "/var/lib/p.db"
     with pytest.raises(StoreError, match="or sqlite:////absolute"):
         path_of("sqlite://host/p.db")
-
-
-def test_publish_and_read_back(tmp_path: Path) -> None:
-    store = store_at(tmp_path)
-    assert not store.exists() and store.current() is None
-    staging, buckets = stage(store, "e1", [line("a", {"x": 1}), line("b", {"x": 2})])
-    v1 = store.commit(staging, {"execution_id": "e1"}, 2, buckets, ["fp1", "fp1"])
-    assert (v1.number, v1.parent, v1.profiles) == (1, None, 2)
-    reopened = open_store(f"sqlite:///{tmp_path / 'p.db'}")
-    assert reopened.exists() and reopened.buckets == BUCKETS
-    assert [orjson.loads(r)["email_hash"] for r in reopened.export()] == ["a", "b"]
-    assert reopened.get(Identifier.email_hash("b")) == records.split(line("b", {"x": 2}))[1]
-    assert reopened.get(Identifier.email_hash("zz")) is None
-    applied = reopened.applied_inputs(v1, ["fp1", "fp2"])
-    assert list(applied) == ["fp1"] and applied["fp1"].execution_id == "e1"
-
-    staging, buckets = stage(store, "e2", [line("c", {"x": 3})], deleted=[key("a")])
-    v2 = store.commit(staging, {"execution_id": "e2"}, 0, buckets, ["fp2"])
-    assert (v2.number, v2.parent, v2.profiles) == (2, 1, 2)
-    assert [v.execution["execution_id"] for v in store.versions()] == ["e1", "e2"]
-    assert [k for k, _ in store.scan(v2)] == [key("b"), key("c")]
-    assert list(store.get_many(v2, [key("a"), key("c")])) == [key("c")]
-    assert store.verify().sound and store.verify().lines == 2
 
 
 def test_rollback_and_compact_are_refused_in_one_line_and_change_nothing(
@@ -157,42 +102,14 @@ def test_rollback_and_compact_are_refused_in_one_line_and_change_nothing(
     assert [v.number for v in store.versions()] == [1] and store.verify().sound
 
 
-def test_a_stale_parent_is_refused_and_publishes_nothing(tmp_path: Path) -> None:
-    store = store_at(tmp_path)
-    stale = store.begin("e1", None)
-    stale.sink.write_changes(0, [], [], {})
-    staging, buckets = stage(store, "e2", [line("a", {"x": 1})])
-    store.commit(staging, {"execution_id": "e2"}, 1, buckets, [])
-    stale.sink.write_changes(bucket_of(key("b"), BUCKETS), [line("b", {})], [], {key("b"): None})
-    with pytest.raises(StoreError, match="changed during the run"):
-        store.commit(stale, {"execution_id": "e1"}, 1, 1, [])
-    assert [orjson.loads(r)["email_hash"] for r in store.export()] == ["a"]
-
-
-def test_a_bucket_count_mismatch_publishes_nothing(tmp_path: Path) -> None:
-    store = store_at(tmp_path)
-    staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
-    with pytest.raises(StoreError, match="wrote 2 buckets but 1 are staged"):
-        store.commit(staging, {"execution_id": "e1"}, 1, buckets + 1, [])
-    assert not store.exists()
-
-
 def test_a_retried_commit_reports_the_same_version(tmp_path: Path) -> None:
+    """The final step retried after its publish (a database store finds its
+    execution already published)."""
     store = store_at(tmp_path)
     staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
     first = store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
     again = store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
     assert again.number == first.number == 1 and store.current() == again
-
-
-def test_a_retried_bucket_replaces_what_it_staged(tmp_path: Path) -> None:
-    store = store_at(tmp_path)
-    staging = store.begin("e1", None)
-    bucket = bucket_of(key("a"), BUCKETS)
-    staging.sink.write_changes(bucket, [line("a", {"try": 1})], [], {key("a"): None})
-    staging.sink.write_changes(bucket, [line("a", {"try": 2})], [], {key("a"): None})
-    store.commit(staging, {"execution_id": "e1"}, 1, 1, [])
-    assert orjson.loads(store.get(Identifier.email_hash("a")) or b"")["user_profile"] == {"try": 2}
 
 
 def test_staging_of_a_dead_run_is_removed_by_the_next_run(tmp_path: Path) -> None:
@@ -206,37 +123,6 @@ def test_staging_of_a_dead_run_is_removed_by_the_next_run(tmp_path: Path) -> Non
     assert db.execute("SELECT count(*) FROM staging").fetchone() == (0,)
     assert [orjson.loads(r)["email_hash"] for r in store.export()] == ["b"]
     assert not os.path.exists(dead.work_dir)
-
-
-def test_an_aborted_run_leaves_the_profiles_unchanged(tmp_path: Path) -> None:
-    store = store_at(tmp_path)
-    staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
-    store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
-    staging, _ = stage(store, "e2", [line("b", {"x": 2})], deleted=[key("a")])
-    store.abort(staging)
-    assert [orjson.loads(r)["email_hash"] for r in store.export()] == ["a"]
-    assert store.current() is not None and store.current().number == 1  # type: ignore[union-attr]
-
-
-def test_a_reader_sees_the_old_or_the_new_state_never_a_mix(tmp_path: Path) -> None:
-    store = store_at(tmp_path)
-    staging, buckets = stage(store, "e1", [line(n, {"v": 1}) for n in "abcd"])
-    store.commit(staging, {"execution_id": "e1"}, 4, buckets, [])
-    reading = store.export()
-    first = next(reading)  # the reader's snapshot starts here
-    changed = [line(n, {"v": 2}, NOW) for n in "abcd"]
-    staging, buckets = stage(store, "e2", changed, deleted=[])
-    store.commit(staging, {"execution_id": "e2"}, 0, buckets, [])
-    seen = [first, *reading]
-    assert {orjson.loads(r)["user_profile"]["v"] for r in seen} == {1}
-    assert {orjson.loads(r)["user_profile"]["v"] for r in store.export()} == {2}
-
-
-def test_the_lock_admits_one_run(tmp_path: Path) -> None:
-    store = store_at(tmp_path)
-    with store.lock(), pytest.raises(StoreLocked):  # noqa: SIM117
-        with store_at(tmp_path).lock(timeout=0.0):
-            pass
 
 
 def test_reading_a_missing_database_creates_nothing(tmp_path: Path) -> None:
