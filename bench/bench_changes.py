@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from bench import generate_commands  # the scripts beside this one (see pyproject's mypy_path)
+from bench_delta import big_store
 from profile_import.core.identifiers import IDENTIFIER_FIELDS
 from profile_import.stores.snapshot import SnapshotStore
-from read_bench import build
 
 CLI = [sys.executable, "-m", "profile_import.runners.cli"]
 
@@ -56,10 +56,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    template = args.out / f"delta-store-{args.profiles}"
-    if not template.exists():
-        print(f"building a store of {args.profiles:,} profiles in {template} ...", flush=True)
-        build(template, args.profiles)
+    template = big_store(args.out, args.profiles)
     work = args.out / "changes-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()

@@ -29,6 +29,16 @@ CLI = [sys.executable, "-m", "profile_import.runners.cli"]
 MB = 1_000_000
 
 
+def big_store(out: Path, profiles: int) -> Path:
+    """The big store of `profiles` profiles in `out`, built the first time
+    (`bench_changes.py` measures on it too); measures run on copies."""
+    template = out / f"delta-store-{profiles}"
+    if not template.exists():
+        print(f"building a store of {profiles:,} profiles in {template} ...", flush=True)
+        build(template, profiles)
+    return template
+
+
 def folder_bytes(root: Path) -> int:
     return sum(
         os.path.getsize(os.path.join(folder, name))
@@ -61,10 +71,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    template = args.out / f"delta-store-{args.profiles}"
-    if not template.exists():
-        print(f"building a store of {args.profiles:,} profiles in {template} ...", flush=True)
-        build(template, args.profiles)
+    template = big_store(args.out, args.profiles)
     work = args.out / "delta-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
