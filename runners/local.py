@@ -154,7 +154,7 @@ def create_runner(options: PipelineOptions, beam_args: Sequence[str]) -> Any:
         return None
     from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
-    from .watched_workers import WatchedWorkers
+    from .watched_workers import WatchedRunner
 
     mode_given = any(a.startswith("--direct_running_mode") for a in beam_args)
     if workers(options) == 1 or mode_given:
@@ -164,4 +164,4 @@ def create_runner(options: PipelineOptions, beam_args: Sequence[str]) -> Any:
     # start Beam's worker entry point with its INFO log on our stderr; and
     # watched, so that one that dies fails the run (`watched_workers`).
     command = f"{shlex.quote(sys.executable)} -m profile_import.runners.local_worker"
-    return FnApiRunner(default_environment=WatchedWorkers.from_command_string(command))
+    return WatchedRunner(command)

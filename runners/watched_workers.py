@@ -22,6 +22,7 @@ releases the store's lock (`runners.execution`).
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import signal
@@ -34,7 +35,7 @@ from typing import Any, ClassVar
 
 import grpc
 from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, endpoints_pb2
-from apache_beam.runners.portability.fn_api_runner import worker_handlers
+from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
 from apache_beam.runners.portability.local_job_service import BeamFnLoggingServicer
 from apache_beam.transforms import environments
 from apache_beam.utils import thread_pool_executor
@@ -106,6 +107,32 @@ class WatchedWorkers(environments.SubprocessSDKEnvironment):
         context: Any,
     ) -> WatchedWorkers:
         return WatchedWorkers(payload.decode("utf-8"), capabilities, artifacts, resource_hints)
+
+
+class _NotForWatchedWorkers(logging.Filter):
+    """Beam's advice to set `--direct_running_mode=multi_processing` for more than
+    one worker: it knows only its own worker processes, and these are processes too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("If direct_num_workers is not equal to 1")
+
+
+class WatchedRunner(fn_runner.FnApiRunner):
+    """The local runner on watched workers, without Beam's advice that does not
+    apply to them (a caller whose logging is not set up would see it on stderr)."""
+
+    _advice = _NotForWatchedWorkers()
+
+    def __init__(self, command: str) -> None:
+        super().__init__(default_environment=WatchedWorkers.from_command_string(command))
+
+    def run_pipeline(self, pipeline: Any, options: Any) -> Any:
+        log = logging.getLogger(fn_runner.__name__)
+        log.addFilter(self._advice)
+        try:
+            return super().run_pipeline(pipeline, options)
+        finally:
+            log.removeFilter(self._advice)
 
 
 class _Run:

@@ -72,11 +72,12 @@ class ParseSplitFn(beam.DoFn):
             os.makedirs(self._spill_dir, exist_ok=True)
 
     def process(self, split: InputSplit, decided: Decided | None = None) -> Iterator[Any]:
-        if decided is not None and split.input_index not in decided.applied:
-            return  # an input the store applied before (or given twice): not read at all
-        with paused():
-            outputs = list(self._parse(split))
-        yield from outputs
+        # An input the store applied before (or given twice) is not read at all.
+        # (No bare `return` here: Beam warns of a `process` that both yields and returns.)
+        if decided is None or split.input_index in decided.applied:
+            with paused():
+                outputs = list(self._parse(split))
+            yield from outputs
 
     def _parse(self, split: InputSplit, lines: Iterable[Line] | None = None) -> Iterator[Any]:
         tally = SplitTally()

@@ -218,6 +218,26 @@ def test_a_beam_run_prints_nothing_and_leaves_logging_alone(
 
 
 @pytest.mark.slow
+def test_a_script_that_sets_up_no_logging_sees_nothing_of_a_beam_run(tmp_path: Path) -> None:
+    """A plain script (no handler anywhere): Python would print any warning a
+    library logs on stderr (logging.lastResort), so the run must log none."""
+    script = (
+        "import sys, profile_import\n"
+        "report = profile_import.run_import(sys.argv[1], store=sys.argv[2], rejects=sys.argv[3],"
+        " runner='FnApiRunner', beam_args=['--direct_num_workers=2'])\n"
+        "print(report.status.value)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(EXAMPLE), str(tmp_path / "s"), str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "SUCCEEDED_WITH_ERRORS\n", "")
+
+
+@pytest.mark.slow
 def test_the_store_lock_is_the_command_lines(tmp_path: Path) -> None:
     store = tmp_path / "s"
     run_import(EXAMPLE, store=store, rejects=tmp_path / "r0")
