@@ -374,3 +374,14 @@ def test_the_launching_command_killed_mid_run(flink: FlinkCluster, tmp_path: Pat
         run.kill()
         flink.healthy()
     _check_before_or_after(store, change, before, succeeded)
+
+
+@pytest.mark.timeout(60)
+def test_no_part_of_the_cluster_ran_out_of_memory(flink: FlinkCluster) -> None:
+    """Last, after every job above. With Beam's runner loaded by each job's
+    own class loader, the TaskManagers' heap filled up job after job until one
+    died (`OutOfMemoryError: Java heap space`) some twenty jobs in."""
+    logs = sorted((flink.folder / "flink-logs").glob("*.log"))
+    assert logs
+    for log in logs:
+        assert "OutOfMemoryError" not in log.read_text(errors="replace"), log

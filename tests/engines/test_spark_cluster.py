@@ -5,6 +5,7 @@ SDK workers in their own environment with the wheel, the store in S3 over TCP.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from ..spec.test_conformance import CASES, run_case
 
 pytestmark = pytest.mark.slow
 
-# The cases that rerun and reject (a run takes about a minute here).
-SPARK_CASES = [p for p in CASES if p.stem in ("rerun_is_idempotent", "envelope_errors")]
+# The rejecting case (the Flink tests cover the rest on every store);
+# PROFILE_IMPORT_CLUSTER_ALL_CASES=1 runs every case.
+ALL_CASES = os.environ.get("PROFILE_IMPORT_CLUSTER_ALL_CASES") == "1"
+SPARK_CASES = [p for p in CASES if ALL_CASES or p.stem == "envelope_errors"]
 
 
 @pytest.fixture(scope="module")
