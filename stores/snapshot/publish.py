@@ -201,6 +201,9 @@ class Publishing(Garbage):
         fingerprints: Sequence[str],
     ) -> Version:
         failpoint(DATA_WRITTEN)
+        published = self._published_by(staging)
+        if published is not None:  # a retry of this step, after its publish
+            return published
         parent = staging.parent
         shards = self._shards(parent)
         written = self._written_buckets(staging.execution_id)
@@ -240,6 +243,19 @@ class Publishing(Garbage):
         segments = self._next_ledger(self._ledger(parent), staging.execution_id, entries)
         profiles = (parent.profiles if parent else 0) + profiles_delta
         return self._publish(Commit(parent, number, shards, profiles, execution, segments, changes))
+
+    def _published_by(self, staging: Staging) -> Version | None:
+        """The version this execution published already, on top of its parent
+        (a retried final step finds it, as Beam may retry a bundle that
+        published), else None. Its staging is gone by then: only the published
+        manifest says so."""
+        after = staging.parent.number if staging.parent else 0
+        for number in self._version_numbers():
+            if number > after:
+                manifest = self._read_manifest(number)
+                if manifest["execution"].get("execution_id") == staging.execution_id:
+                    return self._version(manifest)
+        return None
 
     def _next_ledger(
         self, parent: Sequence[Shard], execution_id: str, entries: Sequence[AppliedInput]

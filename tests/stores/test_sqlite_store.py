@@ -102,16 +102,6 @@ def test_rollback_and_compact_are_refused_in_one_line_and_change_nothing(
     assert [v.number for v in store.versions()] == [1] and store.verify().sound
 
 
-def test_a_retried_commit_reports_the_same_version(tmp_path: Path) -> None:
-    """The final step retried after its publish (a database store finds its
-    execution already published)."""
-    store = store_at(tmp_path)
-    staging, buckets = stage(store, "e1", [line("a", {"x": 1})])
-    first = store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
-    again = store.commit(staging, {"execution_id": "e1"}, 1, buckets, [])
-    assert again.number == first.number == 1 and store.current() == again
-
-
 def test_staging_of_a_dead_run_is_removed_by_the_next_run(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     dead, _ = stage(store, "dead", [line("a", {"x": 1})])

@@ -11,8 +11,9 @@ answered by `changes --since`) and keeps the current state.
 Through the store's interface, driven as the launcher and the pipeline drive
 it (`begin`, each bucket's changes to the sink, `commit`): what a publish
 gives the readers, a stale parent or a bucket count that does not add up
-refused publishing nothing, a retried bucket replacing what it staged, an
-aborted run changing nothing, a reader's snapshot, the lock.
+refused publishing nothing, a retried bucket replacing what it staged, a
+retried commit reporting what it published, an aborted run changing nothing,
+a reader's snapshot, the lock.
 
 Each store's own tests (its tables, files, migrations, failure points) sit
 beside this file."""
@@ -210,6 +211,36 @@ def test_a_reader_sees_the_old_or_the_new_state_never_a_mix(store: str) -> None:
     opened.commit(staging, {"execution_id": "e2"}, 0, buckets, [])
     assert {orjson.loads(r)["user_profile"]["v"] for r in [first, *reading]} == {1}
     assert {orjson.loads(r)["user_profile"]["v"] for r in opened.export()} == {2}
+
+
+def test_a_retried_commit_reports_the_version_it_published(store: str) -> None:
+    """The final step retried after its publish (a worker lost after the
+    commit, before its bundle was acknowledged) finds its execution published:
+    the same version again, nothing rewritten. A discarded run's commit, or one
+    whose base another execution moved, still publishes nothing."""
+    opened = open_store(store, buckets=BUCKETS)
+    staging, buckets = stage(opened, "e1", [line("a", {"x": 1})])
+    opened.commit(staging, {"execution_id": "e1"}, 1, buckets, ["fp1"])
+    staging, buckets = stage(opened, "e2", [line("b", {"x": 2})], deleted=[key("a")])
+    first = opened.commit(staging, {"execution_id": "e2"}, 0, buckets, ["fp2"])
+    before = opened.versions()
+    again = opened.commit(staging, {"execution_id": "e2"}, 0, buckets, ["fp2"])
+    assert again == first and (again.number, again.parent, again.profiles) == (2, 1, 1)
+    assert opened.versions() == before and opened.current() == first
+    assert emails(opened) == ["b"] and opened.verify().sound
+    assert opened.applied_inputs(first, ["fp2"])["fp2"].version == 2
+
+    discarded, buckets = stage(opened, "e3", [line("c", {"x": 3})])
+    opened.abort(discarded)
+    with pytest.raises(StoreError, match="nothing was published"):
+        opened.commit(discarded, {"execution_id": "e3"}, 1, buckets, [])
+    staging, buckets = stage(opened, "e4", [line("e", {"x": 4})])
+    opened.commit(staging, {"execution_id": "e4"}, 1, buckets, [])
+    stale = opened.begin("e5", first)  # as if it began before e4 published
+    stale.sink.write_changes(bucket_of(key("d"), BUCKETS), [line("d", {})], [], {key("d"): None})
+    with pytest.raises(StoreError, match="changed during the run"):
+        opened.commit(stale, {"execution_id": "e5"}, 1, 1, [])
+    assert emails(opened) == ["b", "e"] and opened.verify().sound
 
 
 def test_the_lock_admits_one_run(store: str) -> None:
