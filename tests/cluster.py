@@ -561,6 +561,8 @@ class SparkCluster(Cluster):
             f"--job_endpoint=127.0.0.1:{self.job_port}",
             "--environment_type=EXTERNAL",
             f"--environment_config={POOL_ADDRESSES[0]}:{self.pool_port}",
+            # Spark's executors keep their SDK workers from one stage to the next.
+            f"--environment_cache_millis={ENVIRONMENT_CACHE_MILLIS}",
             "--experiments=disable_logging_submission_environment",
         ]
 
