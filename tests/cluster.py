@@ -243,6 +243,11 @@ env:
       all: --add-exports=java.base/sun.net.util=ALL-UNNAMED {opens}
   log:
     dir: {log_dir}
+# The JVMs' working files (every job's jars among them) in the cluster's
+# folder, not in /tmp, where a stopped JVM leaves them behind.
+io:
+  tmp:
+    dirs: {log_dir.parent / "tmp"}
 jobmanager:
   bind-host: 127.0.0.1
   rpc:
@@ -407,6 +412,7 @@ class FlinkCluster(Cluster):
         self.folder.mkdir(parents=True, exist_ok=True)
         logs = self.folder / "flink-logs"
         logs.mkdir(exist_ok=True)
+        (self.folder / "tmp").mkdir(exist_ok=True)
         conf = self.folder / "conf"
         conf.mkdir(exist_ok=True)
         for name in ("log4j.properties", "log4j-console.properties"):
