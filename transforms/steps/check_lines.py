@@ -8,17 +8,16 @@ of its workers, so both check, reject, count and bucket a line the same way
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from profile_import.core import rejects
 from profile_import.core.codes import LineRejected, RejectCode
-from profile_import.core.commands import Accepted, CheckSettings, CommandChecker
+from profile_import.core.commands import CheckSettings, CommandChecker
 from profile_import.core.fold import UPSERT
 from profile_import.core.identifiers import bucket_of
-from profile_import.inputs.lines import Line, ReadPosition, read_lines
+from profile_import.inputs.lines import Line, LineRun, ReadPosition, read_runs
 from profile_import.inputs.plan import InputSplit
 
 from . import metrics
@@ -57,8 +56,8 @@ class SplitTally:
         return counts
 
 
-# How often a check reports its progress: a count of lines, so that the
-# loop over lines stays free of any test (see `checked_lines`).
+# How often, at least, a check reports its progress: after the run of lines
+# that reaches this many since the last report.
 PROGRESS_LINES = 1 << 15
 # (lines read, bytes of the input as stored gone through), for the split so far.
 Progress = Callable[[int, int], None]
@@ -88,60 +87,31 @@ def checked_by_bucket(
     progress: Progress | None = None,
     lines: Iterable[Line] | None = None,
 ) -> dict[int, BucketLines]:
-    """The split's accepted lines by bucket (added to `into`, after what it
-    holds). Blank and rejected lines are counted in `tally`. `lines`: the
-    split's lines as given (a source's, `transforms.import_profiles`), not read."""
-    by_bucket = {} if into is None else into
-    for accepted, content in checked_lines(
-        split, checker, settings, tally, transport_params, progress, lines
-    ):
-        key = accepted.key
-        bucket = bucket_of(key, buckets)
-        in_bucket = by_bucket.get(bucket)
-        if in_bucket is None:
-            by_bucket[bucket] = in_bucket = BucketLines()
-        in_bucket.keys.append(key)
-        in_bucket.kinds.append(accepted.kind)
-        in_bucket.lines.append(content)
-    return by_bucket
-
-
-def checked_lines(
-    split: InputSplit,
-    checker: CommandChecker,
-    settings: CheckSettings,
-    tally: SplitTally,
-    transport_params: dict[str, Any] | None = None,
-    progress: Progress | None = None,
-    given: Iterable[Line] | None = None,
-) -> Iterator[tuple[Accepted, bytes]]:
-    """Every accepted command of the split with its line, in input order.
-
-    Blank and rejected lines are counted in `tally` (rejects encoded there).
-    `progress` hears how far the read has gone every `PROGRESS_LINES` lines
-    and at the end.
+    """The split's accepted lines by bucket, in input order (added to `into`,
+    after what it holds). Blank and rejected lines are counted in `tally`
+    (rejects encoded there). `lines`: the split's lines as given (a
+    source's, `transforms.import_profiles`), not read. `progress` hears how
+    far the read has gone every `PROGRESS_LINES` lines or so, and at the end.
     """
+    by_bucket = {} if into is None else into
     check = checker.check
     redact = settings.redact
     reject_lines = tally.reject_lines
     by_code = tally.rejected_by_code
-    lines = blank = upserts = 0
+    count = blank = upserts = 0
     position = ReadPosition()
-    numbered = (
-        read_lines(split, settings.max_line_bytes, transport_params, position)
-        if given is None
-        else iter(given)
+    runs = (
+        read_runs(split, settings.max_line_bytes, transport_params, position)
+        if lines is None
+        else [run_of(lines)]
     )
-    # Read in runs of lines between two reports (one run without `progress`):
-    # islice counts them, not a test in the loop.
-    run = PROGRESS_LINES if progress is not None else None
+    reported = 0
     try:
-        while True:
-            before = lines
-            for number, content, size in itertools.islice(numbered, run):
-                lines += 1
+        for run in runs:
+            cut = run.cut
+            for number, content in zip(run.numbers, run.contents, strict=True):
                 try:
-                    accepted = check(content, size)
+                    accepted = check(content, cut.get(number))
                 except LineRejected as rejected:
                     by_code[rejected.code] = by_code.get(rejected.code, 0) + 1
                     reject_lines.append(
@@ -150,7 +120,7 @@ def checked_lines(
                             number,
                             rejected,
                             content,
-                            truncated=size > len(content),
+                            truncated=number in cut,
                             redact=redact,
                         )
                     )
@@ -160,13 +130,33 @@ def checked_lines(
                     continue
                 if accepted.operation == UPSERT:
                     upserts += 1
-                yield accepted, content
-            if progress is not None:
-                progress(lines, position.bytes_read())
-            if run is None or lines - before < run:
-                break
+                key = accepted.key
+                bucket = bucket_of(key, buckets)
+                in_bucket = by_bucket.get(bucket)
+                if in_bucket is None:
+                    by_bucket[bucket] = in_bucket = BucketLines()
+                in_bucket.keys.append(key)
+                in_bucket.kinds.append(accepted.kind)
+                in_bucket.lines.append(content)
+            count += len(run.contents)
+            if progress is not None and count - reported >= PROGRESS_LINES:
+                progress(count, position.bytes_read())
+                reported = count
+        if progress is not None:
+            progress(count, position.bytes_read())
     finally:
         # Counted in locals: an attribute update per line costs more than the check.
-        tally.lines += lines
+        tally.lines += count
         tally.blank += blank
         tally.upserts += upserts
+    return by_bucket
+
+
+def run_of(lines: Iterable[Line]) -> LineRun:
+    """Given lines as one run, as the reader gives a file's."""
+    given = list(lines)
+    return LineRun(
+        [line.number for line in given],
+        [line.content for line in given],
+        {line.number: line.size for line in given if line.size > len(line.content)},
+    )

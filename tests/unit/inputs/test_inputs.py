@@ -12,6 +12,7 @@ from backports import zstd
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from profile_import.inputs import lines as lines_module
 from profile_import.inputs.content import ReadError
 from profile_import.inputs.lines import InputReadError, read_lines
 from profile_import.inputs.plan import (
@@ -76,6 +77,56 @@ def test_splits_cover_every_line_once_with_its_number(
     assert files[0].lines == len(expected)
     assert files[0].sha256 == hashlib.sha256(data).hexdigest()
     assert all(s.start < s.end for s in splits if s.end is not None)
+
+
+def expected_lines(data: bytes, max_line_bytes: int) -> list[tuple[int, bytes, int]]:
+    """What the reader gives for the whole of `data`, as SPEC §1 reads it."""
+    pieces = data.split(b"\n")
+    ended = [True] * (len(pieces) - 1) + [False]
+    if not pieces[-1]:
+        pieces, ended = pieces[:-1], ended[:-1]
+    expected = []
+    for index, (piece, has_end) in enumerate(zip(pieces, ended, strict=True)):
+        content = piece[:-1] if has_end and piece.endswith(b"\r") else piece
+        if index == 0:
+            content = content.removeprefix(b"\xef\xbb\xbf")
+        if not content.strip():
+            expected.append((index + 1, b"", 0))
+        else:
+            expected.append((index + 1, content[:max_line_bytes], len(content)))
+    return expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"\n", b"\r", b"\r\n", b" ", b"\t", b"{}", b"ab", b"\xef\xbb\xbf", b"x" * 9]
+        ),
+        max_size=60,
+    ),
+    st.integers(1, 50),
+    st.integers(1, 12),
+    st.integers(1, 16),
+)
+def test_lines_are_read_in_blocks_as_read_whole(
+    tmp_path_factory: pytest.TempPathFactory,
+    parts: list[bytes],
+    split_bytes: int,
+    max_line_bytes: int,
+    block_bytes: int,
+) -> None:
+    """Blocks of any size cut lines anywhere (a `\r\n` or a BOM across two
+    blocks, a line longer than a block or the limit): every range still
+    gives its lines as the whole input read at once would."""
+    data = b"".join(parts)
+    path = tmp_path_factory.mktemp("in") / "a.ndjson"
+    path.write_bytes(data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lines_module, "BLOCK_BYTES", block_bytes)
+        patch.setattr(lines_module, "_SKIP_CHUNK", max(block_bytes // 3, 1))
+        got = read_all([str(path)], split_bytes, max_line_bytes)
+    assert [(n, c, size) for _, n, c, size in got] == expected_lines(data, max_line_bytes)
 
 
 def test_ranges_are_cut_anywhere_and_numbered_by_the_lines_starting_in_them(
