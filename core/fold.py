@@ -27,7 +27,6 @@ need not parse such an UPSERT, nor any DELETE (`moot`, `STAND_IN`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -98,8 +97,9 @@ def moot(kinds: Sequence[int]) -> int:
     return 0
 
 
-@dataclass(frozen=True, slots=True)
-class StoredProfile:
+# Named tuples, not frozen dataclasses: one of each is built per identifier
+# a run folds, and a tuple is the cheapest immutable object to build.
+class StoredProfile(NamedTuple):
     profile: Profile
     created_at: str
     last_modified_at: str
@@ -113,8 +113,7 @@ class Outcome(StrEnum):
     ABSENT = "absent"
 
 
-@dataclass(frozen=True, slots=True)
-class FoldResult:
+class FoldResult(NamedTuple):
     stored: StoredProfile | None
     outcome: Outcome
     deletes_missing: int

@@ -153,6 +153,22 @@ class Identifier(NamedTuple):
         return None
 
 
+def fields_of_key(key: bytes) -> dict[str, str]:
+    """The identifier of a key as the fields of an import or export line
+    (`Identifier.from_key(key).fields()`, without building the identifier
+    when no value was escaped: the store encodes a line this way for every
+    profile it writes)."""
+    if _ESCAPE in key:
+        return Identifier.from_key(key).fields()
+    kind, values = key[:1], key[2:]
+    if kind == b"e":
+        return {EMAIL_HASH: values.decode("utf-8")}
+    if kind == b"u":
+        return {USER_AGENT_ID: values.decode("utf-8")}
+    compartment, _, account = values.partition(_SEPARATOR)
+    return {COMPARTMENT_ID: compartment.decode("utf-8"), USER_ACCOUNT_ID: account.decode("utf-8")}
+
+
 def bucket_of(key: bytes, buckets: int) -> int:
     """The store bucket of a key: stable across processes, runs and machines."""
     return zlib.crc32(key) % buckets

@@ -10,10 +10,12 @@ their JSON. A key never holds a tab or a newline.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from .fold import StoredProfile
-from .identifiers import IDENTIFIER_FIELDS, Identifier
+from .identifiers import IDENTIFIER_FIELDS, Identifier, fields_of_key
 
 SEPARATOR = b"\t"
 _SYSTEM_FIELDS = ("user_profile", "created_at", "last_modified_at")
@@ -22,13 +24,11 @@ _VALUES_OF_KIND = {"a": 2, "e": 1, "u": 1}
 
 def encode(key: bytes, stored: StoredProfile) -> bytes:
     """The store line (with its newline) of the profile of identifier `key`."""
-    record = {
-        **Identifier.from_key(key).fields(),
-        "user_profile": stored.profile,
-        "created_at": stored.created_at,
-        "last_modified_at": stored.last_modified_at,
-    }
-    return key + SEPARATOR + orjson.dumps(record) + b"\n"
+    record: dict[str, Any] = fields_of_key(key)
+    record["user_profile"] = stored.profile
+    record["created_at"] = stored.created_at
+    record["last_modified_at"] = stored.last_modified_at
+    return b"".join((key, SEPARATOR, orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)))
 
 
 def split(line: bytes) -> tuple[bytes, bytes]:

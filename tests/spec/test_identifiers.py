@@ -10,6 +10,7 @@ from profile_import.core.codes import LineRejected, RejectCode
 from profile_import.core.identifiers import (
     Identifier,
     bucket_of,
+    fields_of_key,
     make_key,
     normalise_value,
     resolve,
@@ -92,6 +93,17 @@ def test_key_round_trip_and_fields(identifier: Identifier) -> None:
     assert key.count(b"\x00") == len(identifier.values)
     assert Identifier.from_key(key) == identifier
     assert resolve(identifier.fields()) == key
+
+
+@given(st.sampled_from("aeu"), st.text(min_size=1, max_size=8), st.text(min_size=1, max_size=8))
+def test_fields_of_a_key_are_its_identifiers(kind: str, first: str, second: str) -> None:
+    """The store's fast reading of a key gives the identifier's fields, escaped
+    bytes (below 0x10) and non-ASCII values included."""
+    values = (first, second) if kind == "a" else (first,)
+    key = Identifier(kind, values).key
+    assert (
+        fields_of_key(key) == Identifier.from_key(key).fields() == Identifier(kind, values).fields()
+    )
 
 
 def test_keys_sort_by_kind_then_values() -> None:
