@@ -9,7 +9,9 @@ after `start` (start > 0) is line
                                   the range before).
 
 Each range's newline count and whether its last byte is a newline are counted
-in parallel; prefix sums then number every range.
+in parallel; prefix sums then number every range (`first_lines`). An engine
+that checks the ranges before it numbers them counts the lines that start in
+each instead (`first_lines_after`): the same numbers.
 """
 
 from __future__ import annotations
@@ -37,6 +39,19 @@ def first_lines(counts: Iterable[RangeCount]) -> dict[int, int]:
             numbers[count.start] = newlines_before + (1 if previous_ends_with_newline else 2)
         newlines_before += count.newlines
         previous_ends_with_newline = count.ends_with_newline
+    return numbers
+
+
+def first_lines_after(ranges: Iterable[tuple[int, int]]) -> list[int]:
+    """The number of each range's first line, from (input index, lines that
+    start in the range) for ranges in input order: one after the lines of
+    the ranges before it in its input."""
+    numbers = []
+    before: dict[int, int] = {}
+    for input_index, lines in ranges:
+        seen = before.get(input_index, 0)
+        numbers.append(seen + 1)
+        before[input_index] = seen + lines
     return numbers
 
 

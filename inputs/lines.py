@@ -134,7 +134,7 @@ def _read(
                 position += len(rest)
                 if rest.endswith(b"\n"):
                     break
-        cutter = _Cutter(stream, split.first_line, max_line_bytes)
+        cutter = _Cutter(stream, split.first_line, max_line_bytes, file_start=not split.start)
         remaining = None if split.end is None else split.end - position
         while remaining is None or remaining > 0:
             block = stream.read(BLOCK_BYTES if remaining is None else min(BLOCK_BYTES, remaining))
@@ -158,7 +158,9 @@ class _Cutter:
     from one block to the next, never more of it than the limit: the rest of
     a longer line is read on and skipped."""
 
-    def __init__(self, stream: Any, first_number: int, max_line_bytes: int) -> None:
+    def __init__(
+        self, stream: Any, first_number: int, max_line_bytes: int, *, file_start: bool
+    ) -> None:
         self._stream = stream
         self._number = first_number
         self._max = max_line_bytes
@@ -166,7 +168,9 @@ class _Cutter:
         # mark or `\r` before its newline.
         self._hold = max_line_bytes + len(_UTF8_BOM) + 1
         self._under_way = b""
-        self._file_start = first_number == 1  # its first line may start with a BOM
+        # The input's first line, which may start with a BOM: wherever the
+        # range starts, whatever number its first line was given.
+        self._file_start = file_start
         self.read_past = 0  # bytes the last `run_of` read past its block
 
     def run_of(self, block: bytes) -> LineRun | None:

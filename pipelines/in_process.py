@@ -1,28 +1,34 @@
 """The import's steps on this machine, without Beam: one process per usable core.
 
-    inputs ──contiguous_parts──► one part of the input per worker
-    worker k: count_range ─► first_lines ─► checked_by_bucket ─► its lines by bucket
-              ─ go ─► hands each worker the lines of the buckets it owns
+    inputs ──contiguous_parts──► ranges of the input, in input order
+    worker k: claims a range ─► checked_by_bucket ─► its lines by bucket ─► the next range...
+              once every range is checked: first_lines, share_buckets
+              ─ go ─► hands each worker the lines of the buckets it applies
               ─► apply_lines, bucket after bucket, its parts in_input_order
     this process, meanwhile: hash_content ─► decide (the ledger) ─► go
     Finalizer ─► the report
 
 The same steps as the Beam pipeline (`pipelines.beam_pipeline`), through
-the same Beam-free functions (`inputs.content`, `core.numbering`,
-`transforms.steps.check_lines`, `batches.in_input_order`, `apply_bucket`,
-`decisions`, `reject_files`, `finalize`), so a run means the same whichever
-engine runs it. What it leaves out is what one machine does not need:
-Beam's start-up (a second to import it in each process), many small ranges,
-and a shuffle of every line through a runner.
+the same Beam-free functions (`inputs.content`, `transforms.steps.check_lines`,
+`batches.in_input_order`, `apply_bucket`, `decisions`, `reject_files`,
+`finalize`), so a run means the same whichever engine runs it. What it
+leaves out is what one machine does not need: Beam's start-up (a second to
+import it in each process), and a shuffle of every line through a runner.
 
 From `runner_choice.PARALLEL_MIN_BYTES` of local input, workers forked from
-this process (`runner_choice.local_workers`: as many as the cores it may use)
-each check a contiguous part of the input while this one hashes the inputs
-and asks the ledger; they apply only if every input is to be applied (else
-they are stopped and the run starts again over the inputs it applies). A
-worker keeps each accepted line as read, hands the lines of the buckets
-another worker owns through a file that one maps, and applies its own
-buckets. Below that size, or on one core, this process does it all.
+this process (`runner_choice.local_workers`: as many as the cores it may
+use) check the input while this one hashes the inputs and asks the ledger;
+they apply only if every input is to be applied (else they are stopped and
+the run starts again over the inputs it applies). The input is cut in
+ranges, `RANGES_PER_WORKER` a worker or more, which the workers claim one
+at a time: a worker on a slower or busier core checks fewer, and all end
+together. A range is checked as if it started its input; its lines are
+numbered once every range is, from the lines each holds (its rejects are
+written then). The buckets are then shared out by their lines, largest
+first, so that the folds end together too. A worker keeps each accepted
+line as read, hands the lines of the buckets another worker applies
+through a file that one maps, and applies its own. Below that size, or on
+one core, this process does it all.
 
 The processes are `multiprocessing`'s (forked: the schemas, the settings and
 the store's handles are already in memory). What it lacks is kept here: a
@@ -41,7 +47,7 @@ import os
 import pickle
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
@@ -49,8 +55,8 @@ from typing import Any
 
 from profile_import.core.commands import CommandChecker
 from profile_import.core.locations import is_remote
-from profile_import.core.numbering import RangeCount, first_lines
-from profile_import.inputs.content import count_range, hash_content
+from profile_import.core.numbering import first_lines_after
+from profile_import.inputs.content import hash_content
 from profile_import.inputs.plan import InputFile, InputSplit, contiguous_parts
 from profile_import.runners import runner_choice
 from profile_import.runners.parent_death import die_with_parent
@@ -68,22 +74,24 @@ from .job import ImportJob
 
 RUNNER = "InProcess"
 
-# (input index, first line): where a range of the input starts.
+# (input index, first byte): where a range of the input starts, which orders
+# the ranges of a run as their lines (the workers number lines only once
+# every range is checked).
 Position = tuple[int, int]
-# (input index, first line of its range, the lines): one worker's lines of a
+# (input index, first byte of its range, the lines): one range's lines of a
 # bucket, as `batches.in_input_order` orders them.
 BucketPart = tuple[int, int, BucketLines]
 
 
 @dataclass
 class Part:
-    """What checking a part of the input found: the accepted lines by bucket,
-    counts per input, the rejects of each split with any."""
+    """What checking a contiguous range of the input found: the accepted
+    lines by bucket, counts per input, each split's tally of rejects."""
 
     position: Position  # where the part starts in the input
     buckets: dict[int, BucketLines] = field(default_factory=dict)
     counts: dict[int, dict[str, int]] = field(default_factory=dict)
-    rejects: list[tuple[tuple[int, int], bytes]] = field(default_factory=list)
+    rejects: list[tuple[InputSplit, SplitTally]] = field(default_factory=list)
 
 
 @dataclass
@@ -100,7 +108,7 @@ class Checked:
 def check(job: ImportJob, checker: CommandChecker, splits: Sequence[InputSplit]) -> Part:
     """Checks the splits, which follow each other in input order."""
     params = job.transport_params or None
-    part = Part(splits[0].sequence if splits else (0, 0))
+    part = Part((splits[0].input_index, splits[0].start) if splits else (0, 0))
     for split in splits:
         tally = SplitTally()
         name = f"{split.input_index}-{split.start}"
@@ -117,8 +125,8 @@ def check(job: ImportJob, checker: CommandChecker, splits: Sequence[InputSplit])
         )
         index = split.input_index
         part.counts[index] = add_counts([part.counts.get(index, {}), tally.counts()])
-        if tally.reject_lines:
-            part.rejects.append((split.sequence, b"".join(tally.reject_lines)))
+        if tally.rejected:
+            part.rejects.append((split, tally))
         progress.mark_members(job.progress_dir, f"buckets-{name}", part.buckets)
     return part
 
@@ -145,8 +153,16 @@ def apply(job: ImportJob, buckets: Mapping[int, Sequence[BucketPart]]) -> list[d
     return results
 
 
-def write_rejects(job: ImportJob, part: Part) -> list[RejectFile]:
-    return [write_reject_file(job.rejects_dir, seq, payload) for seq, payload in part.rejects]
+def write_rejects(job: ImportJob, part: Part, first_line: int | None = None) -> list[RejectFile]:
+    """The part's reject files; `first_line`: the number of its first line,
+    when it was checked as if it started its input."""
+    files = []
+    for split, tally in part.rejects:
+        shift = 0 if first_line is None else first_line - 1
+        lines = tally.reject_lines(split.display_name, redact=job.check.redact, shift=shift)
+        sequence = (split.input_index, split.first_line + shift)
+        files.append(write_reject_file(job.rejects_dir, sequence, b"".join(lines)))
+    return files
 
 
 def in_one(job: ImportJob, checker: CommandChecker, splits: Sequence[InputSplit]) -> Checked:
@@ -159,111 +175,137 @@ def in_one(job: ImportJob, checker: CommandChecker, splits: Sequence[InputSplit]
 
 
 class Crew:
-    """What the workers of a run share, made before they are forked: the plan,
-    the newline counts that number the ranges, two barriers, the go.
+    """What the workers of a run share, made before they are forked: the
+    ranges of the input, the next one to claim, the lines each range holds
+    once checked, two barriers, the go.
 
-    A worker waits for the others at a barrier twice (its ranges counted;
-    its lines handed over) and for this process's go once; a worker that
-    fails or dies leaves the others waiting, and this process stops them all.
+    A worker claims ranges one after another until none is left, so that
+    every worker stays busy to the end whatever the speed of its core. It
+    waits for the others at a barrier twice (every range checked, which
+    numbers the lines; its lines handed over) and for this process's go
+    once; a worker that fails or dies leaves the others waiting, and this
+    process stops them all.
     """
 
-    def __init__(self, plan: Sequence[Sequence[InputSplit]], folder: str) -> None:
+    def __init__(
+        self, ranges: Sequence[InputSplit], workers: int, buckets: int, folder: str
+    ) -> None:
         context = multiprocessing.get_context("fork")
-        self.plan = plan
-        self.size = len(plan)
+        self.ranges = ranges
+        self.size = workers
         self.folder = folder
-        # Every cut range, by (input, start): its newlines and whether it ends
-        # with one, counted by the worker that reads it.
-        self.ranges = [s for splits in plan for s in splits if s.end is not None]
-        self.counts = context.Array("q", 2 * len(self.ranges) or 1, lock=False)
-        self.counted = context.Barrier(self.size)
-        self.handed = context.Barrier(self.size)
+        self._next = context.Value("q", 0)
+        self._lines = context.Array("q", len(ranges) or 1, lock=False)
+        self._bucket_lines = context.Array("q", buckets)
+        self._owners: list[int] = []
+        self.checked = context.Barrier(workers)
+        self.handed = context.Barrier(workers)
         self.go = context.Event()
 
-    def numbered(self, number: int, params: dict[str, Any] | None) -> list[InputSplit]:
-        """This worker's splits, numbered once every worker has counted its
-        ranges (as Beam's NumberSplits: `count_range`, then `first_lines`)."""
-        ends = {s.input_index: s.start for s in self.ranges}  # each input's last range
-        for i, split in enumerate(self.ranges):
-            if split in self.plan[number] and split.start != ends[split.input_index]:
-                count = count_range(split, params)
-                self.counts[2 * i], self.counts[2 * i + 1] = count.newlines, count.ends_with_newline
-        self.counted.wait()
-        done = []
-        for split in self.plan[number]:
-            if split.first_line != 0:
-                done.append(split)
-                continue
-            counts = [
-                RangeCount(s.start, self.counts[2 * i], bool(self.counts[2 * i + 1]))
-                for i, s in enumerate(self.ranges)
-                if s.input_index == split.input_index and s.start <= split.start
-            ]
-            done.append(replace(split, first_line=first_lines(counts)[split.start]))
-        return done
+    def claim(self) -> int | None:
+        """The index of the next range to check (None: none left)."""
+        with self._next.get_lock():
+            index: int = self._next.value
+            if index >= len(self.ranges):
+                return None
+            self._next.value = index + 1
+        return index
+
+    def checked_range(self, index: int, part: Part) -> None:
+        """What a range holds: its lines, and the accepted ones of each bucket."""
+        self._lines[index] = sum(counts.get("lines", 0) for counts in part.counts.values())
+        with self._bucket_lines.get_lock():
+            for bucket, lines in part.buckets.items():
+                self._bucket_lines[bucket] += len(lines.keys)
+
+    def share_buckets(self) -> None:
+        """Who applies which bucket, once every range is checked: the largest
+        bucket first, each to the worker with the fewest lines so far, so
+        that the workers end their folds close together. Every worker
+        reckons the same."""
+        loads = [0] * self.size
+        self._owners = [0] * len(self._bucket_lines)
+        lines: list[int] = self._bucket_lines[:]
+        for bucket in sorted(range(len(lines)), key=lambda b: (-lines[b], b)):
+            worker = loads.index(min(loads))
+            self._owners[bucket] = worker
+            loads[worker] += lines[bucket]
+
+    def first_lines(self) -> list[int]:
+        """The number of each range's first line, once every range is checked
+        (`numbering.first_lines_after`: from the lines each range holds)."""
+        return first_lines_after(
+            (split.input_index, self._lines[index]) for index, split in enumerate(self.ranges)
+        )
 
     def owner(self, bucket: int) -> int:
-        """Which worker applies a bucket."""
-        return bucket % self.size
+        """Which worker applies a bucket (`share_buckets`)."""
+        return self._owners[bucket]
 
     def _path(self, sender: int, receiver: int, what: str) -> str:
         return os.path.join(self.folder, f"{sender}-to-{receiver}.{what}")
 
-    def hand_over(self, number: int, part: Part) -> dict[int, list[BucketPart]]:
+    def hand_over(self, number: int, parts: Sequence[Part]) -> dict[int, list[BucketPart]]:
         """Hands every other worker the lines of its buckets; returns, once
         every worker has, the parts of the buckets this one owns."""
         for receiver in range(self.size):
             if receiver != number:
-                self._send(number, receiver, part)
-        mine = {
-            b: [(*part.position, lines)]
-            for b, lines in part.buckets.items()
-            if self.owner(b) == number
-        }
-        part.buckets.clear()  # what was handed over: its memory serves the folds
+                self._send(number, receiver, parts)
+        mine: dict[int, list[BucketPart]] = {}
+        for part in parts:
+            for bucket, lines in part.buckets.items():
+                if self.owner(bucket) == number:
+                    mine.setdefault(bucket, []).append((*part.position, lines))
+            part.buckets.clear()  # what was handed over: its memory serves the folds
         self.handed.wait()
         for sender in range(self.size):
             if sender != number:
                 for bucket, handed in self._receive(sender, number).items():
-                    mine.setdefault(bucket, []).append(handed)
+                    mine.setdefault(bucket, []).extend(handed)
         # Left to the process's exit, like everything it built (see `_worker`).
         LEFT_TO_EXIT.append(mine)
         return mine
 
-    def _send(self, sender: int, receiver: int, part: Part) -> None:
-        """The lines one after another in one file, their buckets, keys, kinds
-        and ends in another (marshal: the fastest for lists of bytes)."""
+    def _send(self, sender: int, receiver: int, parts: Sequence[Part]) -> None:
+        """The lines one after another in one file, their parts, buckets,
+        keys, kinds and ends in another (marshal: the fastest for lists of
+        bytes)."""
         header = []
         end = 0
         # Written line by line through one buffer: joining them first would
         # copy them all into new memory, then into the file.
         with open(self._path(sender, receiver, "lines"), "wb", buffering=1 << 20) as f:
-            for bucket, lines in part.buckets.items():
-                if self.owner(bucket) != receiver:
-                    continue
-                f.writelines(lines.lines)
-                ends = list(itertools.accumulate(map(len, lines.lines), initial=end))
-                header.append((bucket, lines.keys, ends, bytes(lines.kinds)))
-                end = ends[-1]
+            for part in parts:
+                handed = []
+                for bucket, lines in part.buckets.items():
+                    if self.owner(bucket) != receiver:
+                        continue
+                    f.writelines(lines.lines)
+                    ends = list(itertools.accumulate(map(len, lines.lines), initial=end))
+                    handed.append((bucket, lines.keys, ends, bytes(lines.kinds)))
+                    end = ends[-1]
+                header.append((part.position, handed))
         with open(self._path(sender, receiver, "keys"), "wb") as f:
-            f.write(marshal.dumps((part.position, header)))
+            f.write(marshal.dumps(header))
 
-    def _receive(self, sender: int, receiver: int) -> dict[int, BucketPart]:
+    def _receive(self, sender: int, receiver: int) -> dict[int, list[BucketPart]]:
         """What `sender` handed over, by bucket: views of its file, mapped for
         as long as this process runs, parsed straight from the mapping."""
         with open(self._path(sender, receiver, "keys"), "rb") as f:
-            position, header = marshal.loads(f.read())
+            header = marshal.loads(f.read())
         with open(self._path(sender, receiver, "lines"), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         LEFT_TO_EXIT.append(mapped)
         view = memoryview(mapped)
-        handed = {}
-        for bucket, keys, ends, kinds in header:
-            if len(ends) != len(keys) + 1 or len(kinds) != len(keys) or ends[-1] > size:
-                raise InProcessError(f"worker {sender + 1} handed over a damaged list of lines")
-            lines: list[bytes | memoryview] = [view[a:b] for a, b in itertools.pairwise(ends)]
-            handed[bucket] = (*position, BucketLines(keys, bytearray(kinds), lines))
+        handed: dict[int, list[BucketPart]] = {}
+        for (input_index, start), buckets in header:
+            for bucket, keys, ends, kinds in buckets:
+                if len(ends) != len(keys) + 1 or len(kinds) != len(keys) or ends[-1] > size:
+                    raise InProcessError(f"worker {sender + 1} handed over a damaged list of lines")
+                lines: list[bytes | memoryview] = [view[a:b] for a, b in itertools.pairwise(ends)]
+                part = (input_index, start, BucketLines(keys, bytearray(kinds), lines))
+                handed.setdefault(bucket, []).append(part)
         return handed
 
 
@@ -274,19 +316,28 @@ LEFT_TO_EXIT: list[Any] = []
 
 
 def work(job: ImportJob, checker: CommandChecker, crew: Crew, number: int) -> Checked:
-    """One worker's share of the run: check its part, hand over, apply its buckets."""
-    splits = crew.numbered(number, job.transport_params or None)
-    part = check(job, checker, splits)
+    """One worker's share of the run: check the ranges it claims, hand over,
+    apply its buckets."""
+    parts: list[tuple[int, Part]] = []
+    while (index := crew.claim()) is not None:
+        # Checked as if it started its input: numbered once every range is.
+        part = check(job, checker, [replace(crew.ranges[index], first_line=1)])
+        crew.checked_range(index, part)
+        parts.append((index, part))
+    counts = per_input(part.counts for _, part in parts)
     # For the report of a run that fails from here (`counts_checked`).
     # Whole or absent under its name: the parent reads it whenever one fails.
     path = os.path.join(crew.folder, f"counts-{number}.pickle")
     with open(f"{path}.part", "wb") as f:
-        pickle.dump(part.counts, f)
+        pickle.dump(counts, f)
     os.replace(f"{path}.part", path)
+    crew.checked.wait()
+    numbers = crew.first_lines()
+    crew.share_buckets()
     crew.go.wait()
-    buckets = crew.hand_over(number, part)
-    reject_files = write_rejects(job, part)
-    return Checked(part.counts, reject_files, apply(job, buckets))
+    buckets = crew.hand_over(number, [part for _, part in parts])
+    reject_files = [f for i, part in parts for f in write_rejects(job, part, numbers[i])]
+    return Checked(counts, reject_files, apply(job, buckets))
 
 
 def _worker(
@@ -307,6 +358,15 @@ def _worker(
 
 
 PerInput = dict[int, dict[str, int]]
+
+
+def per_input(counts: Iterable[PerInput]) -> PerInput:
+    """Counts per input, summed."""
+    every = list(counts)
+    indexes = sorted({index for one in every for index in one})
+    return {i: add_counts(one.get(i, {}) for one in every) for i in indexes}
+
+
 # How long a failed run waits for the other workers' counts of what they
 # checked, for its report, before it reports none.
 COUNTS_GRACE_SECONDS = 30.0
@@ -361,8 +421,7 @@ def counts_checked(folder: str, workers: int) -> PerInput | None:
                 counts.append(pickle.load(f))
         except (OSError, pickle.UnpicklingError, EOFError):
             return None
-    indexes = {index for one in counts for index in one}
-    return {i: add_counts(one.get(i, {}) for one in counts) for i in sorted(indexes)}
+    return per_input(counts)
 
 
 class Workers:
@@ -424,7 +483,7 @@ class Workers:
         """Waits, `grace` seconds at most, until every worker has counted what
         it checked (`work`) or has ended."""
         # A worker waiting for the failed one at a barrier would wait for ever.
-        self.crew.counted.abort()
+        self.crew.checked.abort()
         self.crew.handed.abort()
         deadline = time.monotonic() + grace
         for number, process in enumerate(self.processes):
@@ -449,22 +508,23 @@ class Workers:
 def in_workers(
     job: ImportJob,
     checker: CommandChecker,
-    plan: Sequence[Sequence[InputSplit]],
+    plan: Plan,
     go: Callable[[], bool],
 ) -> Checked | None:
-    """The plan's parts in forked workers at once, each checking its part and
-    applying the buckets it owns; none hands over before `go()`, called here
-    meanwhile, says to (None: it did not, nothing was applied).
+    """The plan's ranges in forked workers at once, each checking the ranges
+    it claims and applying the buckets it owns; none hands over before
+    `go()`, called here meanwhile, says to (None: it did not, nothing was
+    applied).
 
     Input order holds for every identifier: a bucket's parts are applied in
     the order of the input ranges they come from (`in_input_order`),
-    whichever worker applies it.
+    whichever worker checked or applies them.
     """
     # The hand-over files: removed whatever ends the run, or by the next run.
     with scratch_folder("profile-import-workers-") as folder:
         workers: Workers | None = None
         try:
-            crew = Crew(plan, folder)
+            crew = Crew(plan.ranges, plan.workers, job.buckets, folder)
             workers = Workers(job, checker, crew)
             if not go():
                 return None
@@ -476,7 +536,7 @@ def in_workers(
                 # checking before the report counts them (a death or an
                 # interrupt ends the run at once).
                 workers.checked(folder, COUNTS_GRACE_SECONDS)
-            counts = counts_checked(folder, len(plan))
+            counts = counts_checked(folder, plan.workers)
             if counts is None:
                 raise
             with counted(counts):
@@ -485,25 +545,42 @@ def in_workers(
             if workers is not None:
                 workers.stop()
     return Checked(
-        counts={
-            index: add_counts(one.counts.get(index, {}) for one in done)
-            for index in sorted({i for one in done for i in one.counts})
-        },
+        counts=per_input(one.counts for one in done),
         reject_files=[f for one in done for f in one.reject_files],
         results=[r for one in done for r in one.results],
         processes=len(done),
     )
 
 
-def plan_for(inputs: Sequence[InputFile]) -> list[list[InputSplit]]:
-    """The inputs in one part per worker (`runner_choice.local_workers`); in
-    one part, each read whole, when an input is not a local file of known
-    size. No part when there is no input."""
+# The ranges the workers claim one at a time: at least this many a worker,
+# so that the last ones to finish end close together, and at most this
+# many bytes each.
+RANGES_PER_WORKER = 8
+MAX_RANGE_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The inputs as ranges in input order, and how many processes check them."""
+
+    ranges: list[InputSplit]
+    workers: int
+
+
+def plan_for(inputs: Sequence[InputFile]) -> Plan:
+    """One process (`runner_choice.local_workers`), and each input read whole,
+    when an input is not a local file of known size; else the inputs cut in
+    ranges of at most `MAX_RANGE_BYTES`, `RANGES_PER_WORKER` a worker or
+    more. No range when there is no input."""
     if any(f.size is None or is_remote(f.location) for f in inputs):
         workers = 1
     else:
-        workers = runner_choice.local_workers(sum(f.size or 0 for f in inputs))
-    return contiguous_parts(inputs, workers)
+        size = sum(f.size or 0 for f in inputs)
+        workers = runner_choice.local_workers(size)
+    if workers == 1:
+        return Plan([s for part in contiguous_parts(inputs, 1) for s in part], 1)
+    count = max(workers * RANGES_PER_WORKER, -(-size // MAX_RANGE_BYTES))
+    return Plan([s for part in contiguous_parts(inputs, count) for s in part], workers)
 
 
 def run(job: ImportJob) -> dict[str, Any]:
@@ -535,7 +612,7 @@ def run(job: ImportJob) -> dict[str, Any]:
     try:
         with paused():
             plan = plan_for(ctx.inputs)
-            if len(plan) > 1:
+            if plan.workers > 1:
                 # The workers check while this process hashes the inputs and
                 # asks the ledger; they apply only if it applies every input.
                 done = in_workers(job, checker, plan, applies_all)
@@ -545,10 +622,10 @@ def run(job: ImportJob) -> dict[str, Any]:
                 decided = decided or decide_inputs()
                 applied = [f for f in ctx.inputs if f.index in decided.applied]
                 plan = plan_for(applied)
-                if len(plan) > 1:
+                if plan.workers > 1:
                     done = in_workers(job, checker, plan, lambda: True)
                 else:
-                    done = in_one(job, checker, plan[0] if plan else [])
+                    done = in_one(job, checker, plan.ranges)
     except Exception as e:
         raise RunFailed(_first_line(e), getattr(e, "counts", None), decided) from e
     if done is None or decided is None:  # cannot be: each path above sets both

@@ -100,8 +100,9 @@ class ParseSplitFn(beam.DoFn):
                     bucket, split.input_index, split.first_line, keyed_lines, self._spill_dir
                 ),
             )
-        if tally.reject_lines:
-            yield beam.pvalue.TaggedOutput(REJECTS, (split.sequence, b"".join(tally.reject_lines)))
+        if tally.rejected:
+            encoded = tally.reject_lines(split.display_name, redact=self._settings.redact)
+            yield beam.pvalue.TaggedOutput(REJECTS, (split.sequence, b"".join(encoded)))
         # Counted once per split, not per line: a counter update costs more than a line.
         counts = tally.counts()
         if self._counts_dir is not None:

@@ -310,9 +310,9 @@ def test_in_process_run_equals_sequential_fold(
 def test_in_process_run_in_workers_equals_sequential_fold(
     first: list[str], second: list[str], files: int, split_bytes: int, spill: bool, workers: int
 ) -> None:
-    """With the inputs cut in parts of about equal bytes, each checked by a
-    forked worker (`plan.contiguous_parts`), whatever the files, the number
-    of workers and where the cuts fall."""
+    """With the inputs cut in ranges that forked workers claim one at a time
+    and number once all are checked (`in_process.Crew`), whatever the
+    files, the number of workers and where the cuts fall."""
     forks: list[int] = []
 
     class Counted(in_process.Workers):

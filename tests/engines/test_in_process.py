@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -310,10 +311,12 @@ def test_a_run_with_an_applied_input_in_workers_applies_only_the_new_one(
     assert [p["user_profile"] for p in alice] == [{"v": 1, "w": 2}]
 
 
-def _worker_of(splits: Any, size: int) -> int:
-    """Which worker checks these splits of one input of `size` bytes."""
-    share = -(-size // runner_choice.usable_cores())
-    return int(splits[0].start // share)
+def _holds(splits: Any, failing: int, size: int) -> bool:
+    """Whether these splits of one input of `size` bytes are its first range
+    (`failing` 0) or its last (-1): whichever worker claims them checks them."""
+    if failing == 0:
+        return bool(splits[0].start == 0)
+    return splits[-1].end in (None, size)
 
 
 @pytest.mark.parametrize("failing", [0, -1])
@@ -325,10 +328,12 @@ def test_a_failure_in_any_worker_fails_the_run_with_its_own_cause(
     failing: int,
     step: str,
 ) -> None:
-    """Whichever worker fails, before handing its lines over or after, or
-    dies (SIGKILL) while it applies, the run fails at once with that
-    worker's own cause, in one line, stops the others and publishes nothing."""
+    """Whichever worker fails, while it checks the input's first or last
+    range or after handing its lines over, or dies (SIGKILL) while it
+    applies, the run fails at once with that worker's own cause, in one
+    line, stops the others and publishes nothing."""
     workers = runner_choice.usable_cores()
+    failing_range = failing
     failing %= workers
     lines = [upsert({"email_hash": f"h{i}"}, {"n": i}) for i in range(40)]
     first = write_lines(tmp_path / "a.ndjson", lines[:20])
@@ -338,12 +343,12 @@ def test_a_failure_in_any_worker_fails_the_run_with_its_own_cause(
     check = in_process.check
 
     def failing_check(job: Any, checker: Any, splits: Any) -> Any:
-        if _worker_of(splits, second.stat().st_size) == failing:
-            raise StoreError(f"store s: cannot check part {failing} (test)")
+        if _holds(splits, failing_range, second.stat().st_size):
+            raise StoreError(f"store s: cannot check range {failing_range} (test)")
         return check(job, checker, splits)
 
     def failing_apply(source: Any, sink: Any, bucket: int, *args: Any) -> dict[str, int]:
-        if bucket % workers == failing:
+        if multiprocessing.current_process().name == f"profile-import worker {failing + 1}":
             if step == "killed":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise StoreError(f"store s: bucket {bucket} is damaged (test)")

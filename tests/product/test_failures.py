@@ -501,7 +501,7 @@ def test_a_worker_killed_mid_run_fails_the_run_at_once_and_frees_the_store(
     """A worker that dies (`kill -9`, as the kernel kills one out of memory)
     fails the run within seconds, in one line that names it, releases the
     lock and publishes nothing: the next run is not blocked. On Beam's local
-    runner it is a worker process; in this process, one of the forked halves."""
+    runner it is a worker process; in this process, one of the forked workers."""
     store, current, before = seeded_store(tmp_path)
     process = start_mid_run(store, big_input, engine, "--direct_num_workers=2")
     workers = children(process.pid)

@@ -30,12 +30,30 @@ class SplitTally:
         self.lines = 0
         self.blank = 0
         self.upserts = 0
-        self.reject_lines: list[bytes] = []  # encoded as the rejects file's NDJSON
+        # Each rejected line as (number, code, message, content kept, cut):
+        # encoded once its number is sure (`reject_lines`).
+        self.rejects: list[tuple[int, RejectCode, str, bytes, bool]] = []
         self.rejected_by_code: dict[RejectCode, int] = {}
 
     @property
     def rejected(self) -> int:
-        return len(self.reject_lines)
+        return len(self.rejects)
+
+    def reject_lines(self, file: str, *, redact: bool, shift: int = 0) -> list[bytes]:
+        """The rejects as lines of the rejects file; `shift` is added to each
+        line number (a split checked as if it started the input, by an
+        engine that numbers its lines afterwards)."""
+        return [
+            rejects.encode(
+                file,
+                number + shift,
+                LineRejected(code, message),
+                content,
+                truncated=truncated,
+                redact=redact,
+            )
+            for number, code, message, content, truncated in self.rejects
+        ]
 
     @property
     def accepted(self) -> int:
@@ -89,14 +107,13 @@ def checked_by_bucket(
 ) -> dict[int, BucketLines]:
     """The split's accepted lines by bucket, in input order (added to `into`,
     after what it holds). Blank and rejected lines are counted in `tally`
-    (rejects encoded there). `lines`: the split's lines as given (a
+    (rejects kept there). `lines`: the split's lines as given (a
     source's, `transforms.import_profiles`), not read. `progress` hears how
     far the read has gone every `PROGRESS_LINES` lines or so, and at the end.
     """
     by_bucket = {} if into is None else into
     check = checker.check
-    redact = settings.redact
-    reject_lines = tally.reject_lines
+    reject_list = tally.rejects
     by_code = tally.rejected_by_code
     count = blank = upserts = 0
     position = ReadPosition()
@@ -114,15 +131,8 @@ def checked_by_bucket(
                     accepted = check(content, cut.get(number))
                 except LineRejected as rejected:
                     by_code[rejected.code] = by_code.get(rejected.code, 0) + 1
-                    reject_lines.append(
-                        rejects.encode(
-                            split.display_name,
-                            number,
-                            rejected,
-                            content,
-                            truncated=number in cut,
-                            redact=redact,
-                        )
+                    reject_list.append(
+                        (number, rejected.code, rejected.message, content, number in cut)
                     )
                     continue
                 if accepted is None:

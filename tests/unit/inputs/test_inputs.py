@@ -4,6 +4,7 @@ import bz2
 import gzip
 import hashlib
 import lzma
+from dataclasses import replace
 from pathlib import Path
 
 import lz4.frame
@@ -150,6 +151,18 @@ def test_bom_is_dropped_on_the_first_line_only(tmp_path: Path) -> None:
     path = tmp_path / "a.ndjson"
     path.write_bytes(b"\xef\xbb\xbf{}\n\xef\xbb\xbf{}\n")
     assert [c for _, _, c, _ in read_all([str(path)], 1 << 20)] == [b"{}", b"\xef\xbb\xbf{}"]
+
+
+def test_a_range_read_as_if_it_started_its_input_keeps_a_bom(tmp_path: Path) -> None:
+    """The local engine's workers number a range's lines once every range is
+    checked, reading it from number 1: only the input's first byte starts a
+    BOM that is not content."""
+    path = tmp_path / "a.ndjson"
+    path.write_bytes(b"\xef\xbb\xbf{}\n\xef\xbb\xbf{}\n")
+    _, splits = plan([str(path)], split_bytes=6)
+    assert [s.start for s in splits] == [0, 6]
+    got = [(n, c) for split in splits for n, c, _ in read_lines(replace(split, first_line=1), 100)]
+    assert got == [(1, b"{}"), (1, b"\xef\xbb\xbf{}")]
 
 
 def test_a_bom_does_not_count_against_the_size_limit(tmp_path: Path) -> None:
