@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 
 from . import records
-from .changes import CREATED, DELETED, UPDATED, Change
+from .changes import CREATED, DELETED, UPDATED, Change, profile_state_digest
 from .fold import Command, Outcome, apply_commands
 
 _KINDS = {Outcome.CREATED: CREATED, Outcome.UPDATED: UPDATED, Outcome.DELETED: DELETED}
@@ -85,19 +85,22 @@ def bucket_changes(
     decode, encode = records.decode_record, records.encode
     for key in sorted(commands):
         record = before.get(key)
-        result = apply_commands(None if record is None else decode(record), commands[key], now)
+        stored = None if record is None else decode(record)
+        result = apply_commands(stored, commands[key], now)
         outcomes[result.outcome] += 1
         missing += result.deletes_missing
         kind = _KINDS.get(result.outcome)
         if kind is None:
             continue  # unchanged, or absent before and after
+        # Folds never change the stored profile they start from (`merge`).
+        state = None if stored is None else profile_state_digest(stored.profile, stored.created_at)
         if result.stored is None:
             deleted.append(key)
-            found.append(Change(key, kind, record, None))
+            found.append(Change(key, kind, record, None, state))
         else:
             line = encode(key, result.stored)
             changed.append(line)
-            found.append(Change(key, kind, record, line))
+            found.append(Change(key, kind, record, line, state))
     tally.update({outcome: count for outcome, count in outcomes.items() if count})
     tally["deletes_missing"] += missing
     return changed, deleted

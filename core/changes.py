@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -40,6 +40,9 @@ class Change(NamedTuple):
     kind: str
     before: bytes | None
     after: bytes | None
+    # `before`'s state digest, when the run that found the change had its
+    # record parsed at hand (else `before_digests` parses it).
+    before_state: str | None = None
 
 
 def state_digest(record: bytes) -> str:
@@ -47,13 +50,21 @@ def state_digest(record: bytes) -> str:
     key order aside, as JSON has it) and `created_at`; `last_modified_at` moves
     with any write, so a profile changed and changed back compares equal."""
     obj = orjson.loads(record)
-    state = orjson.dumps([obj["user_profile"], obj["created_at"]], option=orjson.OPT_SORT_KEYS)
+    return profile_state_digest(obj["user_profile"], obj["created_at"])
+
+
+def profile_state_digest(profile: Any, created_at: str) -> str:
+    """`state_digest` of a record already parsed."""
+    state = orjson.dumps([profile, created_at], option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(state, digest_size=16).hexdigest()
 
 
 def before_digests(changes: Iterable[Change]) -> dict[bytes, str | None]:
     """Each changed key's state digest before the run (None: it was absent)."""
-    return {c.key: None if c.before is None else state_digest(c.before) for c in changes}
+    return {
+        c.key: None if c.before is None else (c.before_state or state_digest(c.before))
+        for c in changes
+    }
 
 
 def net_change(before: str | None, now: bytes | None) -> str | None:

@@ -15,6 +15,7 @@ import pytest
 
 from profile_import.core import records
 from profile_import.core.bucket import apply_to_bucket, bucket_changes
+from profile_import.core.changes import Change, state_digest
 from profile_import.core.fold import DELETE, Command
 from profile_import.stores import failpoints, open_store
 from profile_import.stores.base import StoreError
@@ -57,8 +58,14 @@ def test_bucket_changes_are_what_apply_to_bucket_changes() -> None:
     after = list(apply_to_bucket(stored, commands(), NOW, whole))
     touched = [x for x in stored if records.split(x)[0] in commands()]
     tally: Counter[str] = Counter()
-    changed, deleted = bucket_changes(touched, commands(), NOW, tally)
+    found: list[Change] = []
+    changed, deleted = bucket_changes(touched, commands(), NOW, tally, found)
     assert tally == whole
+    # Each change's state before, from the record it parsed, is the record's.
+    assert [c.before_state for c in found] == [
+        None if c.before is None else state_digest(c.before) for c in found
+    ]
+    assert [c.key for c in found if c.before is not None] == [key("d"), key("f")]
     assert [records.split(x)[0] for x in changed] == [key("a"), key("d")]
     assert deleted == [key("f")]
     # The stored bucket with these changes applied is the bucket apply_to_bucket gives.
