@@ -295,8 +295,8 @@ def split_ranges(file: InputFile, split_bytes: int = DEFAULT_SPLIT_BYTES) -> lis
 
 def contiguous_parts(files: Sequence[InputFile], parts: int) -> list[list[InputSplit]]:
     """The inputs as at most `parts` lists of splits of about equal bytes, each
-    list following the one before in input order (the local engine's
-    workers, `pipelines.in_process`).
+    list following the one before in input order (the ranges the local
+    engine's workers claim, `pipelines.in_process.plan_for`).
 
     A plain input is cut where a list's share ends, anywhere (a range holds
     the lines that start in it); a range that starts past its input's first

@@ -2,7 +2,7 @@
 
 Both kinds of worker a local run starts use it: Beam's SDK workers
 (`local_worker.py`) and the in-process runner's forked workers
-(`pipelines/in_process.py`). A launcher killed with SIGKILL cannot stop its
+(`pipelines/forked_workers.py`). A launcher killed with SIGKILL cannot stop its
 workers itself; without this they would go on, holding memory and staging
 buckets for no one. Standard library only, so a freshly forked or started
 worker calls it before importing anything heavy.

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from profile_import.core.merge import upsert
-from profile_import.pipelines import in_process
+from profile_import.pipelines import forked_workers
 from profile_import.runners import runner_choice
 from profile_import.runners.execution import Execution, RunSettings
 from profile_import.stores import history_of, open_store, snapshot
@@ -311,11 +311,11 @@ def test_in_process_run_in_workers_equals_sequential_fold(
     first: list[str], second: list[str], files: int, split_bytes: int, spill: bool, workers: int
 ) -> None:
     """With the inputs cut in ranges that forked workers claim one at a time
-    and number once all are checked (`in_process.Crew`), whatever the
+    and number once all are checked (`forked_workers.Crew`), whatever the
     files, the number of workers and where the cuts fall."""
     forks: list[int] = []
 
-    class Counted(in_process.Workers):
+    class Counted(forked_workers.Workers):
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
             forks.append(len(self.processes))
@@ -324,7 +324,7 @@ def test_in_process_run_in_workers_equals_sequential_fold(
         tempfile.TemporaryDirectory() as tmp,
         mock.patch.object(runner_choice, "PARALLEL_MIN_BYTES", 1),
         mock.patch.object(runner_choice, "usable_cores", lambda: workers),
-        mock.patch.object(in_process, "Workers", Counted),
+        mock.patch.object(forked_workers, "Workers", Counted),
     ):
         store = Path(tmp) / "store"
         check_two_runs(Path(tmp), store, first, second, files, split_bytes, spill, ())

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from profile_import.inputs.plan import InputFile
-from profile_import.pipelines import in_process
+from profile_import.pipelines import forked_workers, local_steps
 from profile_import.runners import runner_choice
 from profile_import.runners.execution import Execution, RunSettings
 from profile_import.stores import StoreError
@@ -248,14 +248,14 @@ def workers_always(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     started."""
     pids: list[int] = []
 
-    class Counted(in_process.Workers):
+    class Counted(forked_workers.Workers):
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
             pids.extend(p.pid for p in self.processes if p.pid is not None)
 
     monkeypatch.setattr(runner_choice, "PARALLEL_MIN_BYTES", 1)
     monkeypatch.setattr(runner_choice, "usable_cores", lambda: request.param)
-    monkeypatch.setattr(in_process, "Workers", Counted)
+    monkeypatch.setattr(forked_workers, "Workers", Counted)
     return pids
 
 
@@ -340,7 +340,7 @@ def test_a_failure_in_any_worker_fails_the_run_with_its_own_cause(
     assert _in_workers(tmp_path, [first], tmp_path / "s")[1] == 0
     before = export(tmp_path / "s")
     second = write_lines(tmp_path / "b.ndjson", lines)
-    check = in_process.check
+    check = local_steps.check
 
     def failing_check(job: Any, checker: Any, splits: Any) -> Any:
         if _holds(splits, failing_range, second.stat().st_size):
@@ -355,9 +355,9 @@ def test_a_failure_in_any_worker_fails_the_run_with_its_own_cause(
         return apply_lines(source, sink, bucket, *args)
 
     if step == "check":
-        monkeypatch.setattr(in_process, "check", failing_check)
+        monkeypatch.setattr(forked_workers, "check", failing_check)
     else:
-        monkeypatch.setattr(f"{in_process.__name__}.apply_lines", failing_apply)
+        monkeypatch.setattr(local_steps, "apply_lines", failing_apply)
     report, code = _in_workers(tmp_path, [second], tmp_path / "s")
     assert code == 1 and report["status"] == "FAILED"
     if step == "killed":
