@@ -93,11 +93,16 @@ class ParseSplitFn(beam.DoFn):
             lines=lines,
         )
         for bucket, in_bucket in per_bucket.items():
-            keyed_lines = list(map(batches.keyed, in_bucket.kinds, in_bucket.keys, in_bucket.lines))
             yield (
                 bucket,
                 batches.encode(
-                    bucket, split.input_index, split.first_line, keyed_lines, self._spill_dir
+                    bucket,
+                    split.input_index,
+                    split.first_line,
+                    in_bucket.keys,
+                    in_bucket.kinds,
+                    in_bucket.lines,
+                    self._spill_dir,
                 ),
             )
         if tally.rejected:

@@ -150,16 +150,12 @@ def sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
 
 
 def _batch(lines: list[dict[str, Any]], first_line: int) -> tuple[int, batches.CommandBatch]:
-    keyed = [
-        batches.keyed(
-            kind_of(x["operation"], x.get("force_replace")),
-            Identifier.email_hash(x["email_hash"]).key,
-            orjson.dumps(x),
-        )
-        for x in lines
-    ]
-    bucket = bucket_of(Identifier.email_hash(lines[0]["email_hash"]).key, BUCKETS)
-    return bucket, batches.encode(bucket, 0, first_line, keyed)
+    keys = [Identifier.email_hash(x["email_hash"]).key for x in lines]
+    kinds = bytes(kind_of(x["operation"], x.get("force_replace")) for x in lines)
+    bucket = bucket_of(keys[0], BUCKETS)
+    return bucket, batches.encode(
+        bucket, 0, first_line, keys, kinds, list(map(orjson.dumps, lines))
+    )
 
 
 def test_apply_commands_applies_batches_in_input_order(tmp_path: Path) -> None:
