@@ -19,8 +19,6 @@ the command line is honoured as Beam defines it.
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -159,9 +157,10 @@ def create_runner(options: PipelineOptions, beam_args: Sequence[str]) -> Any:
     mode_given = any(a.startswith("--direct_running_mode") for a in beam_args)
     if workers(options) == 1 or mode_given:
         return FnApiRunner()
-    # Worker processes, started as `local_worker` (Beam's own worker, quiet)
-    # rather than by `--direct_running_mode=multi_processing`, which would
-    # start Beam's worker entry point with its INFO log on our stderr; and
-    # watched, so that one that dies fails the run (`watched_workers`).
-    command = f"{shlex.quote(sys.executable)} -m profile_import.runners.local_worker"
-    return WatchedRunner(command)
+    # Worker processes, forked from a process that imported Beam once
+    # (`fork_server`), each Beam's own worker, quiet (`local_worker`), rather
+    # than started by `--direct_running_mode=multi_processing`, which would
+    # start a Python that imports Beam per worker, with Beam's INFO log on
+    # our stderr; and watched, so that one that dies fails the run
+    # (`watched_workers`).
+    return WatchedRunner()

@@ -1,22 +1,30 @@
 """The worker process of a local run: Beam's Python SDK worker, quiet.
 
-The local runner starts one of these per core. Beam's own worker entry point
-logs its plumbing at INFO on stderr, and the optional cloud clients it probes
-at import time warn there too: a nightly job's log should hold our summary
-line and real errors only. `profile-import run --verbose` sets
-PROFILE_IMPORT_VERBOSE, which keeps Beam's log and the worker's stderr.
-An interrupted launcher stops its workers with `stop_workers`; a killed one
-takes them with it (`parent_death.die_with_parent`).
+The local runner starts one of these per core, each forked from one of
+these serving forks (`fork_server`), which imported Beam once for all.
+Beam's own worker entry point logs its plumbing at INFO on stderr, and the
+optional cloud clients it probes at import time warn there too: a nightly
+job's log should hold our summary line and real errors only.
+`profile-import run --verbose` sets PROFILE_IMPORT_VERBOSE, which keeps
+Beam's log and the worker's stderr. An interrupted launcher stops its
+workers with `stop_workers`; a killed one takes them with it
+(`parent_death.die_with_parent`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import selectors
 import signal
 import sys
+import traceback
+from collections.abc import Callable
+from typing import NoReturn
 
+from profile_import.runners.fork_server import SERVE_FORKS_FLAG
 from profile_import.runners.parent_death import die_with_parent
 
 VERBOSE_ENV = "PROFILE_IMPORT_VERBOSE"
@@ -24,6 +32,16 @@ VERBOSE_ENV = "PROFILE_IMPORT_VERBOSE"
 
 def main() -> None:
     die_with_parent(os.getppid())
+    _quiet()
+    if sys.argv[1:] == [SERVE_FORKS_FLAG]:
+        serve_forks()
+        return
+    from apache_beam.runners.worker import sdk_worker_main  # after logging is set
+
+    sdk_worker_main.main(sys.argv)
+
+
+def _quiet() -> None:
     if not os.environ.get(VERBOSE_ENV):
         logging.disable(logging.ERROR)
         # The SDK worker also prints a failing bundle's traceback straight to
@@ -32,9 +50,81 @@ def main() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stderr.fileno())
         os.close(devnull)
-    from apache_beam.runners.worker import sdk_worker_main  # after logging is set
 
-    sdk_worker_main.main(sys.argv)
+
+def serve_forks() -> None:
+    """The fork server of a local run (`fork_server`): imports Beam's SDK
+    worker and the pipeline's steps once, then forks a worker for each request
+    on stdin, answers its pid on stdout, and reports its end as it reaps it.
+    Ends once stdin is closed and every worker it started has been reaped."""
+    from apache_beam.runners.worker import sdk_worker_main
+
+    import profile_import.pipelines.beam_pipeline  # noqa: F401 - what every worker runs
+
+    server = os.getpid()
+    # SIGCHLD wakes the loop below through this pipe.
+    woken, wake = os.pipe()
+    os.set_blocking(woken, False)
+    os.set_blocking(wake, False)
+    signal.set_wakeup_fd(wake)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    selector = selectors.DefaultSelector()
+    selector.register(0, selectors.EVENT_READ)
+    selector.register(woken, selectors.EVENT_READ)
+    pending = b""
+    live: set[int] = set()
+    reading = True
+    while reading or live:
+        for key, _ in selector.select():
+            if key.fd == woken:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(woken, 512):
+                        pass
+                continue
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                reading = False
+                selector.unregister(0)
+                continue
+            *requests, pending = (pending + chunk).split(b"\n")
+            for request in requests:
+                pid = os.fork()
+                if pid == 0:
+                    _forked_worker(server, json.loads(request), sdk_worker_main.main)
+                live.add(pid)
+                _reply(f"started {pid}")
+        while live:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            live.discard(pid)
+            _reply(f"ended {pid} {os.waitstatus_to_exitcode(status)}")
+
+
+def _reply(line: str) -> None:
+    os.write(1, f"{line}\n".encode("ascii"))
+
+
+def _forked_worker(server: int, env: dict[str, str], run: Callable[[list[str]], None]) -> NoReturn:
+    """A worker's life, just forked from the server: its own environment, no
+    handle of the server's, Beam's SDK worker until the runner closes it."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        os.environ.clear()
+        os.environ.update(env)
+        die_with_parent(server)
+        run([])
+        code = 0
+    except BaseException:  # noqa: BLE001 - a worker's end is reported by its status
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def stop_workers() -> None:

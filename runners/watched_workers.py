@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -41,6 +39,7 @@ from apache_beam.transforms import environments
 from apache_beam.utils import thread_pool_executor
 from google.protobuf import json_format, text_format
 
+from .fork_server import Forked, ForkServer
 from .local_worker import VERBOSE_ENV
 
 URN = "profile_import:env:watched_subprocess:v1"
@@ -93,7 +92,8 @@ def how_it_ended(returncode: int) -> str:
 
 @environments.Environment.register_urn(URN, bytes)
 class WatchedWorkers(environments.SubprocessSDKEnvironment):
-    """Beam's subprocess environment (a command that starts a worker), watched."""
+    """Beam's subprocess environment, watched; its command is the token of
+    the fork server that starts its workers (`fork_server.ForkServer`)."""
 
     def to_runner_api_parameter(self, context: Any) -> tuple[str, bytes]:
         return URN, self.command_string.encode("utf-8")
@@ -123,14 +123,17 @@ class WatchedRunner(fn_runner.FnApiRunner):
 
     _advice = _NotForWatchedWorkers()
 
-    def __init__(self, command: str) -> None:
-        super().__init__(default_environment=WatchedWorkers.from_command_string(command))
+    def __init__(self) -> None:
+        self._forks = ForkServer()
+        # The environment names the fork server that starts its workers.
+        super().__init__(default_environment=WatchedWorkers.from_command_string(self._forks.token))
 
     def run_pipeline(self, pipeline: Any, options: Any) -> Any:
         log = logging.getLogger(fn_runner.__name__)
         log.addFilter(self._advice)
         try:
-            return super().run_pipeline(pipeline, options)
+            with self._forks.running():
+                return super().run_pipeline(pipeline, options)
         finally:
             log.removeFilter(self._advice)
 
@@ -176,10 +179,10 @@ class _Run:
 @worker_handlers.WorkerHandler.register_environment(URN, bytes)
 class _WatchedWorkerHandler(worker_handlers.SubprocessSdkWorkerHandler):
     """Starts its worker as Beam's `SubprocessSdkWorker` does (a logging
-    server, the worker's environment variables), without a shell, and
-    watches it (see the module doc)."""
+    server, the worker's environment variables), forked by its run's fork
+    server (`fork_server`), and watches it (see the module doc)."""
 
-    process: subprocess.Popen[bytes] | None = None
+    process: Forked | None = None
 
     def start_worker(self) -> None:
         _quiet_broken_streams()
@@ -226,16 +229,17 @@ class _WatchedWorkerHandler(worker_handlers.SubprocessSdkWorkerHandler):
         )
         if self.worker_id:
             env["WORKER_ID"] = self.worker_id
-        command = shlex.split(self._worker_command_line.decode("utf-8"))
         try:
+            server = ForkServer.of(self._worker_command_line.decode("utf-8"))
             with worker_handlers.SUBPROCESS_LOCK:
-                self.process = subprocess.Popen(command, env=env)
+                self.process = server.fork(env)
             returncode = self.process.wait()
             # Closed, a worker ends with status 0: any other end is a death,
             # even one that came as the runner closed it.
             if returncode or not self._closing.is_set():
                 worker = f"worker process {self.process.pid} of the local runner"
-                self._fail(WorkerDied(f"{worker} {how_it_ended(returncode)}"))
+                ended = self.process.server_end or f"{worker} {how_it_ended(returncode)}"
+                self._fail(WorkerDied(ended))
         except OSError as e:
             self._fail(WorkerDied(f"a worker process of the local runner could not start: {e}"))
         finally:

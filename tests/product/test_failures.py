@@ -137,6 +137,55 @@ def test_a_launcher_killed_alone_takes_its_forked_workers_with_it(
     assert export(store) == before
 
 
+def test_a_launcher_killed_alone_takes_its_beam_workers_and_their_fork_server_with_it(
+    tmp_path: Path, big_input: Path
+) -> None:
+    """`kill -9 PID` of a run on Beam's local runner: the fork server dies
+    with it, and the workers with the fork server; the store is as it was."""
+    store, current, before = seeded_store(tmp_path)
+    process = start_mid_run(store, big_input, "local", "--direct_num_workers=2")
+    server = children(process.pid)
+    workers = workers_of(process.pid, "local")
+    assert len(server) == 1 and len(workers) == 2, (server, workers)
+    try:
+        for pid in workers:  # held still: only their parent's end can end them
+            os.kill(pid, signal.SIGSTOP)
+        process.kill()
+        process.wait()
+        wait_for(lambda: gone(server + workers), timeout=10)
+    finally:
+        for pid in server + workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert (store / "CURRENT").read_bytes() == current
+    assert export(store) == before
+
+
+def test_a_killed_fork_server_fails_the_run_at_once_in_one_line(
+    tmp_path: Path, big_input: Path
+) -> None:
+    """The process that forks Beam's local workers, killed: its workers die
+    with it and the run fails within seconds, in one line that says so,
+    publishing nothing."""
+    store, current, before = seeded_store(tmp_path)
+    process = start_mid_run(store, big_input, "local", "--direct_num_workers=2")
+    (server,) = children(process.pid)
+    workers = children(server)
+    os.kill(server, signal.SIGKILL)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 1, stderr
+    line = one_error_line(stderr)
+    assert f"the fork server {server} of the local runner was killed by SIGKILL" in line, line
+    assert line.endswith("the store is unchanged")
+    wait_for(lambda: gone(workers), timeout=10)
+    assert (store / "CURRENT").read_bytes() == current
+    assert export(store) == before
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_terminated_run_discards_its_work(tmp_path: Path, big_input: Path, engine: str) -> None:
     store, current, before = seeded_store(tmp_path)
@@ -358,7 +407,7 @@ def test_a_worker_killed_mid_run_reports_what_the_finished_splits_checked(
     )
     try:
         wait_for(lambda: bool(count_files_in(store)), timeout=120)
-        os.kill(children(process.pid)[0], signal.SIGKILL)
+        os.kill(workers_of(process.pid, "local")[0], signal.SIGKILL)
         _, stderr = process.communicate(timeout=60)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -479,6 +528,16 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def workers_of(pid: int, engine: str) -> list[int]:
+    """The worker processes of a run: the launcher's children in this process;
+    on Beam's local runner, the children of its fork server, its only child."""
+    if engine != "local":
+        return children(pid)
+    servers = children(pid)
+    assert len(servers) == 1, servers
+    return children(servers[0])
+
+
 def gone(pids: list[int]) -> bool:
     """Whether none of `pids` runs any more (an unreaped zombie counts as gone)."""
     for pid in pids:
@@ -504,7 +563,7 @@ def test_a_worker_killed_mid_run_fails_the_run_at_once_and_frees_the_store(
     runner it is a worker process; in this process, one of the forked workers."""
     store, current, before = seeded_store(tmp_path)
     process = start_mid_run(store, big_input, engine, "--direct_num_workers=2")
-    workers = children(process.pid)
+    workers = workers_of(process.pid, engine)
     assert len(workers) == 2, workers
     killed = workers[0]
     os.kill(killed, signal.SIGKILL)
