@@ -156,7 +156,12 @@ class Measured:
 
 
 def measure(command: Sequence[str], *, stdout: Path | None, stderr: Path) -> Measured:
-    """Runs `command` to its end; wall time and the peak RSS of its process tree."""
+    """Runs `command` to its end; wall time and the peak RSS of its process tree.
+
+    Starts once the disk has written back what the rows before wrote (a
+    store, an export, spill files: gigabytes at 1M lines), which would
+    otherwise slow this row and not the one that wrote it."""
+    os.sync()
     peak = 0
     stop = threading.Event()
     with open(stderr, "wb") as err, open(stdout or os.devnull, "wb") as out:
