@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from . import records
 from .changes import CREATED, DELETED, UPDATED, Change, profile_state_digest
-from .fold import Command, Outcome, apply_commands
+from .fold import Command, FoldResult, Outcome, apply_commands
 
 _KINDS = {Outcome.CREATED: CREATED, Outcome.UPDATED: UPDATED, Outcome.DELETED: DELETED}
 
@@ -36,19 +36,17 @@ def apply_to_bucket(
     i = 0
 
     def apply(key: bytes, stored_record: bytes | None, line: bytes | None) -> Iterator[bytes]:
-        stored = records.decode_record(stored_record) if stored_record is not None else None
-        result = apply_commands(stored, commands[key], now)
+        result, change = fold_key(key, stored_record, commands[key], now)
         tally[result.outcome] += 1
         tally["deletes_missing"] += result.deletes_missing
-        if result.outcome is Outcome.UNCHANGED and line is not None:
-            yield line
+        if change is None:
+            if line is not None:
+                yield line  # unchanged: the very same bytes
             return
-        new = None if result.stored is None else records.encode(key, result.stored)
-        kind = _KINDS.get(result.outcome)
-        if changes is not None and kind is not None:
-            changes.append(Change(key, kind, stored_record, new))
-        if new is not None:
-            yield new
+        if changes is not None:
+            changes.append(change)
+        if change.after is not None:
+            yield change.after
 
     for line in stored_lines:
         key, record = records.split(line)
@@ -82,25 +80,34 @@ def bucket_changes(
     deleted: list[bytes] = []
     outcomes = dict.fromkeys(Outcome, 0)
     missing = 0
-    decode, encode = records.decode_record, records.encode
     for key in sorted(commands):
-        record = before.get(key)
-        stored = None if record is None else decode(record)
-        result = apply_commands(stored, commands[key], now)
+        result, change = fold_key(key, before.get(key), commands[key], now)
         outcomes[result.outcome] += 1
         missing += result.deletes_missing
-        kind = _KINDS.get(result.outcome)
-        if kind is None:
-            continue  # unchanged, or absent before and after
-        # Folds never change the stored profile they start from (`merge`).
-        state = None if stored is None else profile_state_digest(stored.profile, stored.created_at)
-        if result.stored is None:
+        if change is None:
+            continue
+        found.append(change)
+        if change.after is None:
             deleted.append(key)
-            found.append(Change(key, kind, record, None, state))
         else:
-            line = encode(key, result.stored)
-            changed.append(line)
-            found.append(Change(key, kind, record, line, state))
+            changed.append(change.after)
     tally.update({outcome: count for outcome, count in outcomes.items() if count})
     tally["deletes_missing"] += missing
     return changed, deleted
+
+
+def fold_key(
+    key: bytes, record: bytes | None, commands: Iterable[Command], now: str
+) -> tuple[FoldResult, Change | None]:
+    """One touched identifier's fold onto its stored record (None: absent):
+    the result, and the change it makes (None: unchanged, or absent before
+    and after)."""
+    stored = None if record is None else records.decode_record(record)
+    result = apply_commands(stored, commands, now)
+    kind = _KINDS.get(result.outcome)
+    if kind is None:
+        return result, None
+    # A fold never changes the stored profile it starts from (`merge`).
+    state = None if stored is None else profile_state_digest(stored.profile, stored.created_at)
+    after = None if result.stored is None else records.encode(key, result.stored)
+    return result, Change(key, kind, record, after, state)

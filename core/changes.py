@@ -40,9 +40,9 @@ class Change(NamedTuple):
     kind: str
     before: bytes | None
     after: bytes | None
-    # `before`'s state digest, when the run that found the change had its
-    # record parsed at hand (else `before_digests` parses it).
-    before_state: str | None = None
+    # `before`'s state digest (`state_digest`; None: absent), from the record
+    # the fold parsed.
+    before_state: str | None
 
 
 def state_digest(record: bytes) -> str:
@@ -61,10 +61,7 @@ def profile_state_digest(profile: Any, created_at: str) -> str:
 
 def before_digests(changes: Iterable[Change]) -> dict[bytes, str | None]:
     """Each changed key's state digest before the run (None: it was absent)."""
-    return {
-        c.key: None if c.before is None else (c.before_state or state_digest(c.before))
-        for c in changes
-    }
+    return {c.key: c.before_state for c in changes}
 
 
 def net_change(before: str | None, now: bytes | None) -> str | None:
