@@ -10,7 +10,7 @@ rejected.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -69,6 +69,17 @@ class LineRun(NamedTuple):
     numbers: Sequence[int]
     contents: list[bytes]
     cut: Mapping[int, int]
+
+    @classmethod
+    def of(cls, lines: Iterable[Line]) -> LineRun:
+        """Lines given one at a time (a source's, `transforms.import_profiles`)
+        as one run."""
+        given = list(lines)
+        return cls(
+            [line.number for line in given],
+            [line.content for line in given],
+            {line.number: line.size for line in given if line.size > len(line.content)},
+        )
 
 
 # How much a read takes at a time: the lines of a block are cut out by one

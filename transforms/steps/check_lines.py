@@ -120,7 +120,7 @@ def checked_by_bucket(
     runs = (
         read_runs(split, settings.max_line_bytes, transport_params, position)
         if lines is None
-        else [run_of(lines)]
+        else [LineRun.of(lines)]
     )
     reported = 0
     try:
@@ -160,13 +160,3 @@ def checked_by_bucket(
         tally.blank += blank
         tally.upserts += upserts
     return by_bucket
-
-
-def run_of(lines: Iterable[Line]) -> LineRun:
-    """Given lines as one run, as the reader gives a file's."""
-    given = list(lines)
-    return LineRun(
-        [line.number for line in given],
-        [line.content for line in given],
-        {line.number: line.size for line in given if line.size > len(line.content)},
-    )
