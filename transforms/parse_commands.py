@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar, cast
 
 import apache_beam as beam
 from apache_beam.metrics.metric import Metrics
@@ -127,6 +127,14 @@ class ParseSplitFn(beam.DoFn):
 
 Splits = beam.pvalue.PCollection[InputSplit]
 
+_Expand = TypeVar("_Expand", bound=Callable[..., Any])
+
+
+def _hidden_from_beam(expand: _Expand) -> _Expand:
+    """Beam (2.78 on) reads an `expand`'s annotations as its type hints and logs a
+    warning, on the root logger, for any that is not a PCollection: mypy reads them."""
+    return cast(_Expand, beam.typehints.no_annotations(expand))
+
 
 class ParseCommands(beam.PTransform[Splits, beam.pvalue.DoOutputsTuple]):
     """Reads numbered splits and checks their lines (SPEC §1, §3).
@@ -155,6 +163,7 @@ class ParseCommands(beam.PTransform[Splits, beam.pvalue.DoOutputsTuple]):
         )
         self._decided = decided
 
+    @_hidden_from_beam
     def expand(self, splits: Splits) -> beam.pvalue.DoOutputsTuple:
         side = {} if self._decided is None else {"decided": beam.pvalue.AsSingleton(self._decided)}
         outputs: beam.pvalue.DoOutputsTuple = splits | "CheckLines" >> beam.ParDo(
