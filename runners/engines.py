@@ -309,11 +309,16 @@ class BeamRunner:
         from profile_import.pipelines import beam_pipeline
 
         from . import local
+
+        runner = local.create_runner(self.options, self.beam_args)
+        pipeline = beam_pipeline.build(beam.Pipeline(runner, options=self.options), job)
+        with local.serving_forks(runner):
+            return self._ran(pipeline, job, settings, stderr)
+
+    def _ran(self, pipeline: Any, job: ImportJob, settings: RunSettings, stderr: TextIO) -> Ran:
         from .watched_workers import Watch
 
         ctx = job.finalizer.ctx
-        runner = local.create_runner(self.options, self.beam_args)
-        pipeline = beam_pipeline.build(beam.Pipeline(runner, options=self.options), job)
         if not settings.wait or self.builds_only:
             submitted = pipeline.run()
             # Beam's dry run returns the job it built instead of submitting it.

@@ -1,22 +1,29 @@
 """The local runner's workers, forked from one process that imported Beam once.
 
 Each worker process of Beam's local runner used to start as a new Python
-that imported Beam (about a second of CPU each: the largest cost Beam adds
-to a local run). A local run now starts one fork server
-(`local_worker.serve_forks`): a new Python, with the launcher's environment,
-that imports Beam's SDK worker and the pipeline's steps once, quietly, and
-forks each worker the runner asks for. A fresh process, not the launcher:
-the launcher has threads and open connections by then, which a fork would
-copy in a state nobody can vouch for.
+that imported Beam (over a second of CPU each: the largest cost Beam adds to
+a local run). A local run now has one fork server (`local_worker`), which
+forks each worker the runner asks for, with Beam's SDK worker and the
+pipeline's steps already imported.
+
+The server is forked from the launcher itself, before the run starts, when
+the launcher has no thread but its main one: it then has Beam imported for
+free, and nothing in it is held by a thread a fork would leave behind (C
+libraries' own threads, such as a BLAS pool or an allocator's, are
+fork-aware; a fresh server imports them too). It starts as if new: the
+launcher's descriptors closed, its signal handlers back to Python's, its
+objects never finalized there. Later, or in a caller that runs threads of
+its own, the server is a new Python with the launcher's environment
+(`local_worker --serve-forks`), which imports Beam once.
 
 What the runner knew of a worker it started itself, it still knows
 (`watched_workers`): the server answers each request with the worker's pid,
 and reports each worker's end with its exit status as it reaps it. A server
 that ends takes its workers with it (they die with their parent), and every
 worker it had ends with the server's fate. The server dies with the thread
-that started it (the run's), and ends once the run is over and all its
-workers are reaped; the launcher waits for it, so the workers' CPU counts
-in the launcher's, as when they were its own children.
+that started it, and ends once the run is over and all its workers are
+reaped; the launcher waits for it, so the workers' CPU counts in the
+launcher's, as when they were its own children.
 
 The protocol: a request is one line of JSON on the server's stdin (the
 worker's environment); the server answers `started PID`, then later
@@ -35,10 +42,10 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from typing import ClassVar
+from typing import IO, ClassVar, Protocol
 
-# What `local_worker` is given to serve forks rather than be a worker.
-SERVE_FORKS_FLAG = "--serve-forks"
+from . import local_worker
+
 # How long a finished run waits for its server to reap its last workers and end.
 _END_SECONDS = 10.0
 
@@ -83,6 +90,67 @@ class Forked:
         self._ended.set()
 
 
+class _Server(Protocol):
+    """What the run holds of its server: a `subprocess.Popen`, or `_ForkedServer`."""
+
+    pid: int
+    stdin: IO[bytes] | None
+    stdout: IO[bytes] | None
+
+    def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+class _ForkedServer:
+    """The server forked from this process, held as a `Popen` would hold it."""
+
+    def __init__(self, pid: int, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdin: IO[bytes] | None = stdin
+        self.stdout: IO[bytes] | None = stdout
+
+    def wait(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    def kill(self) -> None:
+        with suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _forked_here() -> _ForkedServer | None:
+    """The server, forked from this process, or None when this process runs
+    threads besides the one here (a fork would copy their locks as they are)."""
+    if threading.active_count() > 1 or not hasattr(os, "fork"):
+        return None
+    local_worker.import_worker()
+    requests_read, requests = os.pipe()
+    answers, answers_write = os.pipe()
+    parent = os.getpid()
+    # What the buffers hold is the launcher's to write, not the server's.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        local_worker.serve_forked(parent, requests_read, answers_write)
+    os.close(requests_read)
+    os.close(answers_write)
+    return _ForkedServer(pid, os.fdopen(requests, "wb"), os.fdopen(answers, "rb"))
+
+
+def _started() -> _Server:
+    """A new server: forked from here if that is safe, else a new Python."""
+    forked = _forked_here()
+    if forked is not None:
+        return forked
+    return subprocess.Popen(
+        [sys.executable, "-m", local_worker.__name__, local_worker.SERVE_FORKS_FLAG],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+
+
 class ForkServer:
     """One run's fork server, found by its `token` (the workers' environment
     names it; see `watched_workers.WatchedRunner`)."""
@@ -92,7 +160,7 @@ class ForkServer:
     def __init__(self) -> None:
         self.token = f"fork-server-{uuid.uuid4().hex}"
         self._lock = threading.Lock()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: _Server | None = None
         self._reader: threading.Thread | None = None
         self._asked: collections.deque[Forked] = collections.deque()
         self._live: dict[int, Forked] = {}
@@ -107,13 +175,14 @@ class ForkServer:
 
     @contextmanager
     def running(self) -> Iterator[ForkServer]:
-        """Starts the server for the time of a run (from the run's thread:
-        the server dies with it), then ends it and waits for it."""
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "profile_import.runners.local_worker", SERVE_FORKS_FLAG],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        """Starts the server for the time of a run, unless an outer `running()`
+        already did (the launcher, before the run starts threads), then ends it
+        and waits for it. Entered from the thread that runs the run: the server
+        dies with it."""
+        if self._process is not None:
+            yield self
+            return
+        self._process = _started()
         self._reader = threading.Thread(target=self._read, name="fork_server", daemon=True)
         self._reader.start()
         ForkServer._running[self.token] = self
@@ -170,18 +239,16 @@ class ForkServer:
             forked.ended(-signal.SIGKILL, fate)
 
     def _close(self) -> None:
-        process = self._process
-        if process is None:
+        process, reader = self._process, self._reader
+        if process is None or reader is None:
             return
         with self._lock, suppress(OSError):
             assert process.stdin is not None
             process.stdin.close()
-        try:
-            process.wait(_END_SECONDS)
-        except subprocess.TimeoutExpired:
+        # The reader reaps the server once it has ended.
+        reader.join(_END_SECONDS)
+        if reader.is_alive():
             process.kill()  # its workers die with it
-            process.wait()
-        if self._reader is not None:
-            self._reader.join()
+            reader.join()
         assert process.stdout is not None
         process.stdout.close()

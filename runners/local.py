@@ -18,6 +18,7 @@ the command line is honoured as Beam defines it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -164,3 +165,13 @@ def create_runner(options: PipelineOptions, beam_args: Sequence[str]) -> Any:
     # our stderr; and watched, so that one that dies fails the run
     # (`watched_workers`).
     return WatchedRunner()
+
+
+def serving_forks(runner: Any) -> contextlib.AbstractContextManager[object]:
+    """For the time of a run on `runner`: its fork server (`fork_server`), if it
+    has one, started now, while this process has only the thread here."""
+    from .watched_workers import WatchedRunner
+
+    if isinstance(runner, WatchedRunner):
+        return runner.serving_forks()
+    return contextlib.nullcontext()

@@ -1,7 +1,9 @@
 """The worker process of a local run: Beam's Python SDK worker, quiet.
 
-The local runner starts one of these per core, each forked from one of
-these serving forks (`fork_server`), which imported Beam once for all.
+The local runner starts one of these per core, each forked from its run's
+fork server (`fork_server`), which has Beam imported once for all: forked
+from the launcher itself (`serve_forked`) or started as this module with
+`--serve-forks`.
 Beam's own worker entry point logs its plumbing at INFO on stderr, and the
 optional cloud clients it probes at import time warn there too: a nightly
 job's log should hold our summary line and real errors only.
@@ -14,6 +16,7 @@ workers with `stop_workers`; a killed one takes them with it
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -24,10 +27,11 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
-from profile_import.runners.fork_server import SERVE_FORKS_FLAG
 from profile_import.runners.parent_death import die_with_parent
 
 VERBOSE_ENV = "PROFILE_IMPORT_VERBOSE"
+# What this module is given to serve forks rather than be a worker.
+SERVE_FORKS_FLAG = "--serve-forks"
 
 
 def main() -> None:
@@ -52,15 +56,51 @@ def _quiet() -> None:
         os.close(devnull)
 
 
-def serve_forks() -> None:
-    """The fork server of a local run (`fork_server`): imports Beam's SDK
-    worker and the pipeline's steps once, then forks a worker for each request
-    on stdin, answers its pid on stdout, and reports its end as it reaps it.
-    Ends once stdin is closed and every worker it started has been reaped."""
+def import_worker() -> Callable[[list[str]], None]:
+    """Imports what every worker runs (Beam's SDK worker, the pipeline's steps)
+    and returns the worker's entry point."""
     from apache_beam.runners.worker import sdk_worker_main
 
     import profile_import.pipelines.beam_pipeline  # noqa: F401 - what every worker runs
 
+    return sdk_worker_main.main
+
+
+def serve_forked(parent: int, requests: int, answers: int) -> NoReturn:
+    """The fork server's life, just forked from the launcher `parent` (with
+    `import_worker` done): as if it had started new, then `serve_forks` on the
+    pipes `requests` and `answers`."""
+    code = 1
+    try:
+        os.dup2(requests, 0)
+        os.dup2(answers, 1)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        # The launcher's objects (a database connection, the store's files) are
+        # never finalized here, and a worker's collections never walk them.
+        gc.freeze()
+        for signum in signal.valid_signals():
+            handler = signal.getsignal(signum)
+            if callable(handler) and handler is not signal.default_int_handler:
+                fresh = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+                signal.signal(signum, fresh)
+        signal.set_wakeup_fd(-1)
+        die_with_parent(parent)
+        _quiet()
+        serve_forks()
+        code = 0
+    except BaseException:  # noqa: BLE001 - the server's end is reported by its status
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def serve_forks() -> None:
+    """The fork server of a local run (`fork_server`): imports Beam's SDK
+    worker and the pipeline's steps once (if not yet), then forks a worker for
+    each request on stdin, answers its pid on stdout, and reports its end as it
+    reaps it. Ends once stdin is closed and every worker it started has been
+    reaped."""
+    run_worker = import_worker()
     server = os.getpid()
     # SIGCHLD wakes the loop below through this pipe.
     woken, wake = os.pipe()
@@ -90,7 +130,7 @@ def serve_forks() -> None:
             for request in requests:
                 pid = os.fork()
                 if pid == 0:
-                    _forked_worker(server, json.loads(request), sdk_worker_main.main)
+                    _forked_worker(server, json.loads(request), run_worker)
                 live.add(pid)
                 _reply(f"started {pid}")
         while live:

@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from typing import Any, ClassVar
 
 import grpc
@@ -127,6 +127,11 @@ class WatchedRunner(fn_runner.FnApiRunner):
         self._forks = ForkServer()
         # The environment names the fork server that starts its workers.
         super().__init__(default_environment=WatchedWorkers.from_command_string(self._forks.token))
+
+    def serving_forks(self) -> AbstractContextManager[ForkServer]:
+        """The fork server, started now and kept for the runs within: started
+        before the run starts threads, it is forked from this process."""
+        return self._forks.running()
 
     def run_pipeline(self, pipeline: Any, options: Any) -> Any:
         log = logging.getLogger(fn_runner.__name__)
