@@ -92,19 +92,13 @@ class ParseSplitFn(beam.DoFn):
             progress=progress.marker(self._progress_dir, split_name, split.size),
             lines=lines,
         )
-        for bucket, in_bucket in per_bucket.items():
-            yield (
-                bucket,
-                batches.encode(
-                    bucket,
-                    split.input_index,
-                    split.first_line,
-                    in_bucket.keys,
-                    in_bucket.kinds,
-                    in_bucket.lines,
-                    self._spill_dir,
-                ),
-            )
+        position = (split.input_index, split.first_line)
+        with batches.spilled(self._spill_dir, *position) as spill:
+            for bucket, in_bucket in per_bucket.items():
+                batch = batches.encode(
+                    *position, in_bucket.keys, in_bucket.kinds, in_bucket.lines, spill
+                )
+                yield (bucket, batch)
         if tally.rejected:
             encoded = tally.reject_lines(split.display_name, redact=self._settings.redact)
             yield beam.pvalue.TaggedOutput(REJECTS, (split.sequence, b"".join(encoded)))

@@ -73,7 +73,7 @@ def wait_for(condition: object, timeout: float = 60) -> None:
 
 def staged(store: Path) -> bool:
     """A run is mid-pipeline: its batches have been spilled to its work folder."""
-    return any(store.glob("staging/*/shuffle/*.batch"))
+    return any(store.glob("staging/*/shuffle/*.batches"))
 
 
 # Both engines, mid-run: Beam's local runner (worker processes, the shuffle

@@ -14,12 +14,14 @@ local engine's hand-over); a frame is only read by the same job's workers.
 
 The element is a plain tuple, which Beam's coders encode natively (a
 NamedTuple would be pickled): `(input index, first line of the split,
-frame, spill path)`. Splits are contiguous line ranges of their input, so
+frame, spill file, offset, size)`. Splits are contiguous line ranges of their input, so
 sorting a bucket's batches by (input index, first line) puts every line of the
 bucket back in input order; no per-line number needs to travel.
 
-Spilling: with a spill folder, the frame is written to a file there and the
-element carries only its path (frame empty). The GroupByKey then moves a
+Spilling: with a spill folder, a split's frames are written one after the
+other to one file there (`Spill`), and each element carries where its frame
+is in it (frame empty). One file per split, not per batch: creating a file
+costs the kernel more than writing a frame. The GroupByKey then moves a
 few thousand tiny elements instead of the whole input. On the local
 FnApiRunner this is what lets two worker processes pay off: the runner
 otherwise decodes, regroups and re-encodes every frame in its own process,
@@ -30,14 +32,15 @@ Runners with a real shuffle service (Dataflow) carry the frame inline.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import marshal
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-# (input index, first line of the split, frame, spill path or "")
-CommandBatch = tuple[int, int, bytes, str]
+# (input index, first line of the split, frame, spill file or "", its offset and size there)
+CommandBatch = tuple[int, int, bytes, str, int, int]
 # Anything that starts with the (input index, first line) of the contiguous
 # range of lines it comes from: a CommandBatch, the local engine's parts.
 Part = TypeVar("Part", bound=tuple[Any, ...])
@@ -50,37 +53,72 @@ class DamagedBatch(Exception):
     """A batch whose frame does not hold what its header says."""
 
 
+class Spill:
+    """One split's spill file, each frame written after the one before. A
+    retried bundle rewrites the same file with the same bytes; the apply stage
+    only starts once every split has been read."""
+
+    def __init__(self, spill_dir: str, input_index: int, first_line: int) -> None:
+        self.path = os.path.join(spill_dir, f"{input_index:06d}-{first_line:012d}.batches")
+        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - see close()
+        self._end = 0
+
+    def close(self) -> None:
+        self._file.close()
+
+    def write(self, frame: bytes) -> int:
+        """Writes `frame`; returns its offset."""
+        offset = self._end
+        self._file.write(frame)
+        self._end += len(frame)
+        return offset
+
+
+@contextlib.contextmanager
+def spilled(spill_dir: str | None, input_index: int, first_line: int) -> Iterator[Spill | None]:
+    """The spill file of a split (None without a spill folder), closed after."""
+    if spill_dir is None:
+        yield None
+        return
+    spill = Spill(spill_dir, input_index, first_line)
+    try:
+        yield spill
+    finally:
+        spill.close()
+
+
 def encode(
-    bucket: int,
     input_index: int,
     first_line: int,
     keys: Sequence[bytes],
     kinds: bytes | bytearray,
     lines: Sequence[bytes | memoryview],
-    spill_dir: str | None = None,
+    spill: Spill | None = None,
 ) -> CommandBatch:
     """A batch of one split's accepted lines of one bucket, in input order,
-    each with its identifier's key and its command's kind."""
+    each with its identifier's key and its command's kind: inline, or
+    written to the split's `spill`."""
     ends = list(itertools.accumulate(map(len, lines)))
     header = marshal.dumps((list(keys), bytes(kinds), ends))
     # One join: cheaper than writing the lines one by one through a buffer.
     frame = b"".join([len(header).to_bytes(_HEADER_SIZE_BYTES, "little"), header, *lines])
-    if spill_dir is None:
-        return (input_index, first_line, frame, "")
-    path = os.path.join(spill_dir, f"{bucket:05d}-{input_index:06d}-{first_line:012d}.batch")
-    # A retried bundle rewrites the same file with the same bytes; the apply
-    # stage only starts once every split has been read.
-    with open(path, "wb") as f:
-        f.write(frame)
-    return (input_index, first_line, b"", path)
+    if spill is None:
+        return (input_index, first_line, frame, "", 0, len(frame))
+    return (input_index, first_line, b"", spill.path, spill.write(frame), len(frame))
 
 
 def _frame(batch: CommandBatch) -> bytes:
-    _, _, frame, spilled = batch
+    _, _, frame, spilled, offset, size = batch
     if not spilled:
         return frame
-    with open(spilled, "rb") as f:
-        return f.read()
+    fd = os.open(spilled, os.O_RDONLY)
+    try:
+        frame = os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+    if len(frame) != size:
+        raise DamagedBatch(f"a batch of command lines is damaged: {spilled} ends early")
+    return frame
 
 
 def decode(frame: bytes) -> Iterator[tuple[bytes, int, memoryview]]:
@@ -114,5 +152,5 @@ def lines_in_input_order(
     batches: Iterable[CommandBatch],
 ) -> Iterator[tuple[bytes, int, bytes | memoryview]]:
     """Every (key, kind, line) of a bucket's batches, in input order."""
-    for batch in in_input_order(batches):
-        yield from decode(_frame(batch))
+    # Chained in C: no generator frame resumed per line.
+    return itertools.chain.from_iterable(map(decode, map(_frame, in_input_order(batches))))

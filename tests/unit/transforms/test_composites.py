@@ -153,9 +153,7 @@ def _batch(lines: list[dict[str, Any]], first_line: int) -> tuple[int, batches.C
     keys = [Identifier.email_hash(x["email_hash"]).key for x in lines]
     kinds = bytes(kind_of(x["operation"], x.get("force_replace")) for x in lines)
     bucket = bucket_of(keys[0], BUCKETS)
-    return bucket, batches.encode(
-        bucket, 0, first_line, keys, kinds, list(map(orjson.dumps, lines))
-    )
+    return bucket, batches.encode(0, first_line, keys, kinds, list(map(orjson.dumps, lines)))
 
 
 def test_apply_commands_applies_batches_in_input_order(tmp_path: Path) -> None:
