@@ -10,8 +10,9 @@ memory:
 - up to `LOCAL_MAX_BYTES`, when every input is a local uncompressed file
   (the workers cut it in parts) and the run's memory, about
   `MEMORY_PER_INPUT_BYTE` per byte of input, is at most half of what the
-  machine (or the container) has free. On 2 cores it is 1.5-1.7x as fast as
-  Beam's local runner at 1M lines, with 20-31% less CPU (bench/README.md).
+  machine (or the container) has free. On 2 cores it is about 1.35x as fast
+  as Beam's local runner at 1M lines, with about 15% less CPU
+  (bench/README.md).
 
 Anything larger, or unsized, compressed or in a bucket, runs on Beam's
 local runner, whose memory does not grow with the input. Any Beam option
