@@ -179,9 +179,10 @@ class ForkServer:
         already did (the launcher, before the run starts threads), then ends it
         and waits for it. Entered from the thread that runs the run: the server
         dies with it."""
-        if self._process is not None:
+        if self.token in ForkServer._running:
             yield self
             return
+        self._ended = None
         self._process = _started()
         self._reader = threading.Thread(target=self._read, name="fork_server", daemon=True)
         self._reader.start()

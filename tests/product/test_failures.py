@@ -140,13 +140,15 @@ def test_a_launcher_killed_alone_takes_its_forked_workers_with_it(
 def test_a_launcher_killed_alone_takes_its_beam_workers_and_their_fork_server_with_it(
     tmp_path: Path, big_input: Path
 ) -> None:
-    """`kill -9 PID` of a run on Beam's local runner: the fork server dies
-    with it, and the workers with the fork server; the store is as it was."""
+    """`kill -9 PID` of a run on Beam's local runner: the fork server (forked
+    from the launcher, which has Beam imported) dies with it, and the workers
+    with the fork server; the store is as it was."""
     store, current, before = seeded_store(tmp_path)
     process = start_mid_run(store, big_input, "local", "--direct_num_workers=2")
     server = children(process.pid)
     workers = workers_of(process.pid, "local")
     assert len(server) == 1 and len(workers) == 2, (server, workers)
+    assert command_line(server[0]) == command_line(process.pid)
     try:
         for pid in workers:  # held still: only their parent's end can end them
             os.kill(pid, signal.SIGSTOP)
@@ -526,6 +528,10 @@ def children(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             found += [int(child) for child in (task / "children").read_text().split()]
     return found
+
+
+def command_line(pid: int) -> list[bytes]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
 
 
 def workers_of(pid: int, engine: str) -> list[int]:

@@ -110,3 +110,24 @@ def _state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "X"
+
+
+def test_a_server_ended_with_its_run_starts_anew_for_the_next() -> None:
+    script = textwrap.dedent(
+        """
+        import os
+        from profile_import.runners.fork_server import ForkServer
+
+        server = ForkServer()
+        for _ in range(2):
+            with server.running():
+                worker = server.fork({"PATH": os.environ["PATH"]})
+                print(server._process.pid, worker.wait(), flush=True)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    (first, status_1), (second, status_2) = (line.split() for line in result.stdout.splitlines())
+    assert first != second and status_1 == status_2 == "1"
