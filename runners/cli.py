@@ -104,6 +104,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         beam_args,
         inputs=args.inputs,
         show_progress=not args.quiet and sys.stderr.isatty(),
+        own_process=True,
     )
     try:
         settings.check()

@@ -312,7 +312,7 @@ class BeamRunner:
 
         runner = local.create_runner(self.options, self.beam_args)
         pipeline = beam_pipeline.build(beam.Pipeline(runner, options=self.options), job)
-        with local.serving_forks(runner):
+        with local.serving_forks(runner, from_here=settings.own_process):
             return self._ran(pipeline, job, settings, stderr)
 
     def _ran(self, pipeline: Any, job: ImportJob, settings: RunSettings, stderr: TextIO) -> Ran:

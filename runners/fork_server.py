@@ -6,15 +6,17 @@ a local run). A local run now has one fork server (`local_worker`), which
 forks each worker the runner asks for, with Beam's SDK worker and the
 pipeline's steps already imported.
 
-The server is forked from the launcher itself, before the run starts, when
-the launcher has no thread but its main one: it then has Beam imported for
-free, and nothing in it is held by a thread a fork would leave behind (C
-libraries' own threads, such as a BLAS pool or an allocator's, are
-fork-aware; a fresh server imports them too). It starts as if new: the
-launcher's descriptors closed, its signal handlers back to Python's, its
-objects never finalized there. Later, or in a caller that runs threads of
-its own, the server is a new Python with the launcher's environment
-(`local_worker --serve-forks`), which imports Beam once.
+The command line's server is forked from the launcher itself, before the
+run starts: the launcher has Beam imported already, runs nothing but this
+import, and has no thread but its main one, so nothing in it is held by a
+thread a fork would leave behind (C libraries' own threads, such as a BLAS
+pool or an allocator's, are fork-aware; a fresh server imports them too),
+and gRPC, imported, is not in use yet. It starts as if new: the launcher's
+descriptors closed, its signal handlers back to Python's, its objects never
+finalized there. A caller of the Python API gets a new Python with its
+environment (`local_worker --serve-forks`), which imports Beam once: its
+process may hold threads, its own or gRPC's from an earlier run, that a
+fork would copy in a state nobody can vouch for.
 
 What the runner knew of a worker it started itself, it still knows
 (`watched_workers`): the server answers each request with the worker's pid,
@@ -122,7 +124,7 @@ class _ForkedServer:
 def _forked_here() -> _ForkedServer | None:
     """The server, forked from this process, or None when this process runs
     threads besides the one here (a fork would copy their locks as they are)."""
-    if threading.active_count() > 1 or not hasattr(os, "fork"):
+    if threading.active_count() > 1:
         return None
     local_worker.import_worker()
     requests_read, requests = os.pipe()
@@ -139,9 +141,9 @@ def _forked_here() -> _ForkedServer | None:
     return _ForkedServer(pid, os.fdopen(requests, "wb"), os.fdopen(answers, "rb"))
 
 
-def _started() -> _Server:
-    """A new server: forked from here if that is safe, else a new Python."""
-    forked = _forked_here()
+def _started(from_here: bool) -> _Server:
+    """A new server: forked from here if asked and safe, else a new Python."""
+    forked = _forked_here() if from_here else None
     if forked is not None:
         return forked
     return subprocess.Popen(
@@ -174,16 +176,17 @@ class ForkServer:
         return server
 
     @contextmanager
-    def running(self) -> Iterator[ForkServer]:
+    def running(self, from_here: bool = False) -> Iterator[ForkServer]:
         """Starts the server for the time of a run, unless an outer `running()`
         already did (the launcher, before the run starts threads), then ends it
         and waits for it. Entered from the thread that runs the run: the server
-        dies with it."""
+        dies with it. `from_here`: forked from this process, when this process
+        runs nothing but the run (the command line's) and no other thread."""
         if self.token in ForkServer._running:
             yield self
             return
         self._ended = None
-        self._process = _started()
+        self._process = _started(from_here)
         self._reader = threading.Thread(target=self._read, name="fork_server", daemon=True)
         self._reader.start()
         ForkServer._running[self.token] = self

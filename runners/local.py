@@ -167,11 +167,12 @@ def create_runner(options: PipelineOptions, beam_args: Sequence[str]) -> Any:
     return WatchedRunner()
 
 
-def serving_forks(runner: Any) -> contextlib.AbstractContextManager[object]:
+def serving_forks(runner: Any, from_here: bool) -> contextlib.AbstractContextManager[object]:
     """For the time of a run on `runner`: its fork server (`fork_server`), if it
-    has one, started now, while this process has only the thread here."""
+    has one, started now, before the run starts threads; `from_here`: forked
+    from this process, which runs nothing but this import (the command line's)."""
     from .watched_workers import WatchedRunner
 
     if isinstance(runner, WatchedRunner):
-        return runner.serving_forks()
+        return runner.serving_forks(from_here)
     return contextlib.nullcontext()

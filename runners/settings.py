@@ -51,6 +51,10 @@ class RunSettings:
     # False: submit the job and return, as a Flex Template launch does; the
     # job's final step publishes and writes the report with nobody waiting.
     wait: bool = True
+    # The command line's: this process runs this import and nothing else (no
+    # caller's threads, no gRPC in use), so Beam's local runner may fork the
+    # process that forks its workers from it (`runners/fork_server.py`).
+    own_process: bool = False
 
     @classmethod
     def from_options(
@@ -61,6 +65,7 @@ class RunSettings:
         inputs: list[str] | None = None,
         wait: bool = True,
         show_progress: bool = False,
+        own_process: bool = False,
     ) -> RunSettings:
         """The settings from `runners.options` (the command line's or a template's)."""
         return cls(
@@ -85,6 +90,7 @@ class RunSettings:
             show_progress=show_progress,
             beam_args=beam_args,
             wait=wait,
+            own_process=own_process,
         )
 
     @cached_property

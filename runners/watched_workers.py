@@ -128,10 +128,10 @@ class WatchedRunner(fn_runner.FnApiRunner):
         # The environment names the fork server that starts its workers.
         super().__init__(default_environment=WatchedWorkers.from_command_string(self._forks.token))
 
-    def serving_forks(self) -> AbstractContextManager[ForkServer]:
-        """The fork server, started now and kept for the runs within: started
-        before the run starts threads, it is forked from this process."""
-        return self._forks.running()
+    def serving_forks(self, from_here: bool) -> AbstractContextManager[ForkServer]:
+        """The fork server, started now and kept for the runs within
+        (`ForkServer.running`)."""
+        return self._forks.running(from_here)
 
     def run_pipeline(self, pipeline: Any, options: Any) -> Any:
         log = logging.getLogger(fn_runner.__name__)

@@ -1,7 +1,7 @@
 """The local runner's fork server (`runners/fork_server.py`): forked from the
-launcher when it has no other thread, else a new Python; either starts
-workers and reports their ends. Each case runs in a new Python, whose threads
-the test controls (pytest's own process may run some)."""
+command line's launcher when it has no other thread, else a new Python;
+either starts workers and reports their ends. Each case runs in a new
+Python, whose threads the test controls (pytest's own process may run some)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
         stop = threading.Event()
         threading.Thread(target=stop.wait, daemon=True).start()
     server = ForkServer()
-    with server.running():
+    with server.running(from_here=sys.argv[1] != "api"):
         pid = server._process.pid
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             command = f.read().split(b"\\0")[:-1]
@@ -51,15 +51,18 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("threads", ["none", "thread"])
+@pytest.mark.parametrize("launcher", ["none", "thread", "api"])
 def test_the_server_is_forked_from_a_launcher_with_no_other_thread(
-    tmp_path: pytest.TempPathFactory, threads: str
+    tmp_path: pytest.TempPathFactory, launcher: str
 ) -> None:
+    """`none`: the command line's launcher; `thread`: the same with a thread
+    of its own; `api`: a caller of the Python API, whose process may hold
+    threads nobody can see from Python (gRPC's)."""
     held = os.path.join(str(tmp_path), "store-file")
     with open(held, "wb") as f:
         f.write(b"x")
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, threads, held],
+        [sys.executable, "-c", SCRIPT, launcher, held],
         capture_output=True,
         text=True,
         timeout=120,
@@ -67,11 +70,11 @@ def test_the_server_is_forked_from_a_launcher_with_no_other_thread(
     )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
-    if threads == "none":
+    if launcher == "none":
         # Forked: the launcher's own command line, none of its files, none of its handlers.
         assert seen["command"] == seen["mine"]
     else:
-        # A thread of the caller's could hold a lock a fork copies: a new Python.
+        # A thread could hold a lock a fork copies: a new Python.
         assert seen["command"][1:] == ["-m", "profile_import.runners.local_worker", "--serve-forks"]
     assert not seen["holds_mine"] and not seen["catches_sigterm"]
     assert seen["worker"] and seen["returncode"] == 1
@@ -85,7 +88,7 @@ def test_a_server_forked_from_here_ends_with_the_thread_that_started_it() -> Non
         from profile_import.runners.fork_server import ForkServer
 
         server = ForkServer()
-        with server.running():
+        with server.running(from_here=True):
             print(server._process.pid, flush=True)
             sys.stdin.read()
         """
@@ -120,7 +123,7 @@ def test_a_server_ended_with_its_run_starts_anew_for_the_next() -> None:
 
         server = ForkServer()
         for _ in range(2):
-            with server.running():
+            with server.running(from_here=True):
                 worker = server.fork({"PATH": os.environ["PATH"]})
                 print(server._process.pid, worker.wait(), flush=True)
         """
