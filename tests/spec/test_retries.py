@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -295,7 +295,7 @@ def test_a_killed_runs_scratch_is_removed_by_the_next_run(tmp_path: Path) -> Non
     argv += ["--report", os.devnull, "--rejects", os.devnull, str(big)]
     process = subprocess.Popen(argv, env=env, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not list(tmpdir.glob("profile-import-workers-*/*-to-*.lines")):
+    while not list(tmpdir.glob("profile-import-workers-*/*-to-*.batches")):
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
@@ -320,10 +320,15 @@ def test_a_killed_runs_scratch_is_removed_by_the_next_run(tmp_path: Path) -> Non
 # --- a FAILED report keeps the counts ------------------------------------------
 
 
-def _small_file_limit(limit: int) -> None:
-    # Writes past `limit` bytes fail (EFBIG; Python ignores SIGXFSZ): as on a
-    # full disk, the store's files cannot be written.
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+# Runs argv[2:] with writes past argv[1] bytes failing (EFBIG; Python ignores
+# SIGXFSZ): as on a full disk, the store's files cannot be written. Set in a
+# Python of its own, not by forking this one (`preexec_fn`): this process may
+# have run Beam, and gRPC's fork handlers can abort the child before it execs.
+WITH_FILE_LIMIT = (
+    "import os, resource, sys; limit = int(sys.argv[1]);"
+    " resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit));"
+    " os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 # Beam's local runner: small splits spilled whole, then the bucket, bigger
@@ -355,13 +360,12 @@ def test_a_run_that_cannot_write_reports_what_it_read(
     argv = [*CLI, "run", "--quiet", "--store", str(store), "--buckets", "1", *engine]
     argv += ["--report", str(report), "--rejects", str(tmp_path / "r.ndjson"), str(src)]
     result = subprocess.run(
-        argv,
+        [sys.executable, "-c", WITH_FILE_LIMIT, str(limit), *argv],
         env={**os.environ, "TMPDIR": str(tmpdir)},
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
-        preexec_fn=lambda: _small_file_limit(limit),
     )
     assert result.returncode == 1, result.stderr
     failed = json.loads(report.read_text())
