@@ -12,7 +12,8 @@ numbered once every range is, from the lines each holds (its rejects are
 written then). The buckets are then shared out by their lines, largest
 first, so that the folds end together too. A worker keeps each accepted
 line as read, hands the lines of the buckets another worker applies through
-a file that one maps, and applies its own.
+a file that one maps, framed as the Beam pipeline's shuffle frames them
+(`transforms/steps/batches.py`), and applies its own.
 
 The processes are `multiprocessing`'s (forked: the schemas, the settings and
 the store's handles are already in memory). What it lacks is kept here: a
@@ -23,7 +24,7 @@ fails the run at once, in one line, and publishes nothing.
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import marshal
 import mmap
 import multiprocessing
@@ -40,6 +41,7 @@ from profile_import.core.commands import CommandChecker
 from profile_import.core.numbering import first_lines_after
 from profile_import.inputs.plan import InputSplit
 from profile_import.runners.parent_death import die_with_parent
+from profile_import.transforms.steps import batches
 from profile_import.transforms.steps.check_lines import BucketLines
 from profile_import.transforms.steps.scratch import folder as scratch_folder
 
@@ -151,45 +153,39 @@ class Crew:
         return mine
 
     def _send(self, sender: int, receiver: int, parts: Sequence[Part]) -> None:
-        """The lines one after another in one file, their parts, buckets,
-        keys, kinds and ends in another (marshal: the fastest for lists of
-        bytes)."""
-        header = []
-        end = 0
-        # Written line by line through one buffer: joining them first would
-        # copy them all into new memory, then into the file.
-        with open(self._path(sender, receiver, "lines"), "wb", buffering=1 << 20) as f:
+        """Each part's lines of each bucket `receiver` applies, as the Beam
+        pipeline's shuffle frames them (`batches.encode`): the frames one after
+        another in one file, where each is in another (marshal)."""
+        handed = []
+        with contextlib.closing(batches.Spill(self._path(sender, receiver, "batches"))) as spill:
             for part in parts:
-                handed = []
                 for bucket, lines in part.buckets.items():
-                    if self.owner(bucket) != receiver:
-                        continue
-                    f.writelines(lines.lines)
-                    ends = list(itertools.accumulate(map(len, lines.lines), initial=end))
-                    handed.append((bucket, lines.keys, ends, bytes(lines.kinds)))
-                    end = ends[-1]
-                header.append((part.position, handed))
-        with open(self._path(sender, receiver, "keys"), "wb") as f:
-            f.write(marshal.dumps(header))
+                    if self.owner(bucket) == receiver:
+                        batch = batches.encode(
+                            *part.position, lines.keys, lines.kinds, lines.lines, spill
+                        )
+                        handed.append((bucket, batch))
+        with open(self._path(sender, receiver, "index"), "wb") as f:
+            f.write(marshal.dumps(handed))
 
     def _receive(self, sender: int, receiver: int) -> dict[int, list[BucketPart]]:
         """What `sender` handed over, by bucket: views of its file, mapped for
-        as long as this process runs, parsed straight from the mapping."""
-        with open(self._path(sender, receiver, "keys"), "rb") as f:
-            header = marshal.loads(f.read())
-        with open(self._path(sender, receiver, "lines"), "rb") as f:
+        as long as this process runs."""
+        with open(self._path(sender, receiver, "index"), "rb") as f:
+            index: list[tuple[int, batches.CommandBatch]] = marshal.loads(f.read())
+        with open(self._path(sender, receiver, "batches"), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         LEFT_TO_EXIT.append(mapped)
         view = memoryview(mapped)
         handed: dict[int, list[BucketPart]] = {}
-        for (input_index, start), buckets in header:
-            for bucket, keys, ends, kinds in buckets:
-                if len(ends) != len(keys) + 1 or len(kinds) != len(keys) or ends[-1] > size:
-                    raise InProcessError(f"worker {sender + 1} handed over a damaged list of lines")
-                lines: list[bytes | memoryview] = [view[a:b] for a, b in itertools.pairwise(ends)]
-                part = (input_index, start, BucketLines(keys, bytearray(kinds), lines))
-                handed.setdefault(bucket, []).append(part)
+        for bucket, batch in index:
+            try:
+                keys, kinds, lines = batches.decoded(batches.in_file(batch, view))
+            except batches.DamagedBatch as e:
+                raise InProcessError(f"worker {sender + 1} handed over damaged lines: {e}") from e
+            part = (batch[0], batch[1], BucketLines(keys, bytearray(kinds), lines))
+            handed.setdefault(bucket, []).append(part)
         return handed
 
 

@@ -7,6 +7,7 @@ rejects and counts as the Beam pipeline on the same inputs.
 
 from __future__ import annotations
 
+import concurrent.futures
 import gzip
 import json
 import multiprocessing
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ from profile_import.pipelines import forked_workers, local_steps
 from profile_import.runners import runner_choice
 from profile_import.runners.execution import Execution, RunSettings
 from profile_import.stores import StoreError
+from profile_import.transforms.steps import batches
 from profile_import.transforms.steps.apply_bucket import apply_lines
+from profile_import.transforms.steps.check_lines import BucketLines
 
 from ..helpers import CLI, ONE_WORKER, delete, export, run_cli, upsert, write_big_input, write_lines
 
@@ -453,3 +457,74 @@ def test_an_input_in_workers_gives_the_pipelines_result(tmp_path: Path) -> None:
         seen.append((profiles, got["counts"], rejects.with_suffix(".rej").read_text()))
     assert seen[0] == seen[1] == seen[2]
     assert seen[0][1]["lines"] == 60_002 and seen[0][1]["rejected"] == 1
+
+
+def _handed_over_crew(folder: Path) -> tuple[forked_workers.Crew, list[list[local_steps.Part]]]:
+    """Two workers' checked parts (two ranges each, three buckets), their
+    buckets shared out: bucket 0 is the largest, so worker 0 applies it."""
+
+    def lines(bucket: int, start: int, count: int) -> BucketLines:
+        keys = [b"key-%d-%d" % (bucket, start + i) for i in range(count)]
+        contents: list[bytes | memoryview] = [b'{"line": "%s"}' % key for key in keys]
+        return BucketLines(keys, bytearray([i % 3 for i in range(count)]), contents)
+
+    crew = forked_workers.Crew([], workers=2, buckets=3, folder=str(folder))
+    parts = [
+        [
+            local_steps.Part((0, start), {0: lines(0, start, 5), 1: lines(1, start, 2)})
+            for start in (1, 101)
+        ],
+        [
+            local_steps.Part((0, start), {1: lines(1, start, 1), 2: lines(2, start, 3)})
+            for start in (51, 151)
+        ],
+    ]
+    for worker_parts in parts:
+        for part in worker_parts:
+            crew.checked_range(0, part)
+    crew.share_buckets()
+    return crew, parts
+
+
+def _as_lists(parts: Sequence[local_steps.BucketPart]) -> list[tuple[int, int, list[Any]]]:
+    return [
+        (index, start, list(zip(p.keys, p.kinds, map(bytes, p.lines), strict=True)))
+        for index, start, p in batches.in_input_order(parts)
+    ]
+
+
+def test_workers_hand_each_other_the_lines_of_the_buckets_they_apply(tmp_path: Path) -> None:
+    """Through the frames the Beam pipeline's shuffle uses: every part of
+    every bucket reaches its owner whole, in input order."""
+    crew, parts = _handed_over_crew(tmp_path)
+    owners = {bucket: crew.owner(bucket) for bucket in range(3)}
+    expected = {
+        bucket: _as_lists(
+            [
+                (*part.position, part.buckets[bucket])
+                for ps in parts
+                for part in ps
+                if bucket in part.buckets
+            ]
+        )
+        for bucket in range(3)
+    }
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        mine = list(pool.map(crew.hand_over, [0, 1], parts))
+    assert sorted(b for m in mine for b in m) == [0, 1, 2]
+    for number, buckets in enumerate(mine):
+        for bucket, got in buckets.items():
+            assert owners[bucket] == number
+            assert _as_lists(got) == expected[bucket]
+
+
+def test_damaged_lines_handed_over_fail_the_worker_in_one_line(tmp_path: Path) -> None:
+    crew, parts = _handed_over_crew(tmp_path)
+    # Worker 0 hands worker 1 its lines of bucket 1 (worker 1 applies it).
+    sender, receiver = 0, crew.owner(1)
+    assert receiver == 1
+    crew._send(sender, receiver, parts[sender])
+    handed = tmp_path / f"{sender}-to-{receiver}.batches"
+    handed.write_bytes(handed.read_bytes()[:-1])
+    with pytest.raises(local_steps.InProcessError, match=r"^worker 1 handed over damaged lines: "):
+        crew._receive(sender, receiver)

@@ -1,5 +1,10 @@
 """What crosses the shuffle: per-bucket batches of raw command lines.
 
+Both engines frame a bucket's lines this way: the Beam pipeline for its
+shuffle, and the local engine's workers for the lines one hands another
+(`pipelines.forked_workers`); both put a bucket's parts back in input order
+with `in_input_order`.
+
 Sending one element per line through a GroupByKey costs more than all the
 work done on the line (measured: a per-element pipeline ran ~5x slower than a
 plain loop). So each input split sends one element per bucket it touches: the
@@ -9,8 +14,8 @@ command's kind, one byte, `core.fold.kind_of`, so that it need not parse a
 line whose content a later command makes moot; where each line ends), then
 the lines one after another, as read. No line is framed or split on its own:
 the apply step reads each line as a view of the frame. The header is
-`marshal`ed (lists of bytes and ints: the fastest codec for them, as in the
-local engine's hand-over); a frame is only read by the same job's workers.
+`marshal`ed (lists of bytes and ints: the fastest codec for them); a frame
+is only read by the same job's workers.
 
 The element is a plain tuple, which Beam's coders encode natively (a
 NamedTuple would be pickled): `(input index, first line of the split,
@@ -54,13 +59,14 @@ class DamagedBatch(Exception):
 
 
 class Spill:
-    """One split's spill file, each frame written after the one before. A
-    retried bundle rewrites the same file with the same bytes; the apply stage
-    only starts once every split has been read."""
+    """A file of frames, each written after the one before: a split's (the
+    Beam pipeline's shuffle), or what one local worker hands another
+    (`pipelines.forked_workers`). A retried bundle rewrites the same file with
+    the same bytes; the apply stage only starts once every split has been read."""
 
-    def __init__(self, spill_dir: str, input_index: int, first_line: int) -> None:
-        self.path = os.path.join(spill_dir, f"{input_index:06d}-{first_line:012d}.batches")
-        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - see close()
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - see close()
         self._end = 0
 
     def close(self) -> None:
@@ -80,7 +86,7 @@ def spilled(spill_dir: str | None, input_index: int, first_line: int) -> Iterato
     if spill_dir is None:
         yield None
         return
-    spill = Spill(spill_dir, input_index, first_line)
+    spill = Spill(os.path.join(spill_dir, f"{input_index:06d}-{first_line:012d}.batches"))
     try:
         yield spill
     finally:
@@ -121,8 +127,10 @@ def _frame(batch: CommandBatch) -> bytes:
     return frame
 
 
-def decode(frame: bytes) -> Iterator[tuple[bytes, int, memoryview]]:
-    """Every (key, kind, line) of one batch's frame, in order; each line a
+def decoded(
+    frame: bytes | memoryview,
+) -> tuple[list[bytes], bytes, list[bytes | memoryview]]:
+    """The keys, kinds and lines of one batch's frame, in order; each line a
     view of the frame."""
     view = memoryview(frame)
     size = int.from_bytes(view[:_HEADER_SIZE_BYTES], "little")
@@ -134,7 +142,17 @@ def decode(frame: bytes) -> Iterator[tuple[bytes, int, memoryview]]:
     lines = view[start:]
     if not len(keys) == len(kinds) == len(ends) or (ends[-1] if ends else 0) != len(lines):
         raise DamagedBatch("a batch of command lines is damaged: its lines do not match its header")
-    return zip(keys, kinds, map(lines.__getitem__, map(slice, [0, *ends], ends)), strict=False)
+    return keys, kinds, list(map(lines.__getitem__, map(slice, [0, *ends], ends)))
+
+
+def decode(frame: bytes | memoryview) -> Iterator[tuple[bytes, int, bytes | memoryview]]:
+    """Every (key, kind, line) of one batch's frame, in order (`decoded`)."""
+    return zip(*decoded(frame), strict=False)
+
+
+def in_file(batch: CommandBatch, mapped: memoryview) -> memoryview:
+    """The frame of a batch written to a `Spill`, in a view of that file."""
+    return mapped[batch[4] : batch[4] + batch[5]]
 
 
 def in_input_order(parts: Iterable[Part]) -> list[Part]:
