@@ -70,11 +70,8 @@ def serve_forked(parent: int, requests: int, answers: int) -> NoReturn:
     """The fork server's life, just forked from the launcher `parent` (with
     `import_worker` done): as if it had started new, then `serve_forks` on the
     pipes `requests` and `answers`."""
-    code = 1
-    try:
-        os.dup2(requests, 0)
-        os.dup2(answers, 1)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+
+    def serve() -> None:
         # The launcher's objects (a database connection, the store's files) are
         # never finalized here, and a worker's collections never walk them.
         gc.freeze()
@@ -83,15 +80,10 @@ def serve_forked(parent: int, requests: int, answers: int) -> NoReturn:
             if callable(handler) and handler is not signal.default_int_handler:
                 fresh = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
                 signal.signal(signum, fresh)
-        signal.set_wakeup_fd(-1)
-        die_with_parent(parent)
         _quiet()
         serve_forks()
-        code = 0
-    except BaseException:  # noqa: BLE001 - the server's end is reported by its status
-        traceback.print_exc()
-    finally:
-        os._exit(code)
+
+    _forked_life(parent, serve, (requests, answers))
 
 
 def serve_forks() -> None:
@@ -148,20 +140,36 @@ def _reply(line: str) -> None:
 def _forked_worker(server: int, env: dict[str, str], run: Callable[[list[str]], None]) -> NoReturn:
     """A worker's life, just forked from the server: its own environment, no
     handle of the server's, Beam's SDK worker until the runner closes it."""
+
+    def work() -> None:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.environ.clear()
+        os.environ.update(env)
+        run([])
+
+    _forked_life(server, work)
+
+
+def _forked_life(
+    parent: int, life: Callable[[], None], stdio: tuple[int, int] | None = None
+) -> NoReturn:
+    """A process just forked from `parent`: `stdio` as its stdin and stdout
+    (None: the null device), no other descriptor of its parent's, ending
+    with `parent`; then `life`. It ends there, with no exit handler of its
+    parent's run: its status says how (0: `life` returned)."""
     code = 1
     try:
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        os.dup2(devnull, 0)
-        os.dup2(devnull, 1)
+        if stdio is None:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            stdio = (devnull, devnull)
+        os.dup2(stdio[0], 0)
+        os.dup2(stdio[1], 1)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        os.environ.clear()
-        os.environ.update(env)
-        die_with_parent(server)
-        run([])
+        die_with_parent(parent)
+        life()
         code = 0
-    except BaseException:  # noqa: BLE001 - a worker's end is reported by its status
+    except BaseException:  # noqa: BLE001 - a process's end is reported by its status
         traceback.print_exc()
     finally:
         os._exit(code)
